@@ -1,0 +1,85 @@
+"""zasync: a durable, transactional job queue whose jobs live in a ZODB database.
+
+``queue.put(job)`` joins the caller's transaction; a worker claims the job,
+runs it and commits its database changes together with its result.
+"""
+
+from zasync.agent import Agent, choose_first
+from zasync.clock import set_now, utcnow
+from zasync.completed import CompletedCollection
+from zasync.dispatchers import DispatcherAgents, Dispatchers
+from zasync.failure import Failure
+from zasync.identity import get_process_uuid, set_process_uuid
+from zasync.interfaces import (
+    ACTIVE,
+    ASSIGNED,
+    CALLBACKS,
+    COMPLETED,
+    KEY,
+    NEW,
+    PENDING,
+    AbortedError,
+    BadStatusError,
+    NotPicklableError,
+    Status,
+    TimeoutError,
+    ZasyncError,
+)
+from zasync.job import Job, as_job
+from zasync.queue import Queue, Queues, get_queue, get_queues, install_queues
+from zasync.quota import Quota, Quotas
+from zasync.retry import (
+    NeverRetry,
+    RetryCommonForever,
+    RetryCommonFourTimes,
+    register_retry_policy,
+    set_callback_retry_policy,
+    set_default_retry_policy,
+)
+
+__all__ = [
+    # jobs
+    "Job",
+    "as_job",
+    "Failure",
+    # statuses
+    "Status",
+    "NEW",
+    "PENDING",
+    "ASSIGNED",
+    "ACTIVE",
+    "CALLBACKS",
+    "COMPLETED",
+    # queues and what lives in them
+    "KEY",
+    "Queues",
+    "Queue",
+    "install_queues",
+    "get_queues",
+    "get_queue",
+    "Quota",
+    "Quotas",
+    "Agent",
+    "choose_first",
+    "CompletedCollection",
+    "Dispatchers",
+    "DispatcherAgents",
+    # retry policies
+    "RetryCommonFourTimes",
+    "RetryCommonForever",
+    "NeverRetry",
+    "set_default_retry_policy",
+    "set_callback_retry_policy",
+    "register_retry_policy",
+    # process and time
+    "get_process_uuid",
+    "set_process_uuid",
+    "utcnow",
+    "set_now",
+    # errors
+    "ZasyncError",
+    "BadStatusError",
+    "AbortedError",
+    "TimeoutError",
+    "NotPicklableError",
+]

@@ -1,0 +1,47 @@
+"""Refusing, at ``put`` time, what a worker could never load.
+
+A job is pickled into the database when its transaction commits; a lambda or a
+local function would fail then, or worse, later in a worker.  This check
+pickles the callable and arguments at once (stopping at persistent objects,
+which ZODB stores separately) and turns any error into a clear message.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import TYPE_CHECKING, Any
+
+import persistent
+
+from zasync.interfaces import NotPicklableError
+
+if TYPE_CHECKING:
+    from zasync.job import Job
+
+
+class _StopAtPersistent(pickle.Pickler):
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, persistent.Persistent):
+            return id(obj)
+        return None
+
+
+def _check(label: str, value: Any, job: Job) -> None:
+    try:
+        _StopAtPersistent(io.BytesIO(), protocol=3).dump(value)
+    except Exception as e:
+        raise NotPicklableError(
+            f"{label} of {job!r} cannot be stored in the database ({e}). "
+            "Use a function defined at module level (not a lambda or a nested "
+            "function) and arguments that pickle: plain data or persistent objects."
+        ) from e
+
+
+def check_storable(job: Job) -> None:
+    """Raise NotPicklableError if the job's callable or arguments cannot be pickled."""
+    _check("the callable", job._callable_root, job)
+    for index, arg in enumerate(job.args):
+        _check(f"argument {index}", arg, job)
+    for name, arg in job.kwargs.items():
+        _check(f"keyword argument {name!r}", arg, job)

@@ -1,0 +1,126 @@
+"""Agents: a dispatcher's claim on a queue, holding the jobs it runs.
+
+An agent belongs to one dispatcher (one worker process) in one queue.  Its
+``size`` bounds how many jobs it holds at once and its ``filter`` decides
+which jobs it takes, so a deployment decides per process what runs where.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from BTrees.LOBTree import LOBTree
+from zope.interface import implementer
+
+from zasync._base import Base
+from zasync.completed import DEFAULT_RETENTION, CompletedCollection, dt_to_long, long_to_dt
+from zasync.interfaces import IAgent
+
+__all__ = ["Agent", "choose_first", "dt_to_long", "long_to_dt"]
+
+
+def choose_first(agent: Agent) -> Any:
+    """The default chooser: the first job of the queue that the agent's filter accepts."""
+    return agent.queue.claim(agent.filter)
+
+
+def _check_size(size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"agent size must be an integer >= 0, not {size!r}")
+    return size
+
+
+@implementer(IAgent)
+class Agent(Base):
+    """Claims up to ``size`` jobs that ``filter`` accepts; see IAgent."""
+
+    name: str | None = None
+
+    def __init__(
+        self,
+        size: int = 3,
+        filter: Callable[[Any], bool] | None = None,
+        chooser: Callable[[Agent], Any] | None = None,
+        retention: datetime.timedelta = DEFAULT_RETENTION,
+    ) -> None:
+        self.size = size
+        self.filter = filter
+        self.chooser = chooser
+        self._jobs = LOBTree()
+        self._sequence = 0
+        self.completed = CompletedCollection(retention)
+        self.completed.parent = self
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @size.setter
+    def size(self, value: int) -> None:
+        self._size = _check_size(value)
+
+    @property
+    def queue(self) -> Any:
+        return None if self.parent is None else self.parent.parent
+
+    def claimJob(self) -> Any:  # noqa: N802 - the seeds' API
+        """Claim one job if there is room; return it (ASSIGNED) or None."""
+        if len(self._jobs) >= self._size:
+            return None
+        job = (self.chooser or choose_first)(self)
+        if job is not None:
+            self._sequence += 1
+            self._jobs[self._sequence] = job
+            job.parent = self
+        return job
+
+    def _key_of(self, job: Any) -> int:
+        for key, held in self._jobs.items():
+            if held is job:
+                return int(key)
+        raise ValueError(f"{job!r} not in Agent")
+
+    def index(self, job: Any) -> int:
+        """Position of ``job`` (by identity); ValueError if absent."""
+        for position, held in enumerate(self._jobs.values()):
+            if held is job:
+                return position
+        raise ValueError(f"{job!r} not in Agent")
+
+    def pull(self, index: int = 0) -> Any:
+        """Remove and return the job at ``index``; its parent becomes None."""
+        keys = list(self._jobs.keys())
+        key = keys[index]  # IndexError when empty or out of range
+        job = self._jobs.pop(key)
+        job.parent = None
+        return job
+
+    def remove(self, job: Any) -> None:
+        """Remove ``job``; ValueError if it is not here."""
+        del self._jobs[self._key_of(job)]
+        job.parent = None
+
+    def __delitem__(self, index: int) -> None:
+        self.pull(index)
+
+    def jobCompleted(self, job: Any) -> None:  # noqa: N802 - the seeds' API
+        """Move a COMPLETED job to the completed collection."""
+        self.remove(job)
+        self.completed.add(job)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __bool__(self) -> bool:
+        return bool(self._jobs)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self._jobs.values()))
+
+    def __getitem__(self, index: int) -> Any:
+        return list(self._jobs.values())[index]
+
+    def __repr__(self) -> str:
+        return f"<Agent {self.name!r} size={self._size} holding={len(self._jobs)}>"

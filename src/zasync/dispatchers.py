@@ -1,0 +1,257 @@
+"""The registry of dispatchers (worker processes) in a queue, and their liveness.
+
+Every dispatcher registers its UUID in each queue it works on, activates, and
+pings.  Each live dispatcher watches the next one in UUID order: if that one
+has not pinged for ``ping_death_interval``, it is deactivated and its jobs
+are handed back to the queue (spec D-9).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid as uuid_module
+from collections.abc import Iterator
+from typing import Any
+
+import zope.event
+from BTrees.OOBTree import OOBTree
+from zope.interface import implementer
+from zope.minmax import Maximum
+
+from zasync import clock
+from zasync._base import Base
+from zasync.events import (
+    DispatcherActivated,
+    DispatcherDeactivated,
+    DispatcherRegistered,
+    DispatcherUnregistered,
+)
+from zasync.interfaces import (
+    ACTIVE,
+    ASSIGNED,
+    CALLBACKS,
+    COMPLETED,
+    NEW,
+    PENDING,
+    IAgent,
+    IDispatcherAgents,
+    IDispatchers,
+)
+from zasync.retry import RetryCommonForever
+
+events_log = logging.getLogger("zasync.events")
+
+
+@implementer(IDispatcherAgents)
+class DispatcherAgents(Base):
+    """One dispatcher's agents in one queue, with its activation and pings."""
+
+    ping_interval = datetime.timedelta(seconds=30)
+    ping_death_interval = datetime.timedelta(seconds=60)
+
+    def __init__(self, uuid: uuid_module.UUID) -> None:
+        self.UUID = uuid
+        self.activated: datetime.datetime | None = None
+        self.last_ping = Maximum()
+        self._data = OOBTree()
+
+    # -- mapping of agents -------------------------------------------------------
+
+    def __setitem__(self, name: str, agent: Any) -> None:
+        if not IAgent.providedBy(agent):
+            raise ValueError("value must be IAgent")
+        if len(agent):
+            raise ValueError("cannot add an agent with active jobs")
+        old = self._data.get(name)
+        if old is not None and old is not agent:
+            if len(old):
+                raise ValueError("cannot remove an agent with active jobs")
+            old.parent = None
+            old.name = None
+        agent.name = name
+        agent.parent = self
+        self._data[name] = agent
+
+    def pop(self, name: str, *default: Any) -> Any:
+        """Remove and return an agent; refuses one holding jobs."""
+        agent = self._data.get(name)
+        if agent is None:
+            if default:
+                return default[0]
+            raise KeyError(name)
+        if len(agent):
+            raise ValueError("cannot remove an agent with active jobs")
+        del self._data[name]
+        agent.parent = None
+        agent.name = None
+        return agent
+
+    def __delitem__(self, name: str) -> None:
+        self.pop(name)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._data[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The agent called ``name``, or ``default``."""
+        return self._data.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._data.keys()))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def keys(self) -> list[str]:
+        """Agent names, sorted."""
+        return list(self._data.keys())
+
+    def values(self) -> list[Any]:
+        """Agents, sorted by name."""
+        return list(self._data.values())
+
+    def items(self) -> list[tuple[str, Any]]:
+        """(name, agent) pairs, sorted by name."""
+        return list(self._data.items())
+
+    # -- liveness ----------------------------------------------------------------
+
+    @property
+    def dead(self) -> bool:
+        reference = self.last_ping.value
+        if self.activated is not None and (reference is None or self.activated > reference):
+            reference = self.activated
+        if reference is None:
+            return False
+        return bool(reference + self.ping_death_interval < clock.utcnow())
+
+    def activate(self) -> None:
+        """Mark this dispatcher active; ValueError if it already is."""
+        if self.activated:
+            raise ValueError("Already activated")
+        self.activated = clock.utcnow()
+        zope.event.notify(DispatcherActivated(self))
+
+    def deactivate(self) -> None:
+        """Mark inactive and hand every held job back to the queue (spec D-9)."""
+        if not self.activated:
+            raise ValueError("Not activated")
+        self.activated = None
+        queue = self.parent
+        for agent in self.values():
+            while agent:
+                job = agent.pull()
+                self._hand_back(queue, agent, job)
+        zope.event.notify(DispatcherDeactivated(self))
+
+    def _hand_back(self, queue: Any, agent: Any, job: Any) -> None:
+        status = job.status
+        if status in (PENDING, ASSIGNED):
+            events_log.warning("%r had unexpected status %s; treating it as new", job, status)
+            status = NEW
+        if status == NEW:
+            queue.put(job)
+        elif status in (ACTIVE, CALLBACKS):
+            method = job.handleInterrupt if status == ACTIVE else job.resumeCallbacks
+            queue.put(
+                method,
+                retry_policy_factory=RetryCommonForever,
+                failure_log_level=logging.CRITICAL,
+            )
+        elif status == COMPLETED:
+            agent.completed.add(job)
+            events_log.warning("unexpectedly had to inform agent of completion of %r", job)
+
+    def __repr__(self) -> str:
+        state = "active" if self.activated else "inactive"
+        return f"<DispatcherAgents {self.UUID} {state} agents={self.keys()}>"
+
+
+@implementer(IDispatchers)
+class Dispatchers(Base):
+    """The DispatcherAgents of a queue, keyed and sorted by UUID."""
+
+    def __init__(self, queue: Any = None) -> None:
+        self.parent = queue
+        self._data = OOBTree()
+
+    def register(self, uuid: uuid_module.UUID) -> DispatcherAgents:
+        """Add and return a DispatcherAgents for ``uuid``; ValueError if present."""
+        if not isinstance(uuid, uuid_module.UUID):
+            raise TypeError(f"a dispatcher is registered by uuid.UUID, not {uuid!r}")
+        if uuid in self._data:
+            raise ValueError("UUID already registered")
+        da = DispatcherAgents(uuid)
+        da.parent = self.parent
+        self._data[uuid] = da
+        zope.event.notify(DispatcherRegistered(da))
+        return da
+
+    def unregister(self, uuid: uuid_module.UUID) -> DispatcherAgents:
+        """Remove and return an inactive DispatcherAgents; see IDispatchers."""
+        da = self[uuid]
+        if da.activated:
+            raise ValueError("UUID is activated.")
+        del self._data[uuid]
+        da.parent = None
+        zope.event.notify(DispatcherUnregistered(da))
+        return da  # type: ignore[no-any-return]
+
+    def ping(self, uuid: uuid_module.UUID) -> None:
+        """Record a ping and deactivate the next activated sibling if it is dead."""
+        da = self[uuid]
+        if not da.activated:
+            raise ValueError("UUID is not activated.")
+        now = clock.utcnow()
+        last = da.last_ping.value
+        if last is None or last + da.ping_interval <= now:
+            da.last_ping.value = now
+        sibling = self._next_activated(uuid)
+        if sibling is not None and sibling is not da and sibling.dead:
+            events_log.warning("%r is dead; deactivating it (seen by %s)", sibling, uuid)
+            sibling.deactivate()
+
+    def _next_activated(self, uuid: uuid_module.UUID) -> Any:
+        for candidate in self._data.values(min=uuid, excludemin=True):
+            if candidate.activated:
+                return candidate
+        for candidate in self._data.values(max=uuid, excludemax=True):
+            if candidate.activated:
+                return candidate
+        return None
+
+    def __getitem__(self, uuid: Any) -> DispatcherAgents:
+        if not isinstance(uuid, uuid_module.UUID):
+            raise KeyError(uuid)
+        return self._data[uuid]  # type: ignore[no-any-return]
+
+    def get(self, uuid: Any, default: Any = None) -> Any:
+        """The DispatcherAgents of ``uuid``, or ``default``."""
+        if not isinstance(uuid, uuid_module.UUID):
+            return default
+        return self._data.get(uuid, default)
+
+    def __contains__(self, uuid: object) -> bool:
+        return isinstance(uuid, uuid_module.UUID) and uuid in self._data
+
+    def __iter__(self) -> Iterator[uuid_module.UUID]:
+        return iter(list(self._data.keys()))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def keys(self) -> list[uuid_module.UUID]:
+        """UUIDs, sorted."""
+        return list(self._data.keys())
+
+    def values(self) -> list[DispatcherAgents]:
+        """DispatcherAgents, sorted by UUID."""
+        return list(self._data.values())
+
+    def items(self) -> list[tuple[uuid_module.UUID, DispatcherAgents]]:
+        """(UUID, DispatcherAgents) pairs, sorted by UUID."""
+        return list(self._data.items())

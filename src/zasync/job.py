@@ -1,0 +1,638 @@
+"""The job: a persistent call, its result, its retry policy and its callbacks.
+
+See :class:`zasync.interfaces.IJob` for the contract.  The commit points of
+:meth:`Job.__call__` are, in order: the job becomes ACTIVE (commit), the
+callable runs in that same connection, the result is stored (commit, retried
+as the policy says), the callbacks run (each a job committing for itself),
+and the job becomes COMPLETED (commit).
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import logging
+import types
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from BTrees.OOBTree import OOBTree
+from persistent.list import PersistentList
+from persistent.mapping import PersistentMapping
+from zope.interface import implementer
+
+from zasync import _awaitables, clock, retry
+from zasync._base import Base, identity_repr
+from zasync._pickling import check_storable
+from zasync.failure import Failure
+from zasync.interfaces import (
+    ACTIVE,
+    ASSIGNED,
+    CALLBACKS,
+    COMPLETED,
+    NEW,
+    PENDING,
+    AbortedError,
+    BadStatusError,
+    IAgent,
+    IDispatcherAgents,
+    IJob,
+    IQueue,
+    Status,
+    TimeoutError,
+    ZasyncError,
+)
+from zasync.tx import EXPLOSIVE_ERRORS, never_fail
+
+events_log = logging.getLogger("zasync.events")
+trace_log = logging.getLogger("zasync.trace")
+
+_TIME_DECISIONS = (datetime.datetime, datetime.timedelta)
+
+
+def _bound_parts(value: Any) -> tuple[Any, str | None]:
+    """Split a bound method into (object, name); anything else is (value, None)."""
+    if isinstance(value, types.MethodType | types.BuiltinMethodType | types.MethodWrapperType):
+        owner = getattr(value, "__self__", None)
+        if owner is not None and not inspect.ismodule(owner) and not isinstance(owner, type):
+            return owner, value.__name__
+    return value, None
+
+
+def _render(value: Any) -> str:
+    if getattr(value, "_p_jar", None) is not None or hasattr(value, "_p_oid"):
+        return identity_repr(value)
+    if isinstance(value, types.FunctionType | types.BuiltinFunctionType | type):
+        return f"{value.__module__}.{value.__qualname__}"
+    return repr(value)
+
+
+@implementer(IJob)
+class Job(Base):
+    """A call to be made later, durably: ``Job(callable, *args, **kwargs)``."""
+
+    _status: str = NEW.value
+    _result: Any = None
+    _active_start: datetime.datetime | None = None
+    _active_end: datetime.datetime | None = None
+    _begin_after: datetime.datetime | None = None
+    _begin_by: datetime.timedelta | None = None
+    _quota_names: tuple[str, ...] = ()
+    _callbacks: tuple[Job, ...] = ()
+    _annotations: OOBTree | None = None
+    _retry_policy: Any = None
+    _callable_root: Any = None
+    _callable_name: str | None = None
+    _queue_key: Any = None  # the job's key in its queue's lane, while pending
+    assignerUUID: Any = None
+    key: int | None = None
+    failure_log_level: int | None = None
+    retry_policy_factory: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if not args:
+            raise TypeError("Job() needs a callable as its first argument")
+        callable_, *rest = args
+        self.args = PersistentList(rest)
+        self.kwargs = PersistentMapping(kwargs)
+        self.callable = callable_
+
+    @classmethod
+    def bind(cls, callable: Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
+        """Make a job whose callable receives the job itself as first argument."""
+        job = cls(callable, *args, **kwargs)
+        job.args.insert(0, job)
+        return job
+
+    # -- the callable ----------------------------------------------------------
+
+    @property
+    def callable(self) -> Any:
+        if self._callable_name is None:
+            return self._callable_root
+        return getattr(self._callable_root, self._callable_name)
+
+    @callable.setter
+    def callable(self, value: Any) -> None:
+        if self._status != NEW:
+            raise BadStatusError(
+                "can only set callable when a job has NEW, PENDING, or ASSIGNED status"
+            )
+        if not callable(value):
+            raise TypeError(f"{value!r} is not callable")
+        root, name = _bound_parts(value)
+        self._callable_root = root
+        self._callable_name = name
+        # A job wrapping another job's method (fail, handleInterrupt, ...) makes
+        # that job findable through it, unless the job already has a home.
+        if IJob.providedBy(root) and root.parent is None:
+            root.parent = self
+
+    # -- read-only state -------------------------------------------------------
+
+    @property
+    def status(self) -> Status:
+        if self._status != NEW:
+            return Status(self._status)
+        ob = self.parent
+        while ob is not None and IJob.providedBy(ob):
+            ob = ob.parent
+        if IAgent.providedBy(ob):
+            return ASSIGNED
+        if IQueue.providedBy(ob):
+            return PENDING
+        return NEW
+
+    @property
+    def result(self) -> Any:
+        return self._result
+
+    @property
+    def active_start(self) -> datetime.datetime | None:
+        return self._active_start
+
+    @property
+    def active_end(self) -> datetime.datetime | None:
+        return self._active_end
+
+    @property
+    def initial_callbacks_end(self) -> datetime.datetime | None:
+        if not self.key:
+            return None
+        from zasync.agent import long_to_dt
+
+        return long_to_dt(self.key)
+
+    @property
+    def callbacks(self) -> tuple[Job, ...]:
+        return self._callbacks
+
+    @property
+    def annotations(self) -> OOBTree:
+        """A mapping for metadata, created on first use."""
+        if self._annotations is None:
+            self._annotations = OOBTree()
+        return self._annotations
+
+    def get_annotation(self, name: str, default: Any = None) -> Any:
+        """Read an annotation without creating the annotations mapping."""
+        if self._annotations is None:
+            return default
+        return self._annotations.get(name, default)
+
+    @property
+    def queue(self) -> Any:
+        ob = self.parent
+        while ob is not None and not IQueue.providedBy(ob):
+            if not (IJob.providedBy(ob) or IAgent.providedBy(ob) or IDispatcherAgents.providedBy(ob)):
+                return None
+            ob = ob.parent
+        return ob
+
+    @property
+    def agent(self) -> Any:
+        ob = self.parent
+        while ob is not None and IJob.providedBy(ob):
+            ob = ob.parent
+        return ob if IAgent.providedBy(ob) else None
+
+    # -- scheduling ------------------------------------------------------------
+
+    @property
+    def begin_after(self) -> datetime.datetime | None:
+        return self._begin_after
+
+    @begin_after.setter
+    def begin_after(self, value: datetime.datetime | None) -> None:
+        if self.status != NEW:
+            raise BadStatusError("can only set begin_after when a job has NEW status")
+        self._begin_after = None if value is None else clock.to_utc(value)
+
+    @property
+    def begin_by(self) -> datetime.timedelta | None:
+        return self._begin_by
+
+    @begin_by.setter
+    def begin_by(self, value: datetime.timedelta | None) -> None:
+        if self.status not in (NEW, PENDING):
+            raise BadStatusError("can only set begin_by when a job has NEW or PENDING status")
+        if value is not None:
+            if not isinstance(value, datetime.timedelta):
+                raise TypeError("begin_by must be a datetime.timedelta or None")
+            if value < datetime.timedelta(0):
+                raise ValueError("negative values are not allowed")
+        self._begin_by = value
+
+    @property
+    def quota_names(self) -> tuple[str, ...]:
+        return self._quota_names
+
+    @quota_names.setter
+    def quota_names(self, value: Iterable[str]) -> None:
+        if isinstance(value, str | bytes):
+            raise TypeError("provide an iterable of names")
+        status = self.status
+        if status not in (NEW, PENDING):
+            raise BadStatusError("can only set quota_names when a job has NEW or PENDING status")
+        names = tuple(value)
+        if status == PENDING:
+            quotas = self.queue.quotas
+            for name in names:
+                if name not in quotas:
+                    raise ValueError("unknown quota name", name)
+        self._quota_names = names
+
+    def _expired(self, now: datetime.datetime | None = None) -> bool:
+        """True once ``begin_after + begin_by`` has passed."""
+        if self._begin_by is None or self._begin_after is None:
+            return False
+        return self._begin_after + self._begin_by < (now or clock.utcnow())
+
+    # -- callbacks -------------------------------------------------------------
+
+    def addCallback(  # noqa: N802 - the seeds' API
+        self,
+        callback: Any,
+        failure_log_level: int | None = None,
+        retry_policy_factory: Any = None,
+    ) -> Job:
+        """Add a callback job, called with this job's result; see IJob."""
+        callback = as_job(callback)
+        check_storable(callback)
+        _apply_callback_defaults(callback, failure_log_level, retry_policy_factory)
+        self._callbacks = (*self._callbacks, callback)
+        callback.parent = self
+        if self._status == COMPLETED:
+            callback(self._result)
+        return callback
+
+    def addCallbacks(  # noqa: N802 - the seeds' API
+        self,
+        success: Any = None,
+        failure: Any = None,
+        failure_log_level: int | None = None,
+        retry_policy_factory: Any = None,
+    ) -> Job:
+        """Add a wrapper calling ``success`` or ``failure`` with the result; see IJob."""
+        if success is None and failure is None:
+            return self
+        if success is not None:
+            success = as_job(success)
+            _apply_callback_defaults(success, failure_log_level, retry_policy_factory)
+        if failure is not None:
+            failure = as_job(failure)
+            _apply_callback_defaults(failure, failure_log_level, retry_policy_factory)
+        wrapper = Job(success_or_failure, success, failure)
+        for side in (success, failure):
+            if side is not None:
+                side.parent = wrapper
+        wrapper.addCallback(Job(complete_started_job_arguments, wrapper))
+        return self.addCallback(wrapper, failure_log_level, retry_policy_factory)
+
+    # -- retry policy ----------------------------------------------------------
+
+    def getRetryPolicy(self) -> Any:  # noqa: N802 - the seeds' API
+        """Return this job's policy, making and caching it on first use (see RP-2)."""
+        if self._retry_policy is not None:
+            return self._retry_policy
+        factory = self.retry_policy_factory
+        if factory is None:
+            policy = retry.default_retry_policy_factory(self)
+        elif isinstance(factory, str):
+            policy = retry.named_retry_policy(factory)(self)
+        else:
+            policy = factory(self)
+        self._retry_policy = policy
+        return policy
+
+    def _getRetry(self, call_name: str, tm: Any, *args: Any) -> Any:  # noqa: N802
+        if self._expired():
+            return False
+        policy = never_fail(self.getRetryPolicy, f"getting retry policy for {self!r}", tm)
+        method = getattr(policy, call_name, None)
+        if method is None:
+            events_log.error(
+                "retry policy %r for %r does not have required %s method", policy, self, call_name
+            )
+            return None
+        return never_fail(
+            lambda: method(*args), f"getting result for {call_name} retry for {self!r}", tm
+        )
+
+    # -- calling ---------------------------------------------------------------
+
+    def _transaction_manager(self) -> Any:
+        ob: Any = self
+        while ob is not None:
+            jar = getattr(ob, "_p_jar", None)
+            if jar is not None:
+                return jar.transaction_manager
+            ob = getattr(ob, "parent", None)
+        raise ZasyncError(
+            f"{self!r} is not stored in a database (nor is any parent); "
+            "add it to a connection or a queue before calling it"
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the job; see IJob.__call__ for statuses, commits and return values."""
+        if self.status not in (NEW, ASSIGNED):
+            raise BadStatusError("can only call a job with NEW or ASSIGNED status")
+        tm = self._transaction_manager()
+
+        def prepare() -> tuple[list[Any], dict[str, Any]]:
+            self._status = ACTIVE.value
+            self._active_start = clock.utcnow()
+            effective_kwargs = dict(self.kwargs)
+            effective_kwargs.update(kwargs)
+            return [*self.args, *args], effective_kwargs
+
+        call_args, call_kwargs = never_fail(prepare, f"preparing for call of {self!r}", tm)
+        data_cache: dict[str, Any] = {}
+        while True:
+            try:
+                res = self.callable(*call_args, **call_kwargs)
+            except EXPLOSIVE_ERRORS:
+                tm.abort()
+                raise
+            except Exception:
+                res = Failure()
+                tm.abort()
+                decision = self._getRetry("jobError", tm, res, data_cache)
+                if isinstance(decision, _TIME_DECISIONS):
+                    if self._reschedule_committed(decision, data_cache, tm) is self:
+                        return self
+                elif decision:
+                    continue
+            try:
+                final = self._set_result(res, tm, data_cache)
+                tm.commit()
+            except EXPLOSIVE_ERRORS:
+                tm.abort()
+                raise
+            except Exception:
+                commit_failure = Failure()
+                tm.abort()
+                _discard(res)
+                decision = self._getRetry("commitError", tm, commit_failure, data_cache)
+                if isinstance(decision, _TIME_DECISIONS):
+                    if self._reschedule_committed(decision, data_cache, tm) is self:
+                        return self
+                elif decision:
+                    continue
+                self._log_completion(res, commit_failed=True)
+                res = commit_failure
+                never_fail(
+                    lambda: self._store_final(commit_failure, data_cache),
+                    f"storing failure at commit of {self!r}",
+                    tm,
+                )
+                final = True
+            if final:
+                self._log_completion(res)
+                never_fail(self.resumeCallbacks, f"performing callbacks of {self!r}", tm)
+                return res
+            if inspect.isawaitable(res):
+                return _awaitables.submit(self, res)
+            return res
+
+    def _store_final(self, res: Any, data_cache: dict[str, Any] | None = None) -> None:
+        self._result = res
+        self._status = CALLBACKS.value
+        self._active_end = clock.utcnow()
+        if data_cache and self._retry_policy is not None:
+            self._retry_policy.updateData(data_cache)
+
+    def _set_result(self, res: Any, tm: Any, data_cache: dict[str, Any] | None = None) -> bool:
+        """Record ``res`` (without committing); return True if it is final."""
+        if IJob.providedBy(res):
+            res.addCallback(self._callback)
+            final = False
+        elif inspect.isawaitable(res):
+            final = False  # the caller submits it once this state is committed
+        else:
+            self._store_final(res)
+            final = True
+        if data_cache and self._retry_policy is not None:
+            self._retry_policy.updateData(data_cache)
+        return final
+
+    def _callback(self, res: Any) -> None:
+        """Receive the final result of the inner job or awaitable this job waited for."""
+        tm = self._transaction_manager()
+        if self._status == ACTIVE:
+            never_fail(lambda: self._store_final(res), f"storing result of {self!r}", tm)
+            self._log_completion(res)
+        never_fail(self.resumeCallbacks, f"performing callbacks of {self!r}", tm)
+
+    def _log_completion(self, res: Any, commit_failed: bool = False) -> None:
+        prefix = (
+            f"Commit failed for {self!r} (see subsequent traceback).  Prior to this, job"
+            if commit_failed
+            else f"{self!r}"
+        )
+        if isinstance(res, Failure):
+            level = logging.ERROR if self.failure_log_level is None else self.failure_log_level
+            events_log.log(
+                level,
+                "%s failed with traceback:\n%s",
+                prefix,
+                res.getTraceback(),
+                extra={"zasync_job": repr(self), "zasync_outcome": "failed"},
+            )
+        else:
+            (events_log if commit_failed else trace_log).info(
+                "%s succeeded with result: %r",
+                prefix,
+                res,
+                extra={"zasync_job": repr(self), "zasync_outcome": "succeeded"},
+            )
+
+    # -- failing, interruptions, rescheduling ------------------------------------
+
+    def fail(self, e: BaseException | None = None) -> None:
+        """Record ``Failure(e)`` (default: TimeoutError) and run the callbacks; see IJob."""
+        status = self.status
+        if status in (COMPLETED, ACTIVE):
+            raise BadStatusError("can only call fail on a job with NEW, PENDING, or ASSIGNED status")
+        tm = self._transaction_manager()
+        if status != CALLBACKS:
+            failure = Failure(TimeoutError() if e is None else e)
+            never_fail(lambda: self._store_final(failure), f"failing {self!r}", tm)
+            self._log_completion(failure)
+        never_fail(self.resumeCallbacks, f"performing callbacks of {self!r}", tm)
+
+    def handleInterrupt(self) -> None:  # noqa: N802 - the seeds' API
+        """Retry, reschedule or abort a job whose worker died; see IJob."""
+        tm = self._transaction_manager()
+        if self._status == ACTIVE:
+            decision = self._getRetry("interrupted", tm)
+            if isinstance(decision, _TIME_DECISIONS) or decision:
+                when = decision if isinstance(decision, _TIME_DECISIONS) else datetime.timedelta(0)
+                queue = self.queue
+                if queue is not None:
+                    self._reschedule(when, queue=queue)
+                    return
+                events_log.critical(
+                    "cannot retry interrupted %r: it has no queue; recording AbortedError", self
+                )
+            self._abort_interrupted(tm)
+        elif self._status == CALLBACKS:
+            never_fail(self.resumeCallbacks, f"performing callbacks of {self!r}", tm)
+        else:
+            raise BadStatusError("can only call ``handleInterrupt`` on a job with ACTIVE status")
+
+    def _abort_interrupted(self, tm: Any) -> None:
+        failure = Failure(AbortedError())
+        never_fail(lambda: self._store_final(failure), f"aborting {self!r}", tm)
+        self._log_completion(failure)
+        never_fail(self.resumeCallbacks, f"performing callbacks of {self!r}", tm)
+
+    def _reschedule_committed(self, when: Any, data_cache: dict[str, Any], tm: Any) -> Any:
+        return never_fail(
+            lambda: self._reschedule(when, data_cache),
+            f"rescheduling {self!r} as its retry policy requested",
+            tm,
+        )
+
+    def _reschedule(
+        self, when: Any, data_cache: dict[str, Any] | None = None, queue: Any = None
+    ) -> Job | None:
+        """Put this job back in its queue for ``when``; see spec J-45."""
+        if not isinstance(when, _TIME_DECISIONS):
+            raise TypeError("``when`` must be datetime or timedelta")
+        in_agent = IAgent.providedBy(self.parent)
+        if queue is None:
+            if not in_agent:
+                events_log.critical(
+                    "error for retry policy %r on %r: can only reschedule a job directly in an agent",
+                    self._retry_policy,
+                    self,
+                )
+                return None
+            queue = self.queue
+        if data_cache and self._retry_policy is not None:
+            self._retry_policy.updateData(data_cache)
+        self._status = NEW.value
+        self._active_start = None
+        if in_agent:
+            self.parent.remove(self)
+        else:
+            self.parent = None
+        now = clock.utcnow()
+        if isinstance(when, datetime.datetime):
+            when = clock.to_utc(when, naive_is_utc=True)
+        else:
+            when = now + when
+        if when <= now:
+            queue.putBack(self)
+        else:
+            queue.put(self, begin_after=when)
+        return self
+
+    # -- finishing ---------------------------------------------------------------
+
+    def resumeCallbacks(self) -> None:  # noqa: N802 - the seeds' API
+        """Run the callbacks not yet done, then become COMPLETED and commit; see IJob."""
+        if self._status != CALLBACKS:
+            raise BadStatusError("can only resumeCallbacks on a job with CALLBACKS status")
+        tm = self._transaction_manager()
+        while True:
+            for callback in self._callbacks:
+                self._resume_one(callback, tm)
+            tm.begin()  # sync: see callbacks other transactions added meanwhile
+            if all(c._status == COMPLETED for c in self._callbacks):
+                break
+        self._status = COMPLETED.value
+        if IAgent.providedBy(self.parent):
+            self.parent.jobCompleted(self)
+        tm.commit()
+
+    def _resume_one(self, callback: Job, tm: Any) -> None:
+        status = callback._status
+        if status == NEW:
+            if callback._expired():
+                events_log.error("failing expired callback %r of %r", callback, self)
+                callback.fail()
+            else:
+                trace_log.debug("starting callback %r of %r", callback, self)
+                callback(self._result)
+        elif status == ACTIVE:
+            decision = callback._getRetry("interrupted", tm)
+            if isinstance(decision, _TIME_DECISIONS):
+                events_log.error(
+                    "retry policy of %r asked to reschedule a callback; "
+                    "callbacks cannot be rescheduled, only retried",
+                    callback,
+                )
+                decision = True
+            if decision:
+                trace_log.debug("retrying interrupted callback %r of %r", callback, self)
+                callback._status = NEW.value
+                callback._active_start = None
+                callback(self._result)
+            else:
+                trace_log.debug("aborting interrupted callback %r of %r", callback, self)
+                callback._abort_interrupted(tm)
+        elif status == CALLBACKS:
+            callback.resumeCallbacks()
+
+    # -- display -----------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        try:
+            call = _render(self._callable_root)
+            if self._callable_name is not None:
+                call += f" :{self._callable_name}"
+            parts = [_render(a) for a in self.args]
+            parts.extend(f"{k}={_render(v)}" for k, v in self.kwargs.items())
+            return f"<{identity_repr(self)} ``{call}({', '.join(parts)})``>"
+        except (TypeError, ValueError, AttributeError):
+            return object.__repr__(self)
+
+
+def _discard(res: Any) -> None:
+    """Close an abandoned coroutine so Python does not warn it was never awaited."""
+    close = getattr(res, "close", None)
+    if inspect.iscoroutine(res) and close is not None:
+        close()
+
+
+def _apply_callback_defaults(job: Job, failure_log_level: int | None, factory: Any) -> None:
+    if failure_log_level is not None:
+        job.failure_log_level = failure_log_level
+    elif job.failure_log_level is None:
+        job.failure_log_level = logging.CRITICAL
+    if factory is not None:
+        job.retry_policy_factory = factory
+    elif job.retry_policy_factory is None:
+        job.retry_policy_factory = retry.callback_retry_policy_factory
+
+
+def as_job(obj: Any) -> Any:
+    """Return ``obj`` if it is a job, else ``Job(obj)`` for a callable; TypeError otherwise."""
+    if IJob.providedBy(obj):
+        return obj
+    if callable(obj):
+        return Job(obj)
+    raise TypeError(f"{obj!r} is neither a job nor callable")
+
+
+def success_or_failure(success: Job | None, failure: Job | None, res: Any) -> Any:
+    """Call ``failure(res)`` for a Failure, else ``success(res)``; ``res`` if that side is None."""
+    side = failure if isinstance(res, Failure) else success
+    if side is None:
+        return res
+    return side(res)
+
+
+def complete_started_job_arguments(wrapper: Job, result: Any) -> None:
+    """Finish success/failure jobs that a failed ``addCallbacks`` wrapper left half-run."""
+    if not isinstance(wrapper.result, Failure):
+        return
+    for side in wrapper.args:
+        if not IJob.providedBy(side):
+            continue
+        if side._status == ACTIVE:
+            side._abort_interrupted(side._transaction_manager())
+        elif side._status == CALLBACKS:
+            side.resumeCallbacks()

@@ -1,0 +1,352 @@
+"""Queues: where pending jobs wait to be claimed, in ``root[KEY]``.
+
+Storage design (why it is not one list): many transactions put and claim at
+once, and each writes only what it must.  Pending jobs live in a few
+OOBTree "lanes", a job's lane chosen by its oid.  Concurrent puts therefore
+usually touch different lanes, and when they touch the same bucket ZODB's
+BTree conflict resolution merges them.  The job count is a ``BTrees.Length``,
+which also merges.  The queue object itself is never written by ``put`` or
+``claim``.
+
+Each job's key in its lane is ``(rank, time, database name, oid)``: rank 0 for
+jobs put back at the front (``putBack``), rank 1 otherwise; ``time`` is when
+the job becomes due (``max(begin_after, time of put)``, in microseconds).
+Iterating the lanes merged by key gives the claim order of spec Q-9, and a
+job is due exactly when its key's time is not in the future.
+"""
+
+from __future__ import annotations
+
+import datetime
+import heapq
+import itertools
+import logging
+import operator
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import zope.event
+from BTrees.Length import Length
+from BTrees.OOBTree import OOBTree
+from zope.interface import implementer
+
+from zasync import clock
+from zasync._base import Base, database_name
+from zasync._pickling import check_storable
+from zasync.dispatchers import Dispatchers
+from zasync.events import ObjectAdded
+from zasync.identity import get_process_uuid
+from zasync.interfaces import KEY, NEW, IJob, IQueue, TimeoutError, ZasyncError
+from zasync.job import Job, as_job
+from zasync.quota import Quotas
+
+LANES = 8
+_PUT_BACK, _NORMAL = 0, 1
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+QueueKey = tuple[int, int, str, bytes]
+
+
+def _micros(when: datetime.datetime) -> int:
+    return (when - _EPOCH) // datetime.timedelta(microseconds=1)
+
+
+class Queues(Base):
+    """The named queues of a database; ``queues['']`` is the default one."""
+
+    def __init__(self) -> None:
+        self._data = OOBTree()
+
+    def __setitem__(self, name: str, queue: Any) -> None:
+        if not IQueue.providedBy(queue):
+            raise ValueError("value must be IQueue")
+        old = self._data.get(name)
+        if old is not None and old is not queue:
+            old.name = old.parent = None
+        queue.name = name
+        queue.parent = self
+        self._data[name] = queue
+
+    def __delitem__(self, name: str) -> None:
+        self.pop(name)
+
+    def pop(self, name: str, *default: Any) -> Any:
+        """Remove and return a queue (its ``name`` and ``parent`` become None)."""
+        if name not in self._data:
+            if default:
+                return default[0]
+            raise KeyError(name)
+        queue = self._data.pop(name)
+        queue.name = queue.parent = None
+        return queue
+
+    def __getitem__(self, name: str) -> Any:
+        return self._data[name]
+
+    def get(self, name: Any, default: Any = None) -> Any:
+        """The queue called ``name``, or ``default``."""
+        if not isinstance(name, str):
+            return default
+        return self._data.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._data.keys()))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def keys(self) -> list[str]:
+        """Queue names, sorted."""
+        return list(self._data.keys())
+
+    def values(self) -> list[Any]:
+        """Queues, sorted by name."""
+        return list(self._data.values())
+
+    def items(self) -> list[tuple[str, Any]]:
+        """(name, queue) pairs, sorted by name."""
+        return list(self._data.items())
+
+    copy = None
+
+
+@implementer(IQueue)
+class Queue(Base):
+    """Pending jobs in claim order; see IQueue."""
+
+    name: str | None = None
+
+    def __init__(self) -> None:
+        self.quotas = Quotas(self)
+        self.dispatchers = Dispatchers(self)
+        self._lanes = tuple(OOBTree() for _ in range(LANES))
+        self._length = Length()
+
+    # -- storage -----------------------------------------------------------------
+
+    def _lane(self, job: Any) -> OOBTree:
+        return self._lanes[int.from_bytes(job._p_oid, "big") % len(self._lanes)]
+
+    def _insert(self, job: Any, rank: int, due: datetime.datetime) -> None:
+        key: QueueKey = (rank, _micros(due), database_name(job) or "", job._p_oid)
+        self._lane(job)[key] = job
+        job._queue_key = key
+        job.parent = self
+        self._length.change(1)
+
+    def _remove(self, job: Any) -> None:
+        del self._lane(job)[job._queue_key]
+        job._queue_key = None
+        job.parent = None
+        self._length.change(-1)
+
+    def _items(self) -> Iterator[tuple[QueueKey, Any]]:
+        return heapq.merge(*(lane.items() for lane in self._lanes), key=operator.itemgetter(0))
+
+    def _jar(self) -> Any:
+        if self._p_jar is None:
+            raise ZasyncError(
+                "this queue is not stored in a database yet: add it (for example "
+                "with zasync.install_queues(connection)) before putting jobs"
+            )
+        return self._p_jar
+
+    # -- reading -----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self._length())
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return (job for _, job in self._items())
+
+    def __getitem__(self, index: int) -> Any:
+        if index < 0:
+            return list(self)[index]
+        try:
+            return next(itertools.islice(self, index, None))
+        except StopIteration:
+            raise IndexError(index) from None
+
+    # -- putting -----------------------------------------------------------------
+
+    def put(
+        self,
+        item: Any,
+        begin_after: datetime.datetime | None = None,
+        begin_by: datetime.timedelta | None = None,
+        quota_names: Any = None,
+        failure_log_level: int | None = None,
+        retry_policy_factory: Any = None,
+    ) -> Any:
+        """Add a job, or a callable made into one, and return it; see IQueue.put."""
+        job = as_job(item)
+        if job.status != NEW:
+            raise ValueError("cannot add already-assigned job")
+        # Validate everything before changing anything: a refused put changes nothing.
+        names = job.quota_names
+        if quota_names is not None:
+            if isinstance(quota_names, str | bytes):
+                raise TypeError("provide an iterable of names")
+            names = tuple(quota_names)
+        for name in names:
+            if name not in self.quotas:
+                raise ValueError("unknown quota name", name)
+        if begin_after is not None:
+            begin_after = clock.to_utc(begin_after)
+        if begin_by is not None:
+            if not isinstance(begin_by, datetime.timedelta):
+                raise TypeError("begin_by must be a datetime.timedelta or None")
+            if begin_by < datetime.timedelta(0):
+                raise ValueError("negative values are not allowed")
+        if failure_log_level is not None and not isinstance(failure_log_level, int):
+            raise TypeError("failure_log_level must be a logging level (an int)")
+        if retry_policy_factory is not None and not (
+            isinstance(retry_policy_factory, str) or callable(retry_policy_factory)
+        ):
+            raise TypeError("retry_policy_factory must be a registered name or a callable")
+        check_storable(job)
+        jar = self._jar()
+
+        if quota_names is not None:
+            job.quota_names = names
+        if failure_log_level is not None:
+            job.failure_log_level = failure_log_level
+        if retry_policy_factory is not None:
+            job.retry_policy_factory = retry_policy_factory
+        now = clock.utcnow()
+        if begin_after is not None:
+            job.begin_after = begin_after
+        elif job.begin_after is None:
+            job.begin_after = now
+        if begin_by is not None:
+            job.begin_by = begin_by
+        if job.assignerUUID is None:
+            job.assignerUUID = get_process_uuid()
+        if job._p_jar is None:
+            jar.add(job)
+        self._insert(job, _NORMAL, max(job.begin_after, now))
+        return job
+
+    def putBack(self, item: Any) -> None:  # noqa: N802 - the seeds' API
+        """Return a previously claimed job to the front of the queue; see IQueue."""
+        if not IJob.providedBy(item):
+            raise TypeError("putBack needs a job")
+        if item.status != NEW:
+            raise ValueError("can only put back a job with NEW status")
+        if item.begin_after is None or item._p_jar is None:
+            raise ValueError("can only put back a job that was put in a queue before")
+        self._insert(item, _PUT_BACK, clock.utcnow())
+
+    # -- taking out --------------------------------------------------------------
+
+    def pull(self, index: int = 0) -> Any:
+        """Remove and return the job at ``index``; it becomes NEW again."""
+        job = self[index]
+        self._remove(job)
+        job.assignerUUID = None
+        return job
+
+    def remove(self, item: Any) -> None:
+        """Remove a given pending job; ValueError if it is not in this queue."""
+        if getattr(item, "parent", None) is not self or getattr(item, "_queue_key", None) is None:
+            raise ValueError(f"{item!r} is not in this queue")
+        self._remove(item)
+        item.assignerUUID = None
+
+    def claim(self, filter: Callable[[Any], Any] | None = None, default: Any = None) -> Any:
+        """Remove and return the first due job that quotas and ``filter`` allow; see IQueue."""
+        now = clock.utcnow()
+        now_key = _micros(now)
+        cleaned: set[str] = set()
+        for key, job in self._items():
+            if key[0] == _NORMAL and key[1] > now_key:
+                break
+            if job._expired(now):
+                claimed = self._claim_expired(job, now, filter)
+            else:
+                claimed = self._claim_due(job, filter, cleaned)
+            if claimed is not None:
+                return claimed
+        return default
+
+    def _claim_due(self, job: Any, filter: Any, cleaned: set[str]) -> Any:
+        quotas = [q for q in (self.quotas.get(n) for n in job.quota_names) if q is not None]
+        for quota in quotas:
+            if quota.name not in cleaned:
+                quota.clean()
+                cleaned.add(quota.name)
+            if quota.filled and job not in quota:
+                return None
+        if filter is not None and not filter(job):
+            return None
+        self._remove(job)
+        for quota in quotas:
+            quota.add(job)
+        return job
+
+    def _claim_expired(self, job: Any, now: datetime.datetime, filter: Any) -> Any:
+        wrapper = Job(job.fail, TimeoutError())
+        wrapper.begin_after = now
+        wrapper.parent = self  # seen by the filter as PENDING
+        wrapper.assignerUUID = get_process_uuid()
+        if filter is not None and not filter(wrapper):
+            return None
+        self._remove(job)
+        job.parent = wrapper
+        wrapper.parent = None
+        self._jar().add(wrapper)
+        logging.getLogger("zasync.events").info(
+            "%r missed its start deadline; claiming a job that fails it", job
+        )
+        return wrapper
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name!r} pending={len(self)}>"
+
+
+def install_queues(connection: Any, *names: str) -> Queues:
+    """Make sure ``root[KEY]`` holds a Queues mapping with the default queue and ``names``.
+
+    Adds what is missing to ``connection`` (without committing) and returns the
+    mapping.  Safe to call on every start.
+    """
+    root = connection.root()
+    queues = root.get(KEY)
+    if queues is None:
+        queues = Queues()
+        root[KEY] = queues
+        connection.add(queues)
+        zope.event.notify(ObjectAdded(queues, root, KEY))
+    for name in ("", *names):
+        if name not in queues:
+            queue = Queue()
+            queues[name] = queue
+            connection.add(queue)
+            zope.event.notify(ObjectAdded(queue, queues, name))
+    return queues  # type: ignore[no-any-return]
+
+
+def get_queues(connection: Any) -> Queues:
+    """The Queues mapping of a connection's database; LookupError if not installed."""
+    queues = connection.root().get(KEY)
+    if queues is None:
+        raise LookupError(
+            f"no zasync queues in this database (root[{KEY!r}] is missing); "
+            "call zasync.install_queues(connection) and commit, or start a worker once"
+        )
+    return queues  # type: ignore[no-any-return]
+
+
+def get_queue(connection: Any, name: str = "") -> Queue:
+    """The queue called ``name`` (default ``''``); LookupError naming the known queues."""
+    queues = get_queues(connection)
+    queue = queues.get(name)
+    if queue is None:
+        raise LookupError(f"no queue named {name!r}; known queues: {queues.keys()!r}")
+    return queue  # type: ignore[no-any-return]

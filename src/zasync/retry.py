@@ -1,0 +1,232 @@
+"""Retry policies: what a job does when it raises, fails to commit or is interrupted.
+
+A policy is a persistent object created for one job on first need
+(:meth:`zasync.job.Job.getRetryPolicy`) and stored with it, so its counters
+survive crashes.  Three policies come with zasync:
+
+* :class:`RetryCommonFourTimes`, the default for queued jobs: conflicts are
+  tried five times in all, storage disconnects forever with a backoff, other
+  errors not at all; up to 9 interruptions are retried.
+* :class:`RetryCommonForever`, the default for callbacks: conflicts and
+  interruptions forever, and commit errors always.
+* :class:`NeverRetry`, for work with effects outside the database.
+
+The process-wide defaults can be changed with :func:`set_default_retry_policy`
+and :func:`set_callback_retry_policy`, and policies can be registered by name
+(:func:`register_retry_policy`) for ``retry_policy_factory='name'``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from BTrees.OOBTree import OOBTree
+from zope.interface import implementer
+
+from zasync import clock
+from zasync._base import Base
+from zasync.failure import Failure
+from zasync.interfaces import IRetryPolicy
+from zasync.tx import TRANSACTION_ERRORS, disconnect_errors
+
+if TYPE_CHECKING:
+    from zasync.job import Job
+
+trace_log = logging.getLogger("zasync.trace")
+
+#: What a policy answers: retry or not, or when to run again.
+RetryDecision = bool | datetime.datetime | datetime.timedelta
+RetryPolicyFactory = Callable[["Job"], Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one family of errors is retried.
+
+    ``max_count`` None means without limit; the n-th retry sleeps
+    ``min(max_backoff, initial_backoff + (n - 1) * backoff_increment)`` seconds.
+    """
+
+    key: str
+    errors: Callable[[], tuple[type[BaseException], ...]]
+    max_count: int | None
+    initial_backoff: float = 0
+    backoff_increment: float = 0
+    max_backoff: float = 0
+
+    def backoff(self, count: int) -> float:
+        """Seconds to sleep before retry number ``count``."""
+        return min(self.max_backoff, self.initial_backoff + (count - 1) * self.backoff_increment)
+
+
+def _transaction_errors() -> tuple[type[BaseException], ...]:
+    return TRANSACTION_ERRORS
+
+
+DISCONNECTED = Rule("disconnected", disconnect_errors, None, 5, 5, 60)
+TRANSACTION_ERROR_FIVE_TIMES = Rule("transaction_error", _transaction_errors, 5)
+TRANSACTION_ERROR_FOREVER = Rule("transaction_error", _transaction_errors, None)
+
+
+@implementer(IRetryPolicy)
+class RetryCommonFourTimes(Base):
+    """Retry conflicts (five tries in all), disconnects (forever), interruptions (9 times)."""
+
+    rules: tuple[Rule, ...] = (DISCONNECTED, TRANSACTION_ERROR_FIVE_TIMES)
+    max_interruptions: int | None = 9
+    log_every = 5
+
+    def __init__(self, job: Job) -> None:
+        self.parent = job
+        self.data = OOBTree()
+
+    def _apply(self, failure: Failure, data_cache: dict[str, Any]) -> bool | None:
+        """Apply the first matching rule; None if no rule matches."""
+        for rule in self.rules:
+            if not failure.check(*rule.errors()):
+                continue
+            count = data_cache.get(rule.key, 0) + 1
+            if rule.max_count is not None and count >= rule.max_count:
+                trace_log.info(
+                    "%r: %s %d times; not retrying", self.parent, rule.key, count
+                )
+                return False
+            clock.sleep(rule.backoff(count))
+            data_cache[rule.key] = count
+            data_cache["last_" + rule.key] = failure
+            if "first_active" not in data_cache:
+                data_cache["first_active"] = self.parent.active_start
+            if count == 1 or count % self.log_every == 0:
+                trace_log.info(
+                    "%r requests another attempt after %s (attempt %d)",
+                    self.parent,
+                    rule.key,
+                    count,
+                )
+            return True
+        return None
+
+    def jobError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:  # noqa: N802
+        """Retry conflicts and disconnects as the rules say; never other errors."""
+        return bool(self._apply(failure, data_cache))
+
+    def commitError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:  # noqa: N802
+        """The same rules as :meth:`jobError`, sharing its counts."""
+        return bool(self._apply(failure, data_cache))
+
+    def interrupted(self) -> RetryDecision:
+        """Count the interruption; retry while there have been at most ``max_interruptions``."""
+        if "first_active" not in self.data:
+            self.data["first_active"] = self.parent.active_start
+        count = self.data.get("interruptions", 0) + 1
+        self.data["interruptions"] = count
+        return self.max_interruptions is None or count <= self.max_interruptions
+
+    def updateData(self, data_cache: dict[str, Any]) -> None:  # noqa: N802
+        """Store the counters of this call; keep the first ``first_active`` ever seen."""
+        for key, value in data_cache.items():
+            if key == "first_active" and key in self.data:
+                continue
+            self.data[key] = value
+
+
+class RetryCommonForever(RetryCommonFourTimes):
+    """Retry conflicts, disconnects, interruptions and commit errors without limit."""
+
+    rules = (DISCONNECTED, TRANSACTION_ERROR_FOREVER)
+    max_interruptions = None
+
+    def commitError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:  # noqa: N802
+        """Always retry: storing a callback's outcome must not be given up."""
+        if self._apply(failure, data_cache) is None:
+            count = data_cache.get("other", 0) + 1
+            data_cache["other"] = count
+            data_cache["last_other"] = failure
+            if count == 1 or count % self.log_every == 0:
+                trace_log.info("%r retries commit error %s (%d)", self.parent, failure, count)
+        return True
+
+
+@implementer(IRetryPolicy)
+class NeverRetry(Base):
+    """Never retry: for work with effects outside the database, which must not repeat."""
+
+    def __init__(self, job: Job) -> None:
+        self.parent = job
+
+    def jobError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:  # noqa: N802
+        """Do not retry."""
+        return False
+
+    def commitError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:  # noqa: N802
+        """Do not retry."""
+        return False
+
+    def interrupted(self) -> RetryDecision:
+        """Do not retry."""
+        return False
+
+    def updateData(self, data_cache: dict[str, Any]) -> None:  # noqa: N802
+        """Nothing is stored."""
+
+
+# -- process-wide defaults ----------------------------------------------------
+
+_defaults: dict[str, RetryPolicyFactory] = {}
+_named: dict[str, RetryPolicyFactory] = {}
+
+
+def set_default_retry_policy(factory: RetryPolicyFactory | None) -> None:
+    """Set the policy factory of jobs without their own (None restores RetryCommonFourTimes)."""
+    _set_default("job", factory)
+
+
+def set_callback_retry_policy(factory: RetryPolicyFactory | None) -> None:
+    """Set the policy factory of callbacks without their own (None: RetryCommonForever)."""
+    _set_default("callback", factory)
+
+
+def _set_default(kind: str, factory: RetryPolicyFactory | None) -> None:
+    if factory is None:
+        _defaults.pop(kind, None)
+    elif not callable(factory):
+        raise TypeError("a retry policy factory must be callable")
+    else:
+        _defaults[kind] = factory
+
+
+def default_retry_policy_factory(job: Job) -> Any:
+    """Make the process-wide default policy for a queued job."""
+    return _defaults.get("job", RetryCommonFourTimes)(job)
+
+
+def callback_retry_policy_factory(job: Job) -> Any:
+    """Make the process-wide default policy for a callback."""
+    return _defaults.get("callback", RetryCommonForever)(job)
+
+
+def register_retry_policy(name: str, factory: RetryPolicyFactory) -> None:
+    """Make ``factory`` available as ``retry_policy_factory=name``."""
+    if not callable(factory):
+        raise TypeError("a retry policy factory must be callable")
+    _named[name] = factory
+
+
+def unregister_retry_policy(name: str) -> None:
+    """Forget a named factory (KeyError if unknown)."""
+    del _named[name]
+
+
+def named_retry_policy(name: str) -> RetryPolicyFactory:
+    """Return the factory registered as ``name``, or raise a LookupError that says so."""
+    try:
+        return _named[name]
+    except KeyError:
+        raise LookupError(
+            f"no retry policy registered as {name!r}; "
+            "call zasync.register_retry_policy() in every process first"
+        ) from None

@@ -1,0 +1,150 @@
+"""Committing through errors: the error families and the retry loops.
+
+Every commit zasync makes for a job goes through one of the helpers here:
+
+* :func:`never_fail` retries forever: conflicts at once, everything else
+  after a growing backoff.  Used where giving up would lose a job's state
+  (storing a result, completing callbacks).
+* :func:`try_transaction_five_times` gives up after five conflicts or on any
+  other error, returning a :class:`~zasync.failure.Failure`.  Used by the
+  dispatcher's own bookkeeping, which it simply tries again on its next poll.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import transaction
+from ZODB.POSException import POSKeyError, TransactionError
+
+from zasync import clock
+from zasync.failure import Failure
+
+events_log = logging.getLogger("zasync.events")
+trace_log = logging.getLogger("zasync.trace")
+
+T = TypeVar("T")
+
+#: Never swallowed: aborted and re-raised wherever they appear.
+EXPLOSIVE_ERRORS: tuple[type[BaseException], ...] = (SystemExit, KeyboardInterrupt)
+
+#: Conflicts and other transaction errors: retrying the transaction may succeed.
+TRANSACTION_ERRORS: tuple[type[BaseException], ...] = (TransactionError,)
+
+INITIAL_BACKOFF = 5.0
+BACKOFF_INCREMENT = 5.0
+MAX_BACKOFF = 60.0
+
+_OPTIONAL_DISCONNECT_ERRORS = (
+    ("ZEO.Exceptions", "ClientDisconnected"),
+    ("relstorage.adapters.interfaces", "ReplicaClosedException"),
+    ("psycopg2", "OperationalError"),
+    ("psycopg2", "InterfaceError"),
+)
+
+
+@functools.cache
+def disconnect_errors() -> tuple[type[BaseException], ...]:
+    """Errors meaning the storage went away (ZEO, RelStorage drivers).
+
+    Only the packages that are installed contribute; the tuple is computed once.
+    """
+    found: list[type[BaseException]] = []
+    for module_name, attribute in _OPTIONAL_DISCONNECT_ERRORS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        cls = getattr(module, attribute, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+def system_errors() -> tuple[type[BaseException], ...]:
+    """Errors of the storage rather than of the code: disconnects and missing objects."""
+    return (*disconnect_errors(), POSKeyError)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before the ``attempt``-th retry (1-based) of a system error."""
+    return min(MAX_BACKOFF, INITIAL_BACKOFF + (attempt - 1) * BACKOFF_INCREMENT)
+
+
+def _abort(tm: transaction.TransactionManager) -> None:
+    try:
+        tm.abort()
+    except Exception:  # the storage may be gone; the next attempt will tell
+        events_log.exception("abort failed")
+
+
+def never_fail(call: Callable[[], T], identifier: str, tm: Any) -> T:
+    """Run ``call()`` and commit, repeating until the commit succeeds.
+
+    Transaction errors are retried at once (a warning every 5th time).  Other
+    errors are logged (ERROR for storage errors, CRITICAL otherwise, on the 1st
+    and every 10th occurrence) and retried after a backoff of 5 s growing to
+    60 s.  ``SystemExit`` and ``KeyboardInterrupt`` abort and propagate.
+    """
+    conflicts = 0
+    other = 0
+    while True:
+        try:
+            result = call()
+            tm.commit()
+        except EXPLOSIVE_ERRORS:
+            _abort(tm)
+            raise
+        except TRANSACTION_ERRORS:
+            _abort(tm)
+            conflicts += 1
+            if conflicts % 5 == 0:
+                events_log.warning(
+                    "%s has had %d consecutive transaction errors", identifier, conflicts
+                )
+        except Exception as error:
+            _abort(tm)
+            other += 1
+            is_system = isinstance(error, system_errors())
+            if other == 1 or other % 10 == 0:
+                events_log.log(
+                    logging.ERROR if is_system else logging.CRITICAL,
+                    "%s failed (attempt %d); will retry",
+                    identifier,
+                    other,
+                    exc_info=True,
+                )
+            clock.sleep(backoff(other))
+        else:
+            return result
+
+
+def try_transaction_five_times(
+    call: Callable[[], T], identifier: str, tm: Any
+) -> T | Failure:
+    """Run ``call()`` and commit; retry up to five transaction errors, else return a Failure."""
+    for attempt in range(1, 6):
+        try:
+            result = call()
+            tm.commit()
+        except EXPLOSIVE_ERRORS:
+            _abort(tm)
+            raise
+        except TRANSACTION_ERRORS:
+            failure = Failure()
+            _abort(tm)
+            if attempt == 5:
+                events_log.error("%s failed five times with transaction errors", identifier)
+                return failure
+        except Exception:
+            failure = Failure()
+            _abort(tm)
+            events_log.error("%s failed:\n%s", identifier, failure.getTraceback())
+            return failure
+        else:
+            return result
+    raise AssertionError("unreachable")  # pragma: no cover

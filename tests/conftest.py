@@ -1,0 +1,95 @@
+"""Fixtures: real databases (in memory and FileStorage), a pinned clock, no sleeping."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import transaction
+import zope.event
+import ZODB
+from ZODB.DemoStorage import DemoStorage
+from ZODB.FileStorage import FileStorage
+
+import zasync
+from zasync import clock, identity, retry
+
+START = datetime.datetime(2006, 8, 10, 15, 44, 22, 211, tzinfo=datetime.UTC)
+
+
+def open_database(kind: str, path: Any) -> ZODB.DB:
+    """Open a real database: 'memory' (DemoStorage) or 'file' (FileStorage)."""
+    if kind == "memory":
+        return ZODB.DB(DemoStorage())
+    return ZODB.DB(FileStorage(str(path / "Data.fs")))
+
+
+@pytest.fixture(params=["memory", "file"])
+def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[ZODB.DB]:
+    database = open_database(request.param, tmp_path)
+    yield database
+    transaction.abort()
+    database.close()
+
+
+@pytest.fixture
+def conn(db: ZODB.DB) -> Iterator[Any]:
+    connection = db.open()
+    yield connection
+    transaction.abort()
+    connection.close()
+
+
+@pytest.fixture
+def root(conn: Any) -> Any:
+    return conn.root()
+
+
+@pytest.fixture
+def queues(conn: Any) -> Any:
+    result = zasync.install_queues(conn)
+    transaction.commit()
+    return result
+
+
+@pytest.fixture
+def queue(queues: Any) -> Any:
+    return queues[""]
+
+
+@pytest.fixture
+def now() -> Iterator[datetime.datetime]:
+    """Pin the clock at the seeds' doctest time."""
+    clock.set_now(START)
+    yield START
+    clock.reset_now()
+
+
+@pytest.fixture(autouse=True)
+def sleeps() -> Iterator[list[float]]:
+    """Record backoff sleeps instead of sleeping."""
+    recorded: list[float] = []
+    clock.set_sleep(recorded.append)
+    yield recorded
+    clock.set_sleep(None)
+
+
+@pytest.fixture(autouse=True)
+def _reset_process_state() -> Iterator[None]:
+    yield
+    clock.reset_now()
+    retry.set_default_retry_policy(None)
+    retry.set_callback_retry_policy(None)
+    retry._named.clear()
+    identity.set_process_uuid(None)
+
+
+@pytest.fixture
+def events() -> Iterator[list[Any]]:
+    """Collect zope.event notifications."""
+    seen: list[Any] = []
+    zope.event.subscribers.append(seen.append)
+    yield seen
+    zope.event.subscribers.remove(seen.append)
