@@ -176,6 +176,148 @@ def only_or(job: Any) -> bool:
     return job.callable is operator.or_
 
 
+def is_interrupt_handler(job: Any) -> bool:
+    return getattr(job.callable, "__name__", None) == "handleInterrupt"
+
+
 def increment(counter: PersistentDemo) -> int:
     counter.counter += 1
     return counter.counter
+
+
+# -- retry policies and commit failures used by the tests -----------------------
+
+import datetime  # noqa: E402
+
+import transaction  # noqa: E402
+
+from zasync.retry import NeverRetry  # noqa: E402
+
+reply: dict[str, Any] = {"value": False}
+
+
+class StubPolicy(NeverRetry):
+    """Answers every question with ``reply['value']``."""
+
+    def jobError(self, failure: Any, data_cache: Any) -> Any:  # noqa: N802
+        return reply["value"]
+
+    def commitError(self, failure: Any, data_cache: Any) -> Any:  # noqa: N802
+        return reply["value"]
+
+    def interrupted(self) -> Any:
+        return reply["value"]
+
+
+def raise_type_error() -> None:
+    raise TypeError("wrong type")
+
+
+class FailingResource:
+    """A transaction participant whose vote raises ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.transaction_manager = transaction.manager
+
+    def abort(self, txn: Any) -> None:
+        pass
+
+    def tpc_begin(self, txn: Any) -> None:
+        pass
+
+    def commit(self, txn: Any) -> None:
+        pass
+
+    def tpc_vote(self, txn: Any) -> None:
+        raise self.error
+
+    def tpc_finish(self, txn: Any) -> None:
+        pass
+
+    def tpc_abort(self, txn: Any) -> None:
+        pass
+
+    def sortKey(self) -> str:  # noqa: N802
+        return "~failing"
+
+
+commit_failures: dict[str, int] = {"remaining": 0, "calls": 0}
+
+
+def work_with_failing_commit(error_name: str) -> int:
+    """Returns 42, but makes the commit fail while commit_failures['remaining'] > 0."""
+    import ZODB.POSException
+
+    commit_failures["calls"] += 1
+    if commit_failures["remaining"] != 0:
+        commit_failures["remaining"] -= 1
+        error = {"conflict": ZODB.POSException.ConflictError, "value": ValueError}[error_name]()
+        transaction.get().join(FailingResource(error))
+    return 42
+
+
+def in_an_hour() -> datetime.timedelta:
+    return datetime.timedelta(hours=1)
+
+
+# -- serial / parallel patterns (README examples, AC-53) ---------------------------
+
+
+def double(value: int) -> int:
+    return value * 2
+
+
+def identity(value: Any) -> Any:
+    return value
+
+
+def serial_main(job: Any) -> Any:
+    """Returns a job put in the same queue: the chain's result becomes this job's."""
+    return job.queue.put(Job(double, 21))
+
+
+def post_process(*values: int) -> int:
+    return sum(values)
+
+
+def gather(post: Any, queue: Any, expected: int, result: Any) -> None:
+    post.args.append(result)
+    if len(post.args) == expected:
+        queue.put(post)
+
+
+def parallel_main(job: Any) -> Any:
+    queue = job.queue
+    post = Job(post_process)
+    for value in (7, 14, 21):
+        queue.put(Job(identity, value)).addCallback(Job(gather, post, queue, 3))
+    return post
+
+
+def count_call(*args: Any) -> None:
+    calls.append("called")
+
+
+def add_callback_from_elsewhere(job: Any, res: Any) -> None:
+    """While ``job`` runs its callbacks, another connection adds one more."""
+    import threading
+
+    calls.append("called")
+    db, oid = job._p_jar.db(), job._p_oid
+
+    def add() -> None:
+        tm = transaction.TransactionManager()
+        conn = db.open(transaction_manager=tm)
+        try:
+            conn.get(oid).addCallback(count_call)
+            tm.commit()
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=add)
+    thread.start()
+    thread.join()
+
+
+from zasync.job import Job  # noqa: E402
