@@ -388,3 +388,16 @@ def test_begin_by_and_begin_after_setters(queue):
         job.begin_by = None
     with pytest.raises(zasync.BadStatusError, match="quota_names when a job has NEW or PENDING"):
         job.quota_names = ()
+
+
+def test_claim_with_a_lane_still_takes_put_backs_first_and_all_due_jobs(queue, now):
+    jobs = [queue.put(support.mock_work) for _ in range(20)]
+    transaction.commit()
+    first = queue.claim()
+    queue.putBack(first)
+    assert queue.claim(lane=3) is first  # put-backs come before any lane
+    later = queue.put(support.mock_work, begin_after=now + datetime.timedelta(hours=1))
+    claimed = [queue.claim(lane=3) for _ in range(19)]
+    assert sorted(j._p_oid for j in claimed) == sorted(j._p_oid for j in jobs[1:])
+    assert queue.claim(lane=3) is None  # the held job is not due
+    assert list(queue) == [later]

@@ -259,14 +259,39 @@ class Queue(Base):
         self._remove(item)
         item.assignerUUID = None
 
-    def claim(self, filter: Callable[[Any], Any] | None = None, default: Any = None) -> Any:
-        """Remove and return the first due job that quotas and ``filter`` allow; see IQueue."""
-        now = clock.utcnow()
-        now_key = _micros(now)
-        cleaned: set[str] = set()
-        for key, job in self._items():
+    def _due(self, items: Iterator[tuple[QueueKey, Any]], now_key: int) -> Iterator[Any]:
+        for key, job in items:
             if key[0] == _NORMAL and key[1] > now_key:
+                return  # ordered by due time: nothing later is due either
+            yield job
+
+    def _claim_order(self, lane: int | None, now_key: int) -> Iterator[Any]:
+        """Due jobs in claim order: put-backs first, then the preferred lane, then all."""
+        if lane is None:
+            yield from self._due(self._items(), now_key)
+            return
+        for key, job in self._items():
+            if key[0] != _PUT_BACK:
                 break
+            yield job
+        yield from self._due(iter(self._lanes[lane % len(self._lanes)].items()), now_key)
+        yield from self._due(self._items(), now_key)
+
+    def claim(
+        self,
+        filter: Callable[[Any], Any] | None = None,
+        default: Any = None,
+        lane: int | None = None,
+    ) -> Any:
+        """Remove and return the first due job that quotas and ``filter`` allow; see IQueue.
+
+        Claimers working at the same time can pass different ``lane`` numbers:
+        each then starts with its own share of the due jobs instead of all
+        racing for the first one (put-back jobs still come first).
+        """
+        now = clock.utcnow()
+        cleaned: set[str] = set()
+        for job in self._claim_order(lane, _micros(now)):
             if job._expired(now):
                 claimed = self._claim_expired(job, now, filter)
             else:
