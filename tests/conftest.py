@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import transaction
-import zope.event
 import ZODB
+import zope.event
 from ZODB.DemoStorage import DemoStorage
 from ZODB.FileStorage import FileStorage
 

@@ -18,9 +18,7 @@ import zasync
 _worker_uuids: dict[int, uuid.UUID] = {}
 
 
-def run_until_idle(
-    db: Any, queue_name: str = "", limit: int = 100, sync: bool = True
-) -> list[Any]:
+def run_until_idle(db: Any, queue_name: str = "", limit: int = 100, sync: bool = True) -> list[Any]:
     """Claim and call due jobs in another thread; return the results in order.
 
     With ``sync`` the calling thread's transaction is restarted afterwards, so

@@ -199,10 +199,10 @@ reply: dict[str, Any] = {"value": False}
 class StubPolicy(NeverRetry):
     """Answers every question with ``reply['value']``."""
 
-    def jobError(self, failure: Any, data_cache: Any) -> Any:  # noqa: N802
+    def jobError(self, failure: Any, data_cache: Any) -> Any:
         return reply["value"]
 
-    def commitError(self, failure: Any, data_cache: Any) -> Any:  # noqa: N802
+    def commitError(self, failure: Any, data_cache: Any) -> Any:
         return reply["value"]
 
     def interrupted(self) -> Any:
@@ -238,7 +238,7 @@ class FailingResource:
     def tpc_abort(self, txn: Any) -> None:
         pass
 
-    def sortKey(self) -> str:  # noqa: N802
+    def sortKey(self) -> str:
         return "~failing"
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures
 
-import support
 import transaction
 
 from zasync import ACTIVE, COMPLETED, Failure, Job
+
+import support
 
 TIMEOUT = 30
 

@@ -12,11 +12,12 @@ from collections import Counter
 from typing import Any
 
 import pytest
-import support
 import transaction
 from ZODB.POSException import ConflictError
 
 import zasync
+
+import support
 
 THREADS = 8
 PER_THREAD = 200

@@ -7,7 +7,6 @@ import logging
 import uuid
 
 import pytest
-import support
 import transaction
 
 import zasync
@@ -21,6 +20,8 @@ from zasync import (
     RetryCommonForever,
 )
 from zasync.events import DispatcherActivated, DispatcherDeactivated, DispatcherRegistered
+
+import support
 
 SECOND = datetime.timedelta(seconds=1)
 
@@ -37,7 +38,7 @@ def test_ac43_register_and_activate(queue, now, events):
     assert list(queue.dispatchers) == [u] and u in queue.dispatchers
     registered = [e for e in events if isinstance(e, DispatcherRegistered)]
     assert len(registered) == 1 and registered[0].object is da
-    assert da.UUID == u and da.parent is queue
+    assert u == da.UUID and da.parent is queue
     assert da.activated is None and da.last_ping.value is None
     assert da.ping_interval == 30 * SECOND and da.ping_death_interval == 60 * SECOND
     assert not da.dead
@@ -56,7 +57,7 @@ def test_unregister(queue, events):
     u = uuid.uuid4()
     da = queue.dispatchers.register(u)
     da.activate()
-    with pytest.raises(ValueError, match="UUID is activated."):
+    with pytest.raises(ValueError, match=r"UUID is activated\."):
         queue.dispatchers.unregister(u)
     da.deactivate()
     assert queue.dispatchers.unregister(u) is da
@@ -85,7 +86,7 @@ def test_ac44_ping_cadence(queue, now):
 
 def test_ping_errors(queue):
     da, _ = register(queue)
-    with pytest.raises(ValueError, match="UUID is not activated."):
+    with pytest.raises(ValueError, match=r"UUID is not activated\."):
         queue.dispatchers.ping(da.UUID)
     with pytest.raises(KeyError):
         queue.dispatchers.ping(uuid.uuid4())

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-import support
 from zope.interface.verify import verifyClass, verifyObject
 
 import zasync
 from zasync import interfaces
+
+import support
 
 
 @pytest.mark.parametrize(

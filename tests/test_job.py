@@ -7,7 +7,6 @@ import operator
 import uuid
 
 import pytest
-import support
 import transaction
 
 from zasync import (
@@ -25,6 +24,8 @@ from zasync import (
     ZasyncError,
 )
 from zasync.interfaces import IJob
+
+import support
 
 
 def stored(root, job, name="j"):
@@ -353,8 +354,10 @@ def test_b9_callback_on_completed_job_gets_defaults_before_running(root, caplog)
     with caplog.at_level(logging.CRITICAL, "zasync.events"):
         cb = j.addCallback(support.raise_value_error)
     assert cb.failure_log_level == logging.CRITICAL
-    assert any(r.levelno == logging.CRITICAL and "failed with traceback" in r.message
-               for r in caplog.records)
+    assert any(
+        r.levelno == logging.CRITICAL and "failed with traceback" in r.message
+        for r in caplog.records
+    )
     transaction.commit()
 
 
@@ -363,8 +366,10 @@ def test_active_timestamps_and_logging(root, now, caplog):
     with caplog.at_level(logging.INFO, "zasync.trace"):
         j()
     assert j.active_start == now and j.active_end == now
-    assert any("succeeded with result: 42" in r.message and r.name == "zasync.trace"
-               for r in caplog.records)
+    assert any(
+        "succeeded with result: 42" in r.message and r.name == "zasync.trace"
+        for r in caplog.records
+    )
     bad = stored(root, Job(support.raise_value_error), "bad")
     with caplog.at_level(logging.ERROR, "zasync.events"):
         bad()

@@ -7,7 +7,6 @@ import operator
 import threading
 
 import pytest
-import support
 import transaction
 
 import zasync
@@ -22,6 +21,8 @@ from zasync import (
     Queues,
     TimeoutError,
 )
+
+import support
 
 UTC = datetime.UTC
 
@@ -126,7 +127,9 @@ def test_ac36_ordering(queue):
 
 def test_ac37_time_zones_and_naive_values(queue, now):
     est = datetime.timezone(datetime.timedelta(hours=-5), "EST")
-    job = queue.put(support.mock_work, begin_after=datetime.datetime(2006, 8, 10, 11, 30, tzinfo=est))
+    job = queue.put(
+        support.mock_work, begin_after=datetime.datetime(2006, 8, 10, 11, 30, tzinfo=est)
+    )
     assert job.begin_after == at(16, 30)
     assert job.begin_after.tzinfo is UTC
     with pytest.raises(ValueError, match="cannot use timezone-naive values"):

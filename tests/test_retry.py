@@ -6,7 +6,6 @@ import datetime
 import logging
 
 import pytest
-import support
 import transaction
 from ZEO.Exceptions import ClientDisconnected
 from ZODB.POSException import ConflictError
@@ -25,6 +24,8 @@ from zasync import (
     RetryCommonFourTimes,
 )
 from zasync.interfaces import IRetryPolicy
+
+import support
 
 HOUR = datetime.timedelta(hours=1)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime
 
 import pytest
-import support
 import transaction
-from drive import run_until_idle
 from ZODB.POSException import ConflictError
 
 import zasync
 from zasync import ACTIVE, COMPLETED, PENDING, Failure, Job
+
+import support
+from drive import run_until_idle
 
 
 def test_ac51_put_run_and_callbacks(db, conn, queues):

@@ -99,9 +99,7 @@ def submit(job: Any, awaitable: Awaitable[Any]) -> concurrent.futures.Future[Any
         else:
             committed.set_result(outcome)
 
-    runner.run(awaitable).add_done_callback(
-        lambda f: runner.committers.submit(deliver, f)
-    )
+    runner.run(awaitable).add_done_callback(lambda f: runner.committers.submit(deliver, f))
     return committed
 
 

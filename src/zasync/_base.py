@@ -7,7 +7,7 @@ from typing import Any
 import persistent
 
 
-class Base(persistent.Persistent):
+class Base(persistent.Persistent):  # type: ignore[misc]  # persistent is untyped
     """A persistent object with a ``parent``, of which ``__parent__`` is an alias."""
 
     parent: Any = None

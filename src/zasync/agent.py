@@ -65,7 +65,7 @@ class Agent(Base):
     def queue(self) -> Any:
         return None if self.parent is None else self.parent.parent
 
-    def claimJob(self) -> Any:  # noqa: N802 - the seeds' API
+    def claimJob(self) -> Any:
         """Claim one job if there is room; return it (ASSIGNED) or None."""
         if len(self._jobs) >= self._size:
             return None
@@ -105,7 +105,7 @@ class Agent(Base):
     def __delitem__(self, index: int) -> None:
         self.pull(index)
 
-    def jobCompleted(self, job: Any) -> None:  # noqa: N802 - the seeds' API
+    def jobCompleted(self, job: Any) -> None:
         """Move a COMPLETED job to the completed collection."""
         self.remove(job)
         self.completed.add(job)

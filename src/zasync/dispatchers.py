@@ -199,7 +199,7 @@ class Dispatchers(Base):
         del self._data[uuid]
         da.parent = None
         zope.event.notify(DispatcherUnregistered(da))
-        return da  # type: ignore[no-any-return]
+        return da
 
     def ping(self, uuid: uuid_module.UUID) -> None:
         """Record a ping and deactivate the next activated sibling if it is dead."""

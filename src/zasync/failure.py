@@ -161,21 +161,21 @@ class Failure:
         found = self.check(*exception_types)
         if found is None:
             self.raiseException()
-        return found  # type: ignore[return-value]  # raiseException never returns
+        return found
 
-    def raiseException(self) -> NoReturn:  # noqa: N802 - Twisted-compatible name
+    def raiseException(self) -> NoReturn:
         """Raise (a copy of) the stored exception."""
         raise self.value
 
-    def getErrorMessage(self) -> str:  # noqa: N802 - Twisted-compatible name
+    def getErrorMessage(self) -> str:
         """Return ``str()`` of the exception value."""
         return str(self.value)
 
-    def getTraceback(self) -> str:  # noqa: N802 - Twisted-compatible name
+    def getTraceback(self) -> str:
         """Return the traceback text in Python's format, chained exceptions included."""
         return self._traceback_text
 
-    def printTraceback(self, file: IO[str] | None = None) -> None:  # noqa: N802
+    def printTraceback(self, file: IO[str] | None = None) -> None:
         """Write the traceback text to ``file`` (default ``sys.stderr``)."""
         (file or sys.stderr).write(self.getTraceback())
 

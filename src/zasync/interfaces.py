@@ -60,7 +60,7 @@ class AbortedError(ZasyncError):
     """
 
 
-class TimeoutError(ZasyncError):  # noqa: A001 - part of the API
+class TimeoutError(ZasyncError):
     """The job did not start before ``begin_after + begin_by``.
 
     This is zasync's own class and not the builtin ``TimeoutError``; it is the
@@ -174,8 +174,7 @@ class IJob(Interface):
         On a COMPLETED job the callback runs at once, committing transactions.
         """
 
-    def addCallbacks(success=None, failure=None, failure_log_level=None,
-                     retry_policy_factory=None):
+    def addCallbacks(success=None, failure=None, failure_log_level=None, retry_policy_factory=None):
         """Add a wrapper that calls ``success`` or ``failure`` with the result; return it."""
 
     def fail(e=None):
@@ -210,8 +209,14 @@ class IQueue(Interface):
     quotas = Attribute("The Quotas mapping of this queue.")
     dispatchers = Attribute("The Dispatchers mapping of this queue.")
 
-    def put(item, begin_after=None, begin_by=None, quota_names=None,
-            failure_log_level=None, retry_policy_factory=None):
+    def put(
+        item,
+        begin_after=None,
+        begin_by=None,
+        quota_names=None,
+        failure_log_level=None,
+        retry_policy_factory=None,
+    ):
         """Add a job (or a picklable callable, made a job) and return the job, now PENDING.
 
         Joins the caller's transaction: nothing happens unless it commits.

@@ -10,6 +10,7 @@ and the job becomes COMPLETED (commit).
 from __future__ import annotations
 
 import datetime
+import functools
 import inspect
 import logging
 import types
@@ -184,7 +185,9 @@ class Job(Base):
     def queue(self) -> Any:
         ob = self.parent
         while ob is not None and not IQueue.providedBy(ob):
-            if not (IJob.providedBy(ob) or IAgent.providedBy(ob) or IDispatcherAgents.providedBy(ob)):
+            if not (
+                IJob.providedBy(ob) or IAgent.providedBy(ob) or IDispatcherAgents.providedBy(ob)
+            ):
                 return None
             ob = ob.parent
         return ob
@@ -250,23 +253,23 @@ class Job(Base):
 
     # -- callbacks -------------------------------------------------------------
 
-    def addCallback(  # noqa: N802 - the seeds' API
+    def addCallback(
         self,
         callback: Any,
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
     ) -> Job:
         """Add a callback job, called with this job's result; see IJob."""
-        callback = as_job(callback)
-        check_storable(callback)
-        _apply_callback_defaults(callback, failure_log_level, retry_policy_factory)
-        self._callbacks = (*self._callbacks, callback)
-        callback.parent = self
+        job: Job = as_job(callback)
+        check_storable(job)
+        _apply_callback_defaults(job, failure_log_level, retry_policy_factory)
+        self._callbacks = (*self._callbacks, job)
+        job.parent = self
         if self._status == COMPLETED:
-            callback(self._result)
-        return callback
+            job(self._result)
+        return job
 
-    def addCallbacks(  # noqa: N802 - the seeds' API
+    def addCallbacks(
         self,
         success: Any = None,
         failure: Any = None,
@@ -291,7 +294,7 @@ class Job(Base):
 
     # -- retry policy ----------------------------------------------------------
 
-    def getRetryPolicy(self) -> Any:  # noqa: N802 - the seeds' API
+    def getRetryPolicy(self) -> Any:
         """Return this job's policy, making and caching it on first use (see RP-2)."""
         if self._retry_policy is not None:
             return self._retry_policy
@@ -305,7 +308,7 @@ class Job(Base):
         self._retry_policy = policy
         return policy
 
-    def _getRetry(self, call_name: str, tm: Any, *args: Any) -> Any:  # noqa: N802
+    def _getRetry(self, call_name: str, tm: Any, *args: Any) -> Any:
         if self._expired():
             return False
         policy = never_fail(self.getRetryPolicy, f"getting retry policy for {self!r}", tm)
@@ -382,7 +385,7 @@ class Job(Base):
                 self._log_completion(res, commit_failed=True)
                 res = commit_failure
                 never_fail(
-                    lambda: self._store_final(commit_failure, data_cache),
+                    functools.partial(self._store_final, commit_failure, data_cache),
                     f"storing failure at commit of {self!r}",
                     tm,
                 )
@@ -453,7 +456,9 @@ class Job(Base):
         """Record ``Failure(e)`` (default: TimeoutError) and run the callbacks; see IJob."""
         status = self.status
         if status in (COMPLETED, ACTIVE):
-            raise BadStatusError("can only call fail on a job with NEW, PENDING, or ASSIGNED status")
+            raise BadStatusError(
+                "can only call fail on a job with NEW, PENDING, or ASSIGNED status"
+            )
         tm = self._transaction_manager()
         if status != CALLBACKS:
             failure = Failure(TimeoutError() if e is None else e)
@@ -461,7 +466,7 @@ class Job(Base):
             self._log_completion(failure)
         never_fail(self.resumeCallbacks, f"performing callbacks of {self!r}", tm)
 
-    def handleInterrupt(self) -> None:  # noqa: N802 - the seeds' API
+    def handleInterrupt(self) -> None:
         """Retry, reschedule or abort a job whose worker died; see IJob."""
         tm = self._transaction_manager()
         if self._status == ACTIVE:
@@ -504,7 +509,8 @@ class Job(Base):
         if queue is None:
             if not in_agent:
                 events_log.critical(
-                    "error for retry policy %r on %r: can only reschedule a job directly in an agent",
+                    "error for retry policy %r on %r: "
+                    "can only reschedule a job directly in an agent",
                     self._retry_policy,
                     self,
                 )
@@ -531,7 +537,7 @@ class Job(Base):
 
     # -- finishing ---------------------------------------------------------------
 
-    def resumeCallbacks(self) -> None:  # noqa: N802 - the seeds' API
+    def resumeCallbacks(self) -> None:
         """Run the callbacks not yet done, then become COMPLETED and commit; see IJob."""
         if self._status != CALLBACKS:
             raise BadStatusError("can only resumeCallbacks on a job with CALLBACKS status")

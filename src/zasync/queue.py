@@ -233,7 +233,7 @@ class Queue(Base):
         self._insert(job, _NORMAL, max(job.begin_after, now))
         return job
 
-    def putBack(self, item: Any) -> None:  # noqa: N802 - the seeds' API
+    def putBack(self, item: Any) -> None:
         """Return a previously claimed job to the front of the queue; see IQueue."""
         if not IJob.providedBy(item):
             raise TypeError("putBack needs a job")

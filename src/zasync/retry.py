@@ -91,9 +91,7 @@ class RetryCommonFourTimes(Base):
                 continue
             count = data_cache.get(rule.key, 0) + 1
             if rule.max_count is not None and count >= rule.max_count:
-                trace_log.info(
-                    "%r: %s %d times; not retrying", self.parent, rule.key, count
-                )
+                trace_log.info("%r: %s %d times; not retrying", self.parent, rule.key, count)
                 return False
             clock.sleep(rule.backoff(count))
             data_cache[rule.key] = count
@@ -110,11 +108,11 @@ class RetryCommonFourTimes(Base):
             return True
         return None
 
-    def jobError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:  # noqa: N802
+    def jobError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:
         """Retry conflicts and disconnects as the rules say; never other errors."""
         return bool(self._apply(failure, data_cache))
 
-    def commitError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:  # noqa: N802
+    def commitError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:
         """The same rules as :meth:`jobError`, sharing its counts."""
         return bool(self._apply(failure, data_cache))
 
@@ -126,7 +124,7 @@ class RetryCommonFourTimes(Base):
         self.data["interruptions"] = count
         return self.max_interruptions is None or count <= self.max_interruptions
 
-    def updateData(self, data_cache: dict[str, Any]) -> None:  # noqa: N802
+    def updateData(self, data_cache: dict[str, Any]) -> None:
         """Store the counters of this call; keep the first ``first_active`` ever seen."""
         for key, value in data_cache.items():
             if key == "first_active" and key in self.data:
@@ -140,7 +138,7 @@ class RetryCommonForever(RetryCommonFourTimes):
     rules = (DISCONNECTED, TRANSACTION_ERROR_FOREVER)
     max_interruptions = None
 
-    def commitError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:  # noqa: N802
+    def commitError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:
         """Always retry: storing a callback's outcome must not be given up."""
         if self._apply(failure, data_cache) is None:
             count = data_cache.get("other", 0) + 1
@@ -158,11 +156,11 @@ class NeverRetry(Base):
     def __init__(self, job: Job) -> None:
         self.parent = job
 
-    def jobError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:  # noqa: N802
+    def jobError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:
         """Do not retry."""
         return False
 
-    def commitError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:  # noqa: N802
+    def commitError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:
         """Do not retry."""
         return False
 
@@ -170,7 +168,7 @@ class NeverRetry(Base):
         """Do not retry."""
         return False
 
-    def updateData(self, data_cache: dict[str, Any]) -> None:  # noqa: N802
+    def updateData(self, data_cache: dict[str, Any]) -> None:
         """Nothing is stored."""
 
 

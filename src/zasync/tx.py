@@ -123,9 +123,7 @@ def never_fail(call: Callable[[], T], identifier: str, tm: Any) -> T:
             return result
 
 
-def try_transaction_five_times(
-    call: Callable[[], T], identifier: str, tm: Any
-) -> T | Failure:
+def try_transaction_five_times(call: Callable[[], T], identifier: str, tm: Any) -> T | Failure:
     """Run ``call()`` and commit; retry up to five transaction errors, else return a Failure."""
     for attempt in range(1, 6):
         try:
