@@ -32,7 +32,7 @@ def square_sum(start: int, stop: int) -> int:
     return sum(i * i for i in range(start, stop))
 
 
-class Tally(persistent.Persistent):
+class Tally(persistent.Persistent):  # type: ignore[misc]  # persistent is untyped
     """Where the callbacks record finished slices."""
 
     def __init__(self) -> None:
