@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import persistent
@@ -44,3 +45,55 @@ def identity_repr(obj: object) -> str:
         f"{cls.__module__}.{cls.__qualname__} "
         f"(oid {'?' if oid is None else oid}, db {'?' if db is None else repr(db)})"
     )
+
+
+def check_size(value: Any, what: str) -> int:
+    """Validate a size (of a quota or an agent): an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} size must be an integer >= 0, not {value!r}")
+    return value
+
+
+class MappingBase(Base):
+    """Read access to a sorted mapping kept in ``self._data`` (an OOBTree).
+
+    Subclasses say which keys are acceptable with ``_accepts``: a key of another
+    type is simply absent, rather than a TypeError from the BTree.
+    """
+
+    _data: Any
+
+    def _accepts(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: Any) -> Any:
+        if not self._accepts(key):
+            raise KeyError(key)
+        return self._data[key]
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The value for ``key``, or ``default``."""
+        if not self._accepts(key):
+            return default
+        return self._data.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return self._accepts(key) and key in self._data
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self._data.keys()))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def keys(self) -> list[Any]:
+        """The keys, sorted."""
+        return list(self._data.keys())
+
+    def values(self) -> list[Any]:
+        """The values, sorted by key."""
+        return list(self._data.values())
+
+    def items(self) -> list[tuple[Any, Any]]:
+        """(key, value) pairs, sorted by key."""
+        return list(self._data.items())

@@ -14,7 +14,7 @@ from typing import Any
 from BTrees.LOBTree import LOBTree
 from zope.interface import implementer
 
-from zasync._base import Base
+from zasync._base import Base, check_size
 from zasync.completed import DEFAULT_RETENTION, CompletedCollection, dt_to_long, long_to_dt
 from zasync.interfaces import IAgent
 
@@ -24,12 +24,6 @@ __all__ = ["Agent", "choose_first", "dt_to_long", "long_to_dt"]
 def choose_first(agent: Agent) -> Any:
     """The default chooser: the first job of the queue that the agent's filter accepts."""
     return agent.queue.claim(agent.filter)
-
-
-def _check_size(size: Any) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ValueError(f"agent size must be an integer >= 0, not {size!r}")
-    return size
 
 
 @implementer(IAgent)
@@ -59,7 +53,7 @@ class Agent(Base):
 
     @size.setter
     def size(self, value: int) -> None:
-        self._size = _check_size(value)
+        self._size = check_size(value, "agent")
 
     @property
     def queue(self) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import logging
 import uuid as uuid_module
-from collections.abc import Iterator
 from typing import Any
 
 import zope.event
@@ -20,7 +19,7 @@ from zope.interface import implementer
 from zope.minmax import Maximum
 
 from zasync import clock
-from zasync._base import Base
+from zasync._base import MappingBase
 from zasync.events import (
     DispatcherActivated,
     DispatcherDeactivated,
@@ -44,7 +43,7 @@ events_log = logging.getLogger("zasync.events")
 
 
 @implementer(IDispatcherAgents)
-class DispatcherAgents(Base):
+class DispatcherAgents(MappingBase):
     """One dispatcher's agents in one queue, with its activation and pings."""
 
     ping_interval = datetime.timedelta(seconds=30)
@@ -89,34 +88,6 @@ class DispatcherAgents(Base):
 
     def __delitem__(self, name: str) -> None:
         self.pop(name)
-
-    def __getitem__(self, name: str) -> Any:
-        return self._data[name]
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """The agent called ``name``, or ``default``."""
-        return self._data.get(name, default)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._data
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._data.keys()))
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def keys(self) -> list[str]:
-        """Agent names, sorted."""
-        return list(self._data.keys())
-
-    def values(self) -> list[Any]:
-        """Agents, sorted by name."""
-        return list(self._data.values())
-
-    def items(self) -> list[tuple[str, Any]]:
-        """(name, agent) pairs, sorted by name."""
-        return list(self._data.items())
 
     # -- liveness ----------------------------------------------------------------
 
@@ -172,7 +143,7 @@ class DispatcherAgents(Base):
 
 
 @implementer(IDispatchers)
-class Dispatchers(Base):
+class Dispatchers(MappingBase):
     """The DispatcherAgents of a queue, keyed and sorted by UUID."""
 
     def __init__(self, queue: Any = None) -> None:
@@ -193,7 +164,7 @@ class Dispatchers(Base):
 
     def unregister(self, uuid: uuid_module.UUID) -> DispatcherAgents:
         """Remove and return an inactive DispatcherAgents; see IDispatchers."""
-        da = self[uuid]
+        da: DispatcherAgents = self[uuid]
         if da.activated:
             raise ValueError("UUID is activated.")
         del self._data[uuid]
@@ -224,34 +195,5 @@ class Dispatchers(Base):
                 return candidate
         return None
 
-    def __getitem__(self, uuid: Any) -> DispatcherAgents:
-        if not isinstance(uuid, uuid_module.UUID):
-            raise KeyError(uuid)
-        return self._data[uuid]  # type: ignore[no-any-return]
-
-    def get(self, uuid: Any, default: Any = None) -> Any:
-        """The DispatcherAgents of ``uuid``, or ``default``."""
-        if not isinstance(uuid, uuid_module.UUID):
-            return default
-        return self._data.get(uuid, default)
-
-    def __contains__(self, uuid: object) -> bool:
-        return isinstance(uuid, uuid_module.UUID) and uuid in self._data
-
-    def __iter__(self) -> Iterator[uuid_module.UUID]:
-        return iter(list(self._data.keys()))
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def keys(self) -> list[uuid_module.UUID]:
-        """UUIDs, sorted."""
-        return list(self._data.keys())
-
-    def values(self) -> list[DispatcherAgents]:
-        """DispatcherAgents, sorted by UUID."""
-        return list(self._data.values())
-
-    def items(self) -> list[tuple[uuid_module.UUID, DispatcherAgents]]:
-        """(UUID, DispatcherAgents) pairs, sorted by UUID."""
-        return list(self._data.items())
+    def _accepts(self, key: object) -> bool:
+        return isinstance(key, uuid_module.UUID)

@@ -31,7 +31,7 @@ from BTrees.OOBTree import OOBTree
 from zope.interface import implementer
 
 from zasync import clock
-from zasync._base import Base, database_name
+from zasync._base import Base, MappingBase, database_name
 from zasync._pickling import check_storable
 from zasync.dispatchers import Dispatchers
 from zasync.events import ObjectAdded
@@ -51,7 +51,7 @@ def _micros(when: datetime.datetime) -> int:
     return (when - _EPOCH) // datetime.timedelta(microseconds=1)
 
 
-class Queues(Base):
+class Queues(MappingBase):
     """The named queues of a database; ``queues['']`` is the default one."""
 
     def __init__(self) -> None:
@@ -80,37 +80,10 @@ class Queues(Base):
         queue.name = queue.parent = None
         return queue
 
-    def __getitem__(self, name: str) -> Any:
-        return self._data[name]
-
-    def get(self, name: Any, default: Any = None) -> Any:
-        """The queue called ``name``, or ``default``."""
-        if not isinstance(name, str):
-            return default
-        return self._data.get(name, default)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self._data
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._data.keys()))
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def keys(self) -> list[str]:
-        """Queue names, sorted."""
-        return list(self._data.keys())
-
-    def values(self) -> list[Any]:
-        """Queues, sorted by name."""
-        return list(self._data.values())
-
-    def items(self) -> list[tuple[str, Any]]:
-        """(name, queue) pairs, sorted by name."""
-        return list(self._data.items())
-
     copy = None
+
+    def _accepts(self, key: object) -> bool:
+        return isinstance(key, str)
 
 
 @implementer(IQueue)

@@ -14,14 +14,8 @@ from BTrees.OOBTree import OOBTree
 from zope.interface import implementer
 
 from zasync import clock
-from zasync._base import Base
+from zasync._base import Base, MappingBase, check_size
 from zasync.interfaces import CALLBACKS, COMPLETED, PENDING, IJob, IQuota
-
-
-def _check_size(size: Any) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise ValueError(f"quota size must be an integer >= 0, not {size!r}")
-    return size
 
 
 @implementer(IQuota)
@@ -30,7 +24,7 @@ class Quota(Base):
 
     def __init__(self, name: str, size: int = 1) -> None:
         self.name = name
-        self._size = _check_size(size)
+        self._size = check_size(size, "quota")
         self._jobs: tuple[Any, ...] = ()
 
     @property
@@ -39,7 +33,7 @@ class Quota(Base):
 
     @size.setter
     def size(self, value: int) -> None:
-        self._size = _check_size(value)
+        self._size = check_size(value, "quota")
 
     @property
     def filled(self) -> bool:
@@ -94,7 +88,7 @@ def _releases_slot(job: Any, now: Any) -> bool:
     return status == PENDING and job.begin_after is not None and job.begin_after > now
 
 
-class Quotas(Base):
+class Quotas(MappingBase):
     """The quotas of a queue, by name: create, read, resize, remove."""
 
     def __init__(self, queue: Any = None) -> None:
@@ -117,31 +111,3 @@ class Quotas(Base):
         quota = self._data[name]
         del self._data[name]
         quota.parent = None
-
-    def __getitem__(self, name: str) -> Quota:
-        return self._data[name]  # type: ignore[no-any-return]
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """The quota called ``name``, or ``default``."""
-        return self._data.get(name, default)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._data
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data.keys())
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def keys(self) -> list[str]:
-        """The quota names, sorted."""
-        return list(self._data.keys())
-
-    def values(self) -> list[Quota]:
-        """The quotas, sorted by name."""
-        return list(self._data.values())
-
-    def items(self) -> list[tuple[str, Quota]]:
-        """(name, quota) pairs, sorted by name."""
-        return list(self._data.items())
