@@ -22,7 +22,7 @@ from persistent.list import PersistentList
 from persistent.mapping import PersistentMapping
 from zope.interface import implementer
 
-from zasync import _awaitables, clock, retry
+from zasync import _awaitables, _context, clock, retry
 from zasync._base import Base, identity_repr
 from zasync._pickling import check_storable
 from zasync.failure import Failure
@@ -350,6 +350,19 @@ class Job(Base):
             return [*self.args, *args], effective_kwargs
 
         call_args, call_kwargs = never_fail(prepare, f"preparing for call of {self!r}", tm)
+        return self._run(call_args, call_kwargs, tm)
+
+    def run_claimed(self) -> Any:
+        """Run a job that a dispatcher claimed and marked ACTIVE in its claim transaction.
+
+        This is ``job()`` without the commit that makes it ACTIVE, which the
+        claim already made; otherwise the same commits, retries and results.
+        """
+        if self._status != ACTIVE:
+            raise BadStatusError("can only run a claimed job with ACTIVE status")
+        return self._run(list(self.args), dict(self.kwargs), self._transaction_manager())
+
+    def _run(self, call_args: list[Any], call_kwargs: dict[str, Any], tm: Any) -> Any:
         data_cache: dict[str, Any] = {}
         while True:
             try:
@@ -385,14 +398,14 @@ class Job(Base):
                 self._log_completion(res, commit_failed=True)
                 res = commit_failure
                 never_fail(
-                    functools.partial(self._store_final, commit_failure, data_cache),
+                    functools.partial(self._finish, commit_failure, data_cache),
                     f"storing failure at commit of {self!r}",
                     tm,
                 )
                 final = True
             if final:
                 self._log_completion(res)
-                never_fail(self.resumeCallbacks, f"performing callbacks of {self!r}", tm)
+                self._run_callbacks(tm)
                 return res
             if inspect.isawaitable(res):
                 return _awaitables.submit(self, res)
@@ -405,6 +418,22 @@ class Job(Base):
         if data_cache and self._retry_policy is not None:
             self._retry_policy.updateData(data_cache)
 
+    def _finish(self, res: Any, data_cache: dict[str, Any] | None = None) -> None:
+        """Store the final result; without callbacks, complete in the same transaction."""
+        self._store_final(res, data_cache)
+        if not self._callbacks:
+            self._complete()
+
+    def _complete(self) -> None:
+        self._status = COMPLETED.value
+        if IAgent.providedBy(self.parent) and not _context.filing_deferred():
+            self.parent.jobCompleted(self)
+
+    def _run_callbacks(self, tm: Any) -> None:
+        """Run the callbacks (committing) if the job is not already COMPLETED."""
+        if self._status == CALLBACKS:
+            never_fail(self.resumeCallbacks, f"performing callbacks of {self!r}", tm)
+
     def _set_result(self, res: Any, tm: Any, data_cache: dict[str, Any] | None = None) -> bool:
         """Record ``res`` (without committing); return True if it is final."""
         if IJob.providedBy(res):
@@ -413,7 +442,7 @@ class Job(Base):
         elif inspect.isawaitable(res):
             final = False  # the caller submits it once this state is committed
         else:
-            self._store_final(res)
+            self._finish(res)
             final = True
         if data_cache and self._retry_policy is not None:
             self._retry_policy.updateData(data_cache)
@@ -423,9 +452,9 @@ class Job(Base):
         """Receive the final result of the inner job or awaitable this job waited for."""
         tm = self._transaction_manager()
         if self._status == ACTIVE:
-            never_fail(lambda: self._store_final(res), f"storing result of {self!r}", tm)
+            never_fail(lambda: self._finish(res), f"storing result of {self!r}", tm)
             self._log_completion(res)
-        never_fail(self.resumeCallbacks, f"performing callbacks of {self!r}", tm)
+        self._run_callbacks(tm)
 
     def _log_completion(self, res: Any, commit_failed: bool = False) -> None:
         prefix = (
@@ -462,9 +491,9 @@ class Job(Base):
         tm = self._transaction_manager()
         if status != CALLBACKS:
             failure = Failure(TimeoutError() if e is None else e)
-            never_fail(lambda: self._store_final(failure), f"failing {self!r}", tm)
+            never_fail(lambda: self._finish(failure), f"failing {self!r}", tm)
             self._log_completion(failure)
-        never_fail(self.resumeCallbacks, f"performing callbacks of {self!r}", tm)
+        self._run_callbacks(tm)
 
     def handleInterrupt(self) -> None:
         """Retry, reschedule or abort a job whose worker died; see IJob."""
@@ -482,15 +511,15 @@ class Job(Base):
                 )
             self._abort_interrupted(tm)
         elif self._status == CALLBACKS:
-            never_fail(self.resumeCallbacks, f"performing callbacks of {self!r}", tm)
+            self._run_callbacks(tm)
         else:
             raise BadStatusError("can only call ``handleInterrupt`` on a job with ACTIVE status")
 
     def _abort_interrupted(self, tm: Any) -> None:
         failure = Failure(AbortedError())
-        never_fail(lambda: self._store_final(failure), f"aborting {self!r}", tm)
+        never_fail(lambda: self._finish(failure), f"aborting {self!r}", tm)
         self._log_completion(failure)
-        never_fail(self.resumeCallbacks, f"performing callbacks of {self!r}", tm)
+        self._run_callbacks(tm)
 
     def _reschedule_committed(self, when: Any, data_cache: dict[str, Any], tm: Any) -> Any:
         return never_fail(
@@ -548,9 +577,7 @@ class Job(Base):
             tm.begin()  # sync: see callbacks other transactions added meanwhile
             if all(c._status == COMPLETED for c in self._callbacks):
                 break
-        self._status = COMPLETED.value
-        if IAgent.providedBy(self.parent):
-            self.parent.jobCompleted(self)
+        self._complete()
         tm.commit()
 
     def _resume_one(self, callback: Job, tm: Any) -> None:

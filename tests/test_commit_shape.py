@@ -1,0 +1,103 @@
+"""How many commits a job costs, and the dispatcher's fast path.
+
+A job with no callbacks stores its result and becomes COMPLETED in one
+commit.  A job claimed and marked ACTIVE in the claim transaction runs with
+``run_claimed`` and commits once.  In dispatcher threads, completion does not
+touch the agent (the dispatcher files completed jobs later).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import support
+import transaction
+from transaction.interfaces import ISynchronizer
+from zope.interface import implementer
+
+from zasync import ACTIVE, COMPLETED, Agent, BadStatusError, Job, _context
+
+
+@implementer(ISynchronizer)
+class CommitCounter:
+    """Counts commits that write to a storage (empty transactions write nothing)."""
+
+    def __init__(self):
+        self.commits = 0
+        self._writes = False
+
+    def beforeCompletion(self, txn):
+        self._writes = bool(txn._resources)
+
+    def afterCompletion(self, txn):
+        if self._writes and txn.status == transaction._transaction.Status.COMMITTED:
+            self.commits += 1
+
+    def newTransaction(self, txn):
+        pass
+
+
+@pytest.fixture
+def counter():
+    c = CommitCounter()
+    transaction.manager.registerSynch(c)
+    yield c
+    transaction.manager.unregisterSynch(c)
+
+
+def test_job_without_callbacks_commits_twice(root, counter):
+    root["j"] = j = Job(support.mock_work)
+    transaction.commit()
+    counter.commits = 0
+    assert j() == 42
+    assert j.status == COMPLETED
+    assert counter.commits == 2  # ACTIVE, then result + COMPLETED together
+
+
+def test_job_with_a_callback_completes_after_it(root, counter):
+    root["j"] = j = Job(support.mock_work)
+    cb = j.addCallback(support.identity)
+    transaction.commit()
+    counter.commits = 0
+    j()
+    assert cb.result == 42 and j.status == COMPLETED
+    assert counter.commits == 5  # j ACTIVE, j result, cb ACTIVE, cb result, j COMPLETED
+
+
+def claimed_active(queue):
+    da = queue.dispatchers.register(uuid.uuid4())
+    da["main"] = agent = Agent()
+    job = queue.put(support.mock_work)
+    transaction.commit()
+    assert agent.claimJob() is job
+    job._status = ACTIVE.value  # what the dispatcher's claim does
+    transaction.commit()
+    return agent, job
+
+
+def test_run_claimed_commits_once_and_files_when_not_deferred(queue, counter):
+    agent, job = claimed_active(queue)
+    counter.commits = 0
+    assert job.run_claimed() == 42
+    assert counter.commits == 1
+    assert list(agent) == [] and list(agent.completed) == [job]
+
+
+def test_deferred_filing_leaves_the_agent_alone(queue, counter):
+    agent, job = claimed_active(queue)
+    _context.set_filing_deferred(True)
+    try:
+        assert job.run_claimed() == 42
+    finally:
+        _context.set_filing_deferred(False)
+    assert job.status == COMPLETED
+    assert list(agent) == [job] and len(agent.completed) == 0
+    agent.jobCompleted(job)  # what the dispatcher's next claim transaction does
+    assert list(agent.completed) == [job]
+
+
+def test_run_claimed_needs_active(queue):
+    job = queue.put(support.mock_work)
+    with pytest.raises(BadStatusError, match="claimed job with ACTIVE status"):
+        job.run_claimed()
