@@ -11,12 +11,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-import support
 import transaction
 from transaction.interfaces import ISynchronizer
 from zope.interface import implementer
 
 from zasync import ACTIVE, COMPLETED, Agent, BadStatusError, Job, _context
+
+import support
 
 
 @implementer(ISynchronizer)

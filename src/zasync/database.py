@@ -1,0 +1,140 @@
+"""Opening a database by URI.
+
+=================================  ==================================================
+URI                                 storage
+=================================  ==================================================
+``file://PATH`` or a bare ``PATH``  the embedded FileStorage file at ``PATH`` (default
+                                    ``var/zasync/Data.fs``, or ``$ZASYNC_DB``); if a
+                                    worker is serving it, a ZEO client of that worker
+``memory://``                       an in-memory DemoStorage (tests, experiments)
+``zeo://HOST:PORT``, ``zeo:///sock``  a ZEO server (through zodburi; its query options,
+                                    such as ``?cache_size=100MB``, pass through)
+other schemes                       any zodburi resolver (``zconfig://``, RelStorage's)
+=================================  ==================================================
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zc.lockfile
+import ZODB
+import zodburi
+from ZODB.DemoStorage import DemoStorage
+from ZODB.FileStorage import FileStorage
+
+from zasync.embedded import EmbeddedServer, is_served, socket_path
+from zasync.interfaces import ZasyncError
+
+ENV_VAR = "ZASYNC_DB"
+DEFAULT_PATH = os.path.join("var", "zasync", "Data.fs")
+_LOCK_WAIT_SECONDS = 10.0
+
+
+def default_uri() -> str:
+    """``$ZASYNC_DB``, or the embedded file ``var/zasync/Data.fs``."""
+    return os.environ.get(ENV_VAR) or f"file://{DEFAULT_PATH}"
+
+
+@dataclass
+class Database:
+    """An open database, and the embedded server zasync started for it, if any."""
+
+    db: Any
+    uri: str
+    kind: str  # 'file', 'file-client', 'memory' or the URI scheme
+    path: str | None = None
+    server: EmbeddedServer | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        """Stop serving (if serving) and close the database."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        self.db.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def file_path(uri: str) -> str | None:
+    """The path of a ``file://`` URI or bare path; None for other schemes."""
+    if uri.startswith("file://"):
+        return uri[len("file://") :].split("?", 1)[0]
+    if "://" not in uri:
+        return uri
+    return None
+
+
+def open_database(
+    uri: str | None = None,
+    *,
+    serve: bool = False,
+    cache_size: int | None = None,
+    pool_size: int | None = None,
+    database_name: str | None = None,
+) -> Database:
+    """Open the database named by ``uri`` (default: :func:`default_uri`).
+
+    ``serve=True`` makes this process the server of an embedded file for other
+    processes (what ``zasync worker`` does).  The keyword options override the
+    URI's database options.
+    """
+    uri = uri or default_uri()
+    options = {
+        key: value
+        for key, value in (
+            ("cache_size", cache_size),
+            ("pool_size", pool_size),
+            ("database_name", database_name),
+        )
+        if value is not None
+    }
+    path = file_path(uri)
+    if path is not None:
+        return _open_file(uri, path, serve, options)
+    if uri.startswith("memory://"):
+        return Database(ZODB.DB(DemoStorage(name="memory"), **options), uri, "memory")
+    try:
+        factory, dbkw = zodburi.resolve_uri(uri)
+    except KeyError as e:
+        raise ZasyncError(f"cannot open {uri!r}: {e}") from None
+    dbkw.update(options)
+    return Database(ZODB.DB(factory(), **dbkw), uri, uri.split("://", 1)[0])
+
+
+def _open_file(uri: str, path: str, serve: bool, options: dict[str, Any]) -> Database:
+    if not path:
+        raise ZasyncError(f"{uri!r} names no file")
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    while True:
+        if is_served(path):
+            return _connect_to_worker(uri, path, options)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            storage = FileStorage(path)
+        except zc.lockfile.LockError:
+            # Another process has it; if it is a worker starting, its socket appears soon.
+            if time.monotonic() > deadline:
+                raise ZasyncError(
+                    f"{path} is locked by another process that does not serve it to "
+                    f"others; stop that process, or run it as `zasync worker`"
+                ) from None
+            time.sleep(0.1)
+            continue
+        db = ZODB.DB(storage, **options)
+        server = EmbeddedServer(db, storage, socket_path(path)) if serve else None
+        return Database(db, uri, "file", path, server)
+
+
+def _connect_to_worker(uri: str, path: str, options: dict[str, Any]) -> Database:
+    from ZEO.ClientStorage import ClientStorage
+
+    storage = ClientStorage(socket_path(path), wait_timeout=30)
+    return Database(ZODB.DB(storage, **options), uri, "file-client", path)

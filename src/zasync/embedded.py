@@ -1,0 +1,129 @@
+"""Sharing a worker's FileStorage file with other processes on the machine.
+
+A FileStorage file has one writer process.  The worker is that process, and
+it commits to the file directly, at full speed.  So that the application,
+``zasync put`` and ``zasync status`` can still use the database while the
+worker runs, the worker also serves the same storage through a ZEO server
+on a Unix socket beside the file (:func:`socket_path`).  Other processes
+that open ``file://PATH`` find the socket and connect as ZEO clients.
+
+Both sides see each other's commits: the worker's commits are broadcast to
+the ZEO clients, and the clients' commits invalidate the worker's caches.
+Both notifications happen inside FileStorage's ``tpc_finish`` callback, before
+the storage's last transaction id moves, so no connection can start a
+transaction that sees the new data without its invalidations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import Collection
+from typing import Any
+
+from ZEO.StorageServer import StorageServer
+
+from zasync._watch import commit_watcher
+
+log = logging.getLogger("zasync.events")
+
+STORAGE_ID = "1"
+_MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
+
+
+def socket_path(data_fs: str | os.PathLike[str]) -> str:
+    """Where the worker serving ``data_fs`` listens: beside it, or in /tmp if too long."""
+    path = os.path.abspath(os.fspath(data_fs))
+    beside = f"{path}.sock"
+    if len(beside.encode()) <= _MAX_SOCKET_PATH:
+        return beside
+    digest = hashlib.sha1(path.encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"zasync-{digest}.sock")
+
+
+def is_served(data_fs: str | os.PathLike[str]) -> bool:
+    """True if a live process holds ``data_fs`` and its socket exists.
+
+    The FileStorage lock file holds the owner's process id; connecting to the
+    socket to find out would make the server log a dropped connection.
+    """
+    if not os.path.exists(socket_path(data_fs)):
+        return False
+    pid = _lock_owner(data_fs)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
+
+
+def _lock_owner(data_fs: str | os.PathLike[str]) -> int | None:
+    try:
+        with open(f"{os.fspath(data_fs)}.lock", encoding="ascii", errors="replace") as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped
+    """A ZEO server that also tells the worker's own database about client commits."""
+
+    def __init__(self, address: str, storage: Any, local_adapter: Any) -> None:
+        super().__init__(address, {STORAGE_ID: storage})
+        self._local_adapter = local_adapter
+
+    def invalidate(self, zeo_storage: Any, storage_id: str, tid: bytes, invalidated: Any) -> None:
+        super().invalidate(zeo_storage, storage_id, tid, invalidated)
+        if zeo_storage is not None:  # a client committed: the worker's caches must know
+            self._local_adapter.invalidate(tid, invalidated)
+
+
+class EmbeddedServer:
+    """Serves an open database's FileStorage to other local processes; see the module doc."""
+
+    def __init__(self, db: Any, storage: Any, address: str) -> None:
+        self.address = address
+        self._db = db
+        _remove_stale_socket(address)
+        self._server = _Server(address, storage, db._mvcc_storage)
+        self._watcher = commit_watcher(db)
+        self._watcher.subscribe(self._forward_local_commit)
+        self._server.start_thread(daemon=True)
+        os.chmod(address, 0o600)  # the owner's processes only
+        log.info("serving %s to other processes at %s", storage.getName(), address)
+
+    def _forward_local_commit(self, tid: bytes, oids: Collection[bytes], local: bool) -> None:
+        if local:
+            self._server.invalidate(None, STORAGE_ID, tid, list(oids))
+
+    def close(self) -> None:
+        """Stop serving (clients are disconnected); the storage itself stays open."""
+        self._watcher.unsubscribe(self._forward_local_commit)
+        self._server.storages = {}  # StorageServer.close would close our storage
+        self._server.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.address)
+
+
+def _remove_stale_socket(address: str) -> None:
+    """Remove a socket file left by a dead worker; refuse if a live one answers."""
+    if not os.path.exists(address):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(address)
+    except OSError:
+        os.unlink(address)
+    else:
+        raise RuntimeError(f"another process is already serving at {address}")
+    finally:
+        probe.close()

@@ -1,0 +1,99 @@
+"""Opening databases by URI, and the embedded file shared with other processes."""
+
+from __future__ import annotations
+
+import pytest
+import transaction
+
+import zasync
+from processes import run_python
+from zasync._watch import commit_watcher
+from zasync.database import default_uri, file_path, open_database
+from zasync.embedded import is_served, socket_path
+
+
+def test_memory_and_file_uris(tmp_path):
+    with open_database("memory://") as mem:
+        assert mem.kind == "memory"
+        conn = mem.db.open()
+        zasync.install_queues(conn)
+        transaction.commit()
+        conn.close()
+    path = tmp_path / "sub" / "Data.fs"
+    with open_database(f"file://{path}") as opened:
+        assert opened.kind == "file" and opened.path == str(path) and opened.server is None
+    assert path.exists()
+    with open_database(str(path)) as again:  # a bare path is a file URI
+        assert again.kind == "file"
+
+
+def test_default_uri(monkeypatch):
+    monkeypatch.delenv("ZASYNC_DB", raising=False)
+    assert default_uri() == "file://var/zasync/Data.fs"
+    monkeypatch.setenv("ZASYNC_DB", "memory://")
+    assert default_uri() == "memory://"
+    assert file_path("file:///a/b.fs") == "/a/b.fs"
+    assert file_path("zeo://localhost:1") is None
+
+
+def test_unknown_scheme_is_a_clear_error():
+    with pytest.raises(zasync.ZasyncError, match="cannot open 'nosuch://x'"):
+        open_database("nosuch://x")
+
+
+def test_served_file_is_shared_with_other_processes(tmp_path):
+    path = tmp_path / "Data.fs"
+    opened = open_database(f"file://{path}", serve=True)
+    try:
+        assert is_served(path)
+        external = []
+        commit_watcher(opened.db).subscribe(lambda tid, oids, local: external.append(local))
+        conn = opened.db.open()
+        queue = zasync.install_queues(conn)[""]
+        conn.root()["note"] = "from the worker"
+        transaction.commit()
+        assert external == [True]
+
+        out = run_python(
+            f"""
+            import transaction, zasync, support
+            from zasync.database import open_database
+            with open_database("file://{path}") as opened:
+                assert opened.kind == "file-client", opened.kind
+                conn = opened.db.open()
+                print(conn.root()["note"])
+                job = zasync.get_queue(conn).put(support.mock_work)
+                transaction.commit()
+                print(int.from_bytes(job._p_oid, "big"))
+            """
+        )
+        note, oid = out.splitlines()
+        assert note == "from the worker"
+        assert False in external  # the client's commit reached this process's watcher
+        transaction.begin()
+        assert [int.from_bytes(j._p_oid, "big") for j in queue] == [int(oid)]
+        conn.close()
+    finally:
+        opened.close()
+    assert not is_served(path)
+
+
+def test_file_locked_by_a_process_that_does_not_serve_it(tmp_path):
+    path = tmp_path / "Data.fs"
+    with open_database(f"file://{path}"):
+        code = f"""
+            import zasync.database as d
+            d._LOCK_WAIT_SECONDS = 0.3
+            try:
+                d.open_database("file://{path}")
+            except d.ZasyncError as e:
+                print(e)
+            """
+        assert "is locked by another process that does not serve it" in run_python(code)
+
+
+def test_long_paths_get_a_socket_in_tmp(tmp_path):
+    long = tmp_path / ("x" * 120) / "Data.fs"
+    address = socket_path(long)
+    assert len(address) < 100 and address.endswith(".sock")
+    assert socket_path(long) == address
