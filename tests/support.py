@@ -320,4 +320,40 @@ def add_callback_from_elsewhere(job: Any, res: Any) -> None:
     thread.join()
 
 
+# -- jobs for dispatcher tests ------------------------------------------------------
+import threading  # noqa: E402
+
+from zasync import local  # noqa: E402
 from zasync.job import Job  # noqa: E402
+
+events: dict[str, threading.Event] = {}
+
+
+def event(name: str) -> threading.Event:
+    return events.setdefault(name, threading.Event())
+
+
+def put_through_local_queue() -> Any:
+    return local.getQueue().put(Job(multiply, 21, 2))
+
+
+def live_conversation() -> str:
+    calls.append("live_conversation")
+    local.setLiveAnnotation("hello", "from thread!")
+    reply = local.getLiveAnnotation("reply", timeout=30, poll=0.05)
+    mine = local.getJob().get_annotation("reply", "MISSING")
+    return f"reply is {reply!r}.  Locally it is {mine}."
+
+
+def block_until(name: str, result: Any = 42) -> Any:
+    """Signals '<name>-started', then waits for event <name>."""
+    event(f"{name}-started").set()
+    if not event(name).wait(60):
+        raise RuntimeError(f"event {name} never set")
+    return result
+
+
+def report_progress(steps: int) -> int:
+    for i in range(1, steps + 1):
+        local.progress(i, steps, f"step {i}")
+    return steps

@@ -114,5 +114,6 @@ def test_concurrent_puts_and_claims(db, queues, capsys, lanes):
         )
     # Puts of different jobs must merge, not pile up.
     assert put_conflicts < TOTAL * 0.10
-    if lanes:  # claimers of different jobs must not pile up either
-        assert claim_conflicts < TOTAL * 0.25
+    if lanes:  # claimers preferring different jobs must not pile up either
+        # (measured ~0.2 per job; all claimers at the head measure ~3 per job)
+        assert claim_conflicts < TOTAL * 0.6

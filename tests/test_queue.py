@@ -404,3 +404,14 @@ def test_claim_with_a_lane_still_takes_put_backs_first_and_all_due_jobs(queue, n
     assert sorted(j._p_oid for j in claimed) == sorted(j._p_oid for j in jobs[1:])
     assert queue.claim(lane=3) is None  # the held job is not due
     assert list(queue) == [later]
+
+
+def test_a_lane_cannot_starve_the_head(queue, now):
+    jobs = [queue.put(support.mock_work) for _ in range(200)]
+    transaction.commit()
+    head = jobs[0]
+    lane = (int.from_bytes(head._p_oid, "big") + 1) % 8  # any lane but the head's
+    taken = []
+    while head not in taken:
+        taken.append(queue.claim(lane=lane))
+    assert len(taken) <= 16  # the head waited at most one window of claims

@@ -4,9 +4,12 @@
 runs it and commits its database changes together with its result.
 """
 
+from zasync._local import local
 from zasync.agent import Agent, choose_first
 from zasync.clock import set_now, utcnow
 from zasync.completed import CompletedCollection
+from zasync.database import Database, open_database
+from zasync.dispatcher import AgentSpec, Dispatcher
 from zasync.dispatchers import DispatcherAgents, Dispatchers
 from zasync.failure import Failure
 from zasync.identity import get_process_uuid, set_process_uuid
@@ -64,6 +67,13 @@ __all__ = [
     "CompletedCollection",
     "Dispatchers",
     "DispatcherAgents",
+    # running jobs
+    "Dispatcher",
+    "AgentSpec",
+    "local",
+    # databases
+    "open_database",
+    "Database",
     # retry policies
     "RetryCommonFourTimes",
     "RetryCommonForever",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import transaction
@@ -31,11 +31,18 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
 class AwaitableRunner:
     """An asyncio loop in a daemon thread, plus threads that commit outcomes."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        thread_initializer: Callable[[], None] | None = None,
+    ) -> None:
         self._own_loop = loop is None
         self.loop = loop or asyncio.new_event_loop()
         self.committers = concurrent.futures.ThreadPoolExecutor(
-            max_workers=2, thread_name_prefix="zasync-await-commit"
+            max_workers=2,
+            thread_name_prefix="zasync-await-commit",
+            initializer=thread_initializer,
         )
         self._thread: threading.Thread | None = None
         if self._own_loop:

@@ -21,3 +21,18 @@ def filing_deferred() -> bool:
 def set_filing_deferred(value: bool) -> None:
     """Declare whether this thread defers filing completed jobs to the dispatcher."""
     _state.defer_filing = value
+
+
+def still_ours(job: object) -> bool:
+    """Whether this thread may go on running ``job`` (a retry is about to start).
+
+    A dispatcher's worker thread installs a check: after its dispatcher was
+    deactivated, the job was handed back and must not be run again here.
+    """
+    check = getattr(_state, "ownership_check", None)
+    return True if check is None else bool(check(job))
+
+
+def set_ownership_check(check: object) -> None:
+    """Install (or, with None, remove) this thread's ownership check."""
+    _state.ownership_check = check

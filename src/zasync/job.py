@@ -364,7 +364,12 @@ class Job(Base):
 
     def _run(self, call_args: list[Any], call_kwargs: dict[str, Any], tm: Any) -> Any:
         data_cache: dict[str, Any] = {}
+        first = True
         while True:
+            if not first and not _context.still_ours(self):
+                events_log.warning("%r was handed to another worker; not retrying it here", self)
+                return self
+            first = False
             try:
                 res = self.callable(*call_args, **call_kwargs)
             except EXPLOSIVE_ERRORS:

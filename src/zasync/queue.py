@@ -22,7 +22,7 @@ import heapq
 import itertools
 import logging
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import zope.event
@@ -41,6 +41,7 @@ from zasync.job import Job, as_job
 from zasync.quota import Quotas
 
 LANES = 8
+LANE_WINDOW = 2 * LANES
 _PUT_BACK, _NORMAL = 0, 1
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
@@ -232,23 +233,30 @@ class Queue(Base):
         self._remove(item)
         item.assignerUUID = None
 
-    def _due(self, items: Iterator[tuple[QueueKey, Any]], now_key: int) -> Iterator[Any]:
+    def _due(self, items: Iterable[tuple[QueueKey, Any]], now_key: int) -> Iterator[Any]:
         for key, job in items:
             if key[0] == _NORMAL and key[1] > now_key:
                 return  # ordered by due time: nothing later is due either
             yield job
 
     def _claim_order(self, lane: int | None, now_key: int) -> Iterator[Any]:
-        """Due jobs in claim order: put-backs first, then the preferred lane, then all."""
+        """Due jobs in claim order; with a lane, its jobs go first among the first few."""
+        due = self._due(self._items(), now_key)
         if lane is None:
-            yield from self._due(self._items(), now_key)
+            yield from due
             return
-        for key, job in self._items():
-            if key[0] != _PUT_BACK:
-                break
-            yield job
-        yield from self._due(iter(self._lanes[lane % len(self._lanes)].items()), now_key)
-        yield from self._due(self._items(), now_key)
+        # Only the first LANE_WINDOW due jobs are reordered, so a job at the
+        # head waits at most that many claims: no lane can starve the others.
+        head = list(itertools.islice(due, LANE_WINDOW))
+        own = lane % len(self._lanes)
+        preferred = [j for j in head if j._queue_key[0] == _PUT_BACK or self._lane_index(j) == own]
+        chosen = {id(j) for j in preferred}
+        yield from preferred
+        yield from (j for j in head if id(j) not in chosen)
+        yield from due
+
+    def _lane_index(self, job: Any) -> int:
+        return int.from_bytes(job._p_oid, "big") % len(self._lanes)
 
     def claim(
         self,
@@ -259,8 +267,8 @@ class Queue(Base):
         """Remove and return the first due job that quotas and ``filter`` allow; see IQueue.
 
         Claimers working at the same time can pass different ``lane`` numbers:
-        each then starts with its own share of the due jobs instead of all
-        racing for the first one (put-back jobs still come first).
+        each then prefers its own share of the first few due jobs instead of
+        all racing for the first one (put-back jobs still come first).
         """
         now = clock.utcnow()
         cleaned: set[str] = set()

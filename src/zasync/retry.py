@@ -151,7 +151,14 @@ class RetryCommonForever(RetryCommonFourTimes):
 
 @implementer(IRetryPolicy)
 class NeverRetry(Base):
-    """Never retry: for work with effects outside the database, which must not repeat."""
+    """Never retry: for work with effects outside the database, which must not repeat.
+
+    Jobs with this policy commit their start before they run (``start_commit``),
+    so a job claimed by a worker that dies before starting it is run later
+    rather than aborted.
+    """
+
+    start_commit = True
 
     def __init__(self, job: Job) -> None:
         self.parent = job
@@ -205,6 +212,25 @@ def default_retry_policy_factory(job: Job) -> Any:
 def callback_retry_policy_factory(job: Job) -> Any:
     """Make the process-wide default policy for a callback."""
     return _defaults.get("callback", RetryCommonForever)(job)
+
+
+def needs_start_commit(job: Job) -> bool:
+    """True if ``job``'s policy wants its start committed before it runs.
+
+    Other jobs are marked ACTIVE in the dispatcher's claim transaction, and an
+    interruption before they start counts as an interruption, which their
+    policy retries.
+    """
+    factory = job.retry_policy_factory
+    if job._retry_policy is not None:
+        factory = type(job._retry_policy)
+    elif factory is None:
+        factory = _defaults.get("job", RetryCommonFourTimes)
+    elif isinstance(factory, str):
+        factory = _named.get(factory)
+        if factory is None:
+            return True  # unknown here: take the careful path
+    return bool(getattr(factory, "start_commit", False))
 
 
 def register_retry_policy(name: str, factory: RetryPolicyFactory) -> None:

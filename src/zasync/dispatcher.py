@@ -1,0 +1,560 @@
+"""The dispatcher: the part of a worker process that claims jobs and runs them.
+
+One process runs one dispatcher, identified by the process UUID.  Its poll
+thread keeps one connection and, for each queue in ``root[KEY]``:
+
+1. activates the process's ``DispatcherAgents`` record there (once), installing
+   the configured agents;
+2. in **one** transaction: files the agents' completed jobs in their completed
+   collections, claims jobs up to each agent's ``size`` and marks them ACTIVE
+   (the commit a job would otherwise make to start), and pings;
+3. hands the claimed jobs to the agents' thread pools.
+
+A poll runs every ``poll_interval`` seconds, and at once when a commit changes
+a queue (a ``put`` in this process, or in another one whose commit this
+database is told about) while a pool has room, or when a pool's backlog runs
+low.  So a job's commits are usually its claim (shared with many jobs) and
+its result.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+import uuid as uuid_module
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import transaction
+
+from zasync import _awaitables, _context, clock
+from zasync._watch import commit_watcher
+from zasync.agent import Agent
+from zasync.failure import Failure
+from zasync.identity import get_process_uuid
+from zasync.interfaces import ACTIVE, COMPLETED, KEY, NEW, ZasyncError
+from zasync.pool import AgentThreadPool, WorkItem
+from zasync.queue import LANES
+from zasync.records import JobId, PollInfo, Records, new_job_record
+from zasync.retry import needs_start_commit
+from zasync.tx import try_transaction_five_times
+
+events_log = logging.getLogger("zasync.events")
+trace_log = logging.getLogger("zasync.trace")
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """An agent that a dispatcher installs (or updates) when it activates in a queue.
+
+    ``threads`` jobs run at once; up to ``prefetch`` more are claimed ahead, so
+    short jobs are claimed in batches.  ``filter`` (a picklable callable taking
+    a job) chooses which jobs this agent takes.
+    """
+
+    name: str = "main"
+    queue: str = ""
+    threads: int = 3
+    prefetch: int = 0
+    filter: Callable[[Any], bool] | None = None
+
+    @property
+    def size(self) -> int:
+        """How many jobs the agent may hold: running plus claimed ahead."""
+        return self.threads + self.prefetch
+
+
+# -- registry (spec DI-3) -------------------------------------------------------
+
+_registry: dict[uuid_module.UUID, Dispatcher] = {}
+_registry_lock = threading.Lock()
+
+
+def get(uuid: uuid_module.UUID | None = None, default: Any = None) -> Any:
+    """The dispatcher registered for ``uuid`` (default: this process's), or ``default``."""
+    with _registry_lock:
+        return _registry.get(uuid or get_process_uuid(), default)
+
+
+def pop(uuid: uuid_module.UUID | None = None) -> Dispatcher:
+    """Remove and return a registered dispatcher; KeyError if missing."""
+    with _registry_lock:
+        return _registry.pop(uuid or get_process_uuid())
+
+
+def clear() -> None:
+    """Forget every registered dispatcher (tests)."""
+    with _registry_lock:
+        _registry.clear()
+
+
+def _job_id(job: Any) -> JobId:
+    return (int.from_bytes(job._p_oid, "big"), job._p_jar.db().database_name)
+
+
+class Dispatcher:
+    """Claims and runs jobs for one process; see the module documentation."""
+
+    STOPPED = "STOPPED"
+    RUNNING = "RUNNING"
+    STUCK = "STUCK"
+    STARTING = "STARTING"
+
+    thread: threading.Thread | None = None
+
+    def __init__(
+        self,
+        db: Any,
+        uuid: uuid_module.UUID | None = None,
+        poll_interval: float = 5.0,
+        agents: Iterable[AgentSpec] = (AgentSpec(),),
+        lane: int | None = None,
+        polls_size: int = 400,
+        jobs_size: int = 1000,
+    ) -> None:
+        self.db = db
+        self.UUID = uuid or get_process_uuid()
+        self.poll_interval = poll_interval
+        self.agent_specs = tuple(agents)
+        self.lane = self.UUID.int % LANES if lane is None else lane
+        self.records = Records(polls_size, jobs_size)
+        self.activated: datetime.datetime | bool | None = False
+        self.pools: dict[tuple[str, str], AgentThreadPool] = {}
+        self._activated_queues: set[bytes] = set()
+        self._refused: dict[str, int] = {}
+        self._watched: set[bytes] = set()
+        self._wake = threading.Event()
+        self._claiming = True
+        self._stop_polling = False
+        self._poll_failures = 0
+        self._last_poll_dump: PollInfo | None = None
+        self._runner: _awaitables.AwaitableRunner | None = None
+        self._previous_runner: _awaitables.AwaitableRunner | None = None
+        self.conn: Any = None
+        with _registry_lock:
+            if self.UUID in _registry:
+                raise ValueError("dispatcher for this UUID is already registered")
+            _registry[self.UUID] = self
+
+    # -- starting and stopping -------------------------------------------------------
+
+    def activate(self) -> None:
+        """Start polling in a thread of its own; see the module documentation."""
+        if self.activated:
+            raise ValueError("already activated")
+        events_log.info("attempting to activate dispatcher %s", self.UUID)
+        self.activated = clock.utcnow()
+        self.records.clear()
+        self._activated_queues.clear()
+        self._claiming = True
+        self._stop_polling = False
+        self.db.setPoolSize(self.db.getPoolSize() + 1)
+        self._runner = _awaitables.AwaitableRunner(thread_initializer=_defer_filing)
+        self._previous_runner = _awaitables.set_runner(self._runner)
+        commit_watcher(self.db).subscribe(self._on_commit)
+        self.thread = threading.Thread(
+            target=self._poll_loop, name=f"zasync-dispatcher-{self.UUID}", daemon=True
+        )
+        self.thread.start()
+
+    def wake(self) -> None:
+        """Ask for a poll now rather than at the next interval."""
+        self._wake.set()
+
+    def stop(self, grace: float = 30.0) -> bool:
+        """Stop gracefully; True if every running job finished within ``grace`` seconds.
+
+        Claiming stops; claimed jobs that have not started go back to the front
+        of their queue (no interruption is counted); running jobs get ``grace``
+        seconds; then the dispatcher deactivates, and jobs still running are
+        handed to their retry policies as interrupted.
+        """
+        if not self.activated:
+            return True
+        self._claiming = False
+        self._halt_polling()
+        backlog = [(pool, item) for pool in self.pools.values() for item in pool.take_backlog()]
+        if backlog:
+            self._hand_back(backlog)
+        deadline = time.monotonic() + grace
+        drained = all(
+            pool.wait_idle(max(0.0, deadline - time.monotonic())) for pool in self.pools.values()
+        )
+        if not drained:
+            events_log.warning(
+                "dispatcher %s: jobs still running after %s s; interrupting them", self.UUID, grace
+            )
+        self.deactivate()
+        return drained
+
+    def deactivate(self) -> None:
+        """Stop now: deactivate this process's records in every queue (spec DI-32)."""
+        if not self.activated:
+            raise ValueError("not activated")
+        self.activated = None
+        try:
+            self._halt_polling()
+            commit_watcher(self.db).unsubscribe(self._on_commit)
+
+            def unit() -> None:
+                queues = conn.root().get(KEY)
+                for queue in [] if queues is None else queues.values():
+                    da = queue.dispatchers.get(self.UUID)
+                    if da is not None and da.activated:
+                        da.deactivate()
+
+            tm = transaction.TransactionManager()
+            conn = self.db.open(transaction_manager=tm)
+            try:
+                tm.begin()
+                try_transaction_five_times(unit, f"cleanly deactivating UUID {self.UUID}", tm)
+            finally:
+                tm.abort()
+                conn.close()
+            released = sum(-pool.setSize(0) for pool in self.pools.values())
+            self.pools.clear()
+            self.db.setPoolSize(max(1, self.db.getPoolSize() - released - 1))
+            if self._runner is not None:
+                _awaitables.set_runner(self._previous_runner)
+                self._runner.close()
+                self._runner = None
+            events_log.info("deactivated dispatcher %s", self.UUID)
+        finally:
+            self.activated = False
+
+    def _halt_polling(self) -> None:
+        self._stop_polling = True
+        self._wake.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout=60)
+
+    # -- the poll loop ---------------------------------------------------------------
+
+    def _poll_loop(self) -> None:
+        tm = transaction.TransactionManager()
+        self.conn = self.db.open(transaction_manager=tm)
+        self._tm = tm
+        try:
+            while self.activated and not self._stop_polling:
+                delay = self.poll_interval
+                try:
+                    self.poll()
+                except Exception:
+                    self._poll_failures += 1
+                    if self._poll_failures == 1 or self._poll_failures % 10 == 0:
+                        events_log.error(
+                            "poll of dispatcher %s failed (%d in a row); retrying",
+                            self.UUID,
+                            self._poll_failures,
+                            exc_info=True,
+                        )
+                    delay = min(delay, 0.1 * 2 ** min(self._poll_failures, 6))
+                else:
+                    if self._poll_failures:
+                        events_log.info("dispatcher %s: polls work again", self.UUID)
+                    self._poll_failures = 0
+                self._wake.wait(delay)
+                self._wake.clear()
+        finally:
+            try:
+                tm.abort()
+            finally:
+                self.conn.close()
+                self.conn = None
+
+    def poll(self) -> PollInfo:
+        """Run one poll now, in the calling thread (the poll thread, or a test)."""
+        info = PollInfo()
+        started: list[JobId] = []
+        tm = self._tm
+        try:
+            tm.begin()
+            queues = self.conn.root().get(KEY)
+            if queues is None:
+                return info
+            for name, queue in queues.items():
+                info[name] = None
+                if self._activate_in(queue, tm):
+                    info[name] = {}
+                    started.extend(self._claim_in(queue, info[name], tm))
+            self._retire_pools(info)
+            return info
+        finally:
+            tm.abort()
+            self.records.add_poll(info, started)
+            if info != self._last_poll_dump and trace_log.isEnabledFor(logging.DEBUG):
+                trace_log.debug("poll %s: %r", info.key, dict(info))
+            self._last_poll_dump = info
+
+    def _activate_in(self, queue: Any, tm: Any) -> bool:
+        """Make sure this process is registered and active in ``queue`` (spec DI-13)."""
+        if queue._p_oid in self._activated_queues:
+            da = queue.dispatchers.get(self.UUID)
+            if da is not None and da.activated:
+                return True
+            events_log.warning(
+                "dispatcher %s was deactivated in queue %r by another process; reactivating",
+                self.UUID,
+                queue.name,
+            )
+            self._activated_queues.discard(queue._p_oid)
+
+        def unit() -> bool:
+            if self.UUID not in queue.dispatchers:
+                queue.dispatchers.register(self.UUID)
+            da = queue.dispatchers[self.UUID]
+            if da.activated:
+                if not da.dead:
+                    return False
+                da.deactivate()  # our previous incarnation died: recover its jobs
+            da.activate()
+            self._install_agents(queue, da)
+            return True
+
+        oid = int.from_bytes(queue._p_oid, "big")
+        result = try_transaction_five_times(
+            unit, f"activating dispatcher UUID {self.UUID} in queue {queue.name!r} (oid {oid})", tm
+        )
+        if result is True:
+            self._activated_queues.add(queue._p_oid)
+            self._watched.add(queue._length._p_oid)
+            self._refused.pop(queue.name, None)
+            return True
+        if result is False:
+            self._log_refusal(queue, oid)
+        return False
+
+    def _log_refusal(self, queue: Any, oid: int) -> None:
+        count = self._refused[queue.name] = self._refused.get(queue.name, 0) + 1
+        da = queue.dispatchers[self.UUID]
+        reference = max(filter(None, [da.last_ping.value, da.activated]))
+        level = logging.ERROR if count == 1 else logging.WARNING
+        if count == 1 or count % 10 == 0:
+            events_log.log(
+                level,
+                "UUID %s already activated in queue %s (oid %d): another process? "
+                "(To stop polling this queue, stop this worker: zasync.dispatcher.get()."
+                "stop().)  If the other process is gone, its record counts as dead and "
+                "is taken over after %s",
+                self.UUID,
+                queue.name,
+                oid,
+                (reference + da.ping_death_interval).isoformat(),
+            )
+
+    def _install_agents(self, queue: Any, da: Any) -> None:
+        for spec in self.agent_specs:
+            if spec.queue != queue.name:
+                continue
+            agent = da.get(spec.name)
+            if agent is None:
+                da[spec.name] = Agent(size=spec.size, filter=spec.filter, threads=spec.threads)
+                events_log.info("agent %r added to queue %r", spec.name, queue.name)
+            else:
+                agent.size, agent.threads, agent.filter = spec.size, spec.threads, spec.filter
+
+    def _claim_in(self, queue: Any, queue_info: dict[str, Any], tm: Any) -> list[JobId]:
+        """File, claim and ping in one transaction; hand claimed jobs to the pools."""
+        da = queue.dispatchers[self.UUID]
+
+        def unit() -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+            now = clock.utcnow()
+            claimed: list[tuple[str, Any]] = []
+            details: dict[str, Any] = {}
+            # Lanes only help when other dispatchers claim from this queue too.
+            active = sum(1 for other in queue.dispatchers.values() if other.activated)
+            lane = self.lane if active > 1 else None
+            for agent_name, agent in da.items():
+                held = list(agent)
+                details[agent_name] = {
+                    "size": agent.size,
+                    "len": None,
+                    "error": None,
+                    "new jobs": [],
+                    "active jobs": [_job_id(j) for j in held],
+                }
+                for job in held:
+                    if job._status == COMPLETED:
+                        agent.jobCompleted(job)
+                details[agent_name]["len"] = len(agent)
+                while self._claiming:
+                    job = agent.claimJob(lane=lane)
+                    if job is None:
+                        break
+                    if job._status == NEW and not needs_start_commit(job):
+                        job._status = ACTIVE.value
+                        job._active_start = now
+                    # Live annotations then write only the annotations, never the
+                    # job itself, so they cannot conflict with the job's own commits.
+                    job.annotations  # noqa: B018 - creates the mapping if missing
+                    claimed.append((agent_name, job))
+            queue.dispatchers.ping(self.UUID)
+            return claimed, details
+
+        result = try_transaction_five_times(
+            unit, f"claiming for UUID {self.UUID} in queue {queue.name!r}", tm
+        )
+        if isinstance(result, Failure):
+            queue_info["error"] = repr(result)
+            return []
+        claimed, details = result
+        queue_info.update(details)
+        started: list[JobId] = []
+        for agent_name, agent in da.items():
+            self._ensure_pool(queue.name, agent_name, agent.threads)
+        for agent_name, job in claimed:
+            job_id = _job_id(job)
+            self.records.add_job(job_id, new_job_record(repr(job), tuple(job.quota_names)))
+            details[agent_name]["new jobs"].append(job_id)
+            started.append(job_id)
+            self.pools[(queue.name, agent_name)].queue.put((job._p_oid, job_id[1]))
+        return started
+
+    # -- pools -----------------------------------------------------------------------
+
+    def _ensure_pool(self, queue_name: str, agent_name: str, threads: int) -> None:
+        pool = self.pools.get((queue_name, agent_name))
+        if pool is None:
+            pool = self.pools[(queue_name, agent_name)] = AgentThreadPool(
+                self, queue_name, agent_name
+            )
+        if pool.getSize() != threads:
+            delta = pool.setSize(threads)
+            self.db.setPoolSize(max(1, self.db.getPoolSize() + delta))
+
+    def _retire_pools(self, info: PollInfo) -> None:
+        for key in list(self.pools):
+            queue_name, agent_name = key
+            agents = info.get(queue_name)
+            if queue_name in info and agents is not None and agent_name not in agents:
+                pool = self.pools.pop(key)
+                self.db.setPoolSize(max(1, self.db.getPoolSize() + pool.setSize(0)))
+
+    def _replace_dead_threads(self, pool: AgentThreadPool) -> None:
+        if self.activated and self.pools.get((pool.queue_name, pool.agent_name)) is pool:
+            pool.setSize()
+
+    def _job_done(self, pool: AgentThreadPool) -> None:
+        """A worker finished a job: poll soon if the pool's backlog is running low."""
+        if self._claiming and pool.backlog() <= max(1, pool.getSize() // 2):
+            self._wake.set()
+
+    def _has_room(self) -> bool:
+        if not self.pools:
+            return True
+        return any(pool.backlog() < max(1, pool.getSize()) for pool in self.pools.values())
+
+    def _on_commit(self, tid: bytes, oids: Collection[bytes], local: bool) -> None:
+        if threading.current_thread() is self.thread or not self._claiming:
+            return
+        watched = self._watched
+        if watched and any(oid in watched for oid in oids) and self._has_room():
+            self._wake.set()
+
+    def _hand_back(self, items: list[tuple[AgentThreadPool, WorkItem]]) -> None:
+        """Return claimed jobs that never started to the front of their queues."""
+
+        def unit() -> None:
+            for _pool, (oid, dbname) in items:
+                job = (
+                    conn.get(oid)
+                    if dbname == conn.db().database_name
+                    else conn.get_connection(dbname).get(oid)
+                )
+                agent = job.parent
+                if agent is None or getattr(agent, "parent", None) is None:
+                    continue
+                if agent.parent.UUID != self.UUID or job._status not in (ACTIVE, NEW):
+                    continue
+                job._status = NEW.value
+                job._active_start = None
+                queue = agent.queue
+                agent.remove(job)
+                queue.putBack(job)
+
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            tm.begin()
+            try_transaction_five_times(unit, f"handing back unstarted jobs of {self.UUID}", tm)
+        finally:
+            tm.abort()
+            conn.close()
+
+    # -- introspection (in memory) ------------------------------------------------------
+
+    def getStatusInfo(self) -> dict[str, Any]:
+        """uuid, poll interval, status, time since last poll and uptime (spec DI-36).
+
+        The status is STOPPED, STARTING, RUNNING or STUCK.
+        """
+        now = clock.utcnow()
+        interval = datetime.timedelta(seconds=self.poll_interval)
+        info: dict[str, Any] = {
+            "uuid": self.UUID,
+            "poll interval": interval,
+            "status": self.STOPPED,
+            "time since last poll": None,
+            "uptime": None,
+        }
+        if not isinstance(self.activated, datetime.datetime):
+            return info
+        info["uptime"] = now - self.activated
+        poll = self.records.latest_poll()
+        slack = interval  # a poll in progress is not "stuck"
+        if poll is None:
+            info["time since last poll"] = now - self.activated
+            stuck = self.activated + interval + slack < now
+            info["status"] = self.STUCK if stuck else self.STARTING
+        else:
+            info["time since last poll"] = now - poll.utc_timestamp
+            stuck = poll.utc_timestamp + interval + slack < now
+            info["status"] = self.STUCK if stuck else self.RUNNING
+        return info
+
+    def getJobInfo(self, oid: int, database_name: str | None = None) -> dict[str, Any]:
+        """The record of a job this dispatcher claimed; KeyError if unknown."""
+        return self.records.job_info(oid, database_name)
+
+    def getActiveJobIds(self, queue: str | None = None, agent: str | None = None) -> list[JobId]:
+        """Jobs of the latest poll not yet completed, newest first."""
+        return self.records.active_job_ids(queue, agent)
+
+    def getPollInfo(self, at: Any = None, before: Any = None) -> PollInfo:
+        """The newest poll at (or strictly before) a key or time."""
+        return self.records.poll_info(at, before)
+
+    def iterPolls(
+        self, at: Any = None, before: Any = None, since: Any = None, count: Any = None
+    ) -> Any:
+        """Polls from newest to oldest."""
+        return self.records.iter_polls(at, before, since, count)
+
+    def getStatistics(
+        self,
+        at: Any = None,
+        before: Any = None,
+        since: Any = None,
+        queue: Any = None,
+        agent: Any = None,
+    ) -> dict[str, Any]:
+        """Counts and extremes of jobs over a window of polls."""
+        return self.records.statistics(at, before, since, queue, agent)
+
+    def __repr__(self) -> str:
+        return f"<Dispatcher {self.UUID} {'active' if self.activated else 'inactive'}>"
+
+
+def _defer_filing() -> None:
+    _context.set_filing_deferred(True)
+
+
+def require(uuid: uuid_module.UUID | None = None) -> Dispatcher:
+    """The registered dispatcher, or a ZasyncError saying none runs in this process."""
+    dispatcher = get(uuid)
+    if dispatcher is None:
+        raise ZasyncError("no dispatcher runs in this process")
+    return dispatcher  # type: ignore[no-any-return]

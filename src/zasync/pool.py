@@ -1,0 +1,255 @@
+"""An agent's thread pool: threads that each keep a connection and run claimed jobs.
+
+Work items are ``(oid, database name)`` pairs of jobs the dispatcher claimed.
+Each thread loads the job in its own connection (waiting out disconnects),
+checks that the job is still this dispatcher's to run, and runs it; the job
+commits for itself.  What escapes the job is handled so that no job is left
+stuck in the agent (spec P-8, B2-9, B2-10).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_module
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import transaction
+
+from zasync import _context, clock
+from zasync._local import local
+from zasync.interfaces import (
+    ACTIVE,
+    ASSIGNED,
+    CALLBACKS,
+    COMPLETED,
+    PENDING,
+    BadStatusError,
+    IAgent,
+)
+from zasync.records import describe_result
+from zasync.tx import EXPLOSIVE_ERRORS, TRANSACTION_ERRORS, backoff, disconnect_errors, never_fail
+
+if TYPE_CHECKING:
+    from zasync.dispatcher import Dispatcher
+
+events_log = logging.getLogger("zasync.events")
+trace_log = logging.getLogger("zasync.trace")
+
+WorkItem = tuple[bytes, str]
+
+
+class AgentThreadPool:
+    """The threads that run one agent's jobs in this process."""
+
+    def __init__(self, dispatcher: Dispatcher, queue_name: str, agent_name: str) -> None:
+        self.dispatcher = dispatcher
+        self.queue_name = queue_name
+        self.agent_name = agent_name
+        self.queue: queue_module.Queue[WorkItem | None] = queue_module.Queue()
+        self.threads: list[threading.Thread] = []
+        self._size = 0
+        self._lock = threading.Lock()
+        self.running = 0  # jobs being run right now
+        self._idle = threading.Condition(self._lock)
+
+    def getSize(self) -> int:
+        """The declared number of threads."""
+        return self._size
+
+    def setSize(self, size: int | None = None) -> int:
+        """Start or stop threads to reach ``size``; return the change in declared size."""
+        with self._lock:
+            old = self._size
+            if size is not None:
+                self._size = size
+            self.threads = [t for t in self.threads if t.is_alive()]
+            while len(self.threads) < self._size:
+                thread = threading.Thread(
+                    target=self._main,
+                    name=f"zasync-{self.queue_name or 'default'}-{self.agent_name}"
+                    f"-{len(self.threads)}",
+                    daemon=True,
+                )
+                self.threads.append(thread)
+                thread.start()
+            for _ in range(len(self.threads) - self._size):
+                self.queue.put(None)
+            return self._size - old
+
+    def backlog(self) -> int:
+        """Claimed jobs waiting for a thread."""
+        return self.queue.qsize()
+
+    def take_backlog(self) -> list[WorkItem]:
+        """Remove and return every waiting job (for a graceful stop)."""
+        items: list[WorkItem] = []
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue_module.Empty:
+                return items
+            if item is None:
+                self.queue.put(None)  # keep exit requests for the threads
+                return items
+            items.append(item)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no job is running here; True if that happened in time."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self.running:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+            return True
+
+    # -- the threads ---------------------------------------------------------------
+
+    def _main(self) -> None:
+        _context.set_filing_deferred(True)
+        # Only the job this thread was given is checked; its callbacks are not in an agent.
+        _context.set_ownership_check(lambda job: job is not local.job or self._still_ours(job))
+        local.dispatcher = self.dispatcher
+        conn = self.dispatcher.db.open()
+        try:
+            while True:
+                item = self.queue.get()
+                if item is None:
+                    return
+                with self._lock:
+                    self.running += 1
+                try:
+                    self._run(conn, item)
+                finally:
+                    with self._idle:
+                        self.running -= 1
+                        self._idle.notify_all()
+                    self.dispatcher._job_done(self)
+        except BaseException:
+            events_log.critical(
+                "worker thread %s died", threading.current_thread().name, exc_info=True
+            )
+            raise
+        finally:
+            local.dispatcher = None
+            transaction.abort()
+            conn.close()
+            if self.dispatcher.activated:
+                self.dispatcher._replace_dead_threads(self)
+
+    def _load(self, conn: Any, oid: bytes, dbname: str) -> Any:
+        """Load the job, retrying forever on conflicts and disconnects (spec P-6)."""
+        conflicts = disconnects = 0
+        while True:
+            try:
+                transaction.begin()
+                jar = (
+                    conn if dbname in ("", conn.db().database_name) else conn.get_connection(dbname)
+                )
+                job = jar.get(oid)
+                job._p_activate()
+                return job
+            except TRANSACTION_ERRORS:
+                conflicts += 1
+                if conflicts == 1 or conflicts % 5 == 0:
+                    events_log.warning(
+                        "%d transaction error(s) while trying to get job %d in db %s",
+                        conflicts,
+                        int.from_bytes(oid, "big"),
+                        dbname,
+                        exc_info=True,
+                    )
+            except disconnect_errors():
+                disconnects += 1
+                delay = backoff(disconnects)
+                events_log.info(
+                    "database disconnected while trying to get job %d in db %s; retrying in %d s",
+                    int.from_bytes(oid, "big"),
+                    dbname,
+                    delay,
+                )
+                clock.sleep(delay)
+
+    def _run(self, conn: Any, item: WorkItem) -> None:
+        oid, dbname = item
+        job_id = (int.from_bytes(oid, "big"), dbname)
+        records = self.dispatcher.records
+        thread_id = threading.get_ident()
+        records.update_job(job_id, started=clock.utcnow(), thread=thread_id)
+        job = self._load(conn, oid, dbname)
+        if not self._still_ours(job):
+            if self._in_our_agent(job) and job._status in (CALLBACKS, COMPLETED):
+                events_log.error("job already completed? %r", job)
+                self._settle(job)
+            else:
+                trace_log.info("not running %r: it was reassigned", job)
+            records.update_job(job_id, reassigned=True, completed=clock.utcnow())
+            transaction.abort()
+            return
+        trace_log.info("starting in thread %d: %r", thread_id, job)
+        local.job = job
+        local._last_progress = 0.0
+        try:
+            result = job.run_claimed() if job._status == ACTIVE else job()
+        except BadStatusError:
+            transaction.abort()
+            events_log.error("job already completed? %r", job, exc_info=True)
+            self._settle(job)
+            result = job.result
+        except EXPLOSIVE_ERRORS:
+            transaction.abort()
+            raise
+        except Exception:
+            transaction.abort()
+            events_log.critical("unexpected error running %r", job, exc_info=True)
+            self._settle(job)
+            result = job.result
+        finally:
+            local.job = None
+            transaction.abort()
+        waiting = job._status == ACTIVE
+        text, failed = describe_result(None if waiting else result)
+        records.update_job(
+            job_id,
+            result=text,
+            failed=failed,
+            waiting=waiting,
+            completed=None if waiting else clock.utcnow(),
+        )
+        trace_log.info("completed in thread %d: %r", thread_id, job)
+
+    def _in_our_agent(self, job: Any) -> bool:
+        agent = job.parent
+        if not IAgent.providedBy(agent) or agent.parent is None:
+            return False
+        return bool(agent.parent.UUID == self.dispatcher.UUID and agent.parent.activated)
+
+    def _still_ours(self, job: Any) -> bool:
+        """The job is in an active agent of this dispatcher, waiting to run or running."""
+        return self._in_our_agent(job) and job._status in (ACTIVE, "new")
+
+    def _settle(self, job: Any) -> None:
+        """Move a job that escaped with an error out of the agent, whatever it takes (B2-9/10)."""
+
+        def settle() -> None:
+            status = job.status
+            if status == COMPLETED:
+                agent = job.parent
+                if IAgent.providedBy(agent) and job in list(agent):
+                    agent.jobCompleted(job)
+            elif status == CALLBACKS:
+                job.resumeCallbacks()
+            elif status == ACTIVE:
+                job.handleInterrupt()
+            elif status in (ASSIGNED, PENDING):
+                agent = job.parent
+                if IAgent.providedBy(agent):
+                    agent.remove(job)
+                    queue = agent.queue
+                    if queue is not None:
+                        queue.putBack(job)
+
+        never_fail(settle, f"settling {job!r} after an error", transaction.manager)

@@ -1,0 +1,278 @@
+"""The dispatcher in one process: polls, claims, pools, records, local (AC2-1 to AC2-14)."""
+
+from __future__ import annotations
+
+import logging
+import operator
+import time
+import uuid
+
+import pytest
+import transaction
+
+import zasync
+from zasync import ACTIVE, COMPLETED, PENDING, Failure, Job
+from zasync import dispatcher as dispatcher_module
+from zasync.dispatcher import AgentSpec, Dispatcher
+from zasync.events import DispatcherActivated, DispatcherRegistered
+from zasync.testing import (
+    running_dispatcher,
+    wait_for,
+    wait_for_annotation,
+    wait_for_poll,
+    wait_for_result,
+)
+
+import support
+
+
+@pytest.fixture(autouse=True)
+def _clean_registry():
+    yield
+    for d in list(dispatcher_module._registry.values()):
+        if d.activated:
+            d.stop(5)
+    dispatcher_module.clear()
+
+
+def test_ac2_1_construction(zasync_db):
+    u = uuid.uuid4()
+    d = Dispatcher(zasync_db, uuid=u, poll_interval=0.5)
+    assert (d.db, d.UUID, d.poll_interval) == (zasync_db, u, 0.5)
+    assert dispatcher_module.get(u) is d
+    with pytest.raises(ValueError, match="dispatcher for this UUID is already registered"):
+        Dispatcher(zasync_db, uuid=u)
+    assert zasync.get_process_uuid() == Dispatcher(zasync_db).UUID
+
+
+def test_ac2_2_connection_pool_accounting(zasync_db):
+    assert zasync_db.getPoolSize() == 7
+    d = Dispatcher(zasync_db, uuid=uuid.uuid4(), agents=[AgentSpec(threads=3)])
+    d.activate()
+    assert zasync_db.getPoolSize() == 8
+    wait_for(lambda: zasync_db.getPoolSize() == 11, sync=None, message="pool not grown")
+    d.stop(5)
+    assert zasync_db.getPoolSize() == 7
+
+
+def test_ac2_3_first_poll_without_queues(tmp_path):
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+
+    db = ZODB.DB(FileStorage(str(tmp_path / "Data.fs")))
+    before = zasync.utcnow()
+    d = Dispatcher(db, uuid=uuid.uuid4(), poll_interval=0.5)
+    d.activate()
+    try:
+        poll = wait_for_poll(d, 0)
+        assert dict(poll) == {}
+        assert before <= poll.utc_timestamp <= zasync.utcnow()
+    finally:
+        d.stop(5)
+        db.close()
+
+
+def test_ac2_4_ac2_5_registration_activation_and_idle_poll(zasync_db, events, caplog):
+    with caplog.at_level(logging.DEBUG, "zasync"), running_dispatcher(zasync_db, threads=3) as d:
+        poll = wait_for_poll(d)
+        conn = zasync_db.open()
+        queue = zasync.get_queue(conn)
+        assert list(queue.dispatchers) == [d.UUID]
+        da = queue.dispatchers[d.UUID]
+        assert da.UUID == d.UUID and da.activated
+        assert da.last_ping.value is not None
+        assert len([e for e in events if isinstance(e, DispatcherRegistered)]) == 1
+        assert len([e for e in events if isinstance(e, DispatcherActivated)]) == 1
+        assert dict(poll) == {
+            "": {
+                "main": {
+                    "active jobs": [],
+                    "error": None,
+                    "len": 0,
+                    "new jobs": [],
+                    "size": 3,
+                }
+            }
+        }
+        conn.close()
+    assert f"attempting to activate dispatcher {d.UUID}" in caplog.text
+    assert "poll " in caplog.text
+
+
+def test_ac2_6_job_runs_and_is_recorded(zasync_dispatcher, zasync_queue, caplog):
+    caplog.set_level(logging.INFO, "zasync")
+    job = zasync_queue.put(Job(operator.mul, 14, 3))
+    transaction.commit()
+    assert wait_for_result(job) == 42
+    job_id = (int.from_bytes(job._p_oid, "big"), "unnamed")
+    record = wait_for(
+        lambda: (
+            zasync_dispatcher.getJobInfo(*job_id)["completed"] is not None
+            and zasync_dispatcher.getJobInfo(*job_id)
+        ),
+        sync=None,
+    )
+    assert record["result"] == "42" and record["failed"] is False
+    assert record["quota names"] == ()
+    assert all(record[k] is not None for k in ("started", "completed", "thread", "poll id"))
+    assert any(
+        job_id in p[""]["main"]["new jobs"] for p in zasync_dispatcher.iterPolls() if p.get("")
+    )
+    wait_for(lambda: "completed in thread" in caplog.text, sync=None)
+    assert "starting in thread" in caplog.text
+    assert "succeeded with result: 42" in caplog.text
+    # the completed job was filed by the dispatcher
+    agent = job.parent
+    wait_for(lambda: job in list(agent.completed), message="never filed")
+    assert len(agent) == 0
+
+
+def test_ac2_7_poll_lookup(zasync_dispatcher):
+    poll = wait_for_poll(zasync_dispatcher)
+    assert zasync_dispatcher.getPollInfo(at=poll.key).key <= poll.key
+    assert zasync_dispatcher.getPollInfo(at=poll.utc_timestamp).key >= poll.key
+    with pytest.raises(ValueError, match="may only provide one of"):
+        zasync_dispatcher.getPollInfo(at=1, before=2)
+
+
+def test_ac2_8_failure_is_logged(zasync_dispatcher, zasync_queue, caplog):
+    with caplog.at_level(logging.ERROR, "zasync.events"):
+        job = zasync_queue.put(Job(operator.mul, 14, None))
+        transaction.commit()
+        result = wait_for_result(job)
+    assert isinstance(result, Failure) and result.check(TypeError)
+    assert f"{job!r} failed with traceback:" in caplog.text
+    assert "in _run" in caplog.text
+
+
+def test_ac2_10_job_puts_through_local_queue(zasync_dispatcher, zasync_queue):
+    job = zasync_queue.put(support.put_through_local_queue)
+    transaction.commit()
+    assert wait_for_result(job) == 42
+
+
+def test_ac2_11_live_annotations(zasync_dispatcher, zasync_queue):
+    support.calls.clear()
+    job = zasync_queue.put(support.live_conversation)
+    transaction.commit()
+    assert wait_for_annotation(job, "hello") == "from thread!"
+    job.annotations["reply"] = "HIYA"
+    transaction.commit()
+    assert wait_for_result(job) == "reply is 'HIYA'.  Locally it is MISSING."
+    assert support.calls == ["live_conversation"]  # live writes did not make it run again
+
+
+def test_progress_is_visible(zasync_dispatcher, zasync_queue):
+    job = zasync_queue.put(Job(support.report_progress, 5))
+    transaction.commit()
+    assert wait_for_result(job) == 5
+    progress = job.get_annotation(
+        zasync.local.PROGRESS if hasattr(zasync.local, "PROGRESS") else "zasync.progress"
+    )
+    assert progress["done"] == 5 and progress["total"] == 5 and progress["message"] == "step 5"
+
+
+def test_local_outside_a_worker():
+    assert zasync.local.getJob() is None and zasync.local.getQueue() is None
+    assert zasync.local.getDispatcher() is None
+    with pytest.raises(ValueError, match="not initialized"):
+        zasync.local.setLiveAnnotation("x", 1)
+
+
+def test_ac2_12_ac2_13_statistics_and_status(zasync_db, zasync_queue):
+    with running_dispatcher(zasync_db, poll_interval=0.5) as d:
+        good = [zasync_queue.put(Job(operator.mul, 2, i)) for i in range(3)]
+        bad = zasync_queue.put(Job(operator.mul, 2, None))
+        transaction.commit()
+        for job in [*good, bad]:
+            wait_for_result(job)
+        wait_for(
+            lambda: all(
+                d.getJobInfo(int.from_bytes(j._p_oid, "big"))["completed"] for j in [*good, bad]
+            ),
+            sync=None,
+        )
+        stats = d.getStatistics()
+        assert stats["started"] == 4 and stats["successful"] == 3 and stats["failed"] == 1
+        assert stats["unknown"] == 0
+        assert stats["shortest active"] is None and stats["longest active"] is None
+        assert stats["shortest successful"] is not None
+        assert stats["statistics start"] <= stats["statistics end"]
+        status = d.getStatusInfo()
+        assert status["status"] == "RUNNING"
+        assert status["uuid"] == d.UUID
+        assert status["poll interval"].total_seconds() == 0.5
+    status = d.getStatusInfo()
+    assert status["status"] == "STOPPED"
+    assert status["time since last poll"] is None and status["uptime"] is None
+
+
+def test_ac2_14_already_completed_job_is_filed(zasync_dispatcher, zasync_queue, caplog):
+    with caplog.at_level(logging.ERROR, "zasync.events"):
+        done = zasync_queue.put(Job(operator.mul, 21, 2))
+        done.fail()  # completed while still queued
+        after = zasync_queue.put(Job(operator.mul, 21, 2))
+        transaction.commit()
+        assert wait_for_result(after) == 42
+        wait_for(lambda: "job already completed?" in caplog.text, sync=None)
+    agent = zasync_queue.dispatchers[zasync_dispatcher.UUID]["main"]
+    wait_for(lambda: len(agent) == 0)
+    assert done.parent is agent
+
+
+def test_async_job_through_the_dispatcher(zasync_dispatcher, zasync_queue):
+    job = zasync_queue.put(support.async_mock_work)
+    cb = job.addCallback(Job(support.multiply, 2))
+    transaction.commit()
+    assert wait_for_result(job) == 42
+    assert wait_for_result(cb) == 84
+    agent = zasync_queue.dispatchers[zasync_dispatcher.UUID]["main"]
+    wait_for(lambda: len(agent) == 0, message="awaitable job never filed")
+
+
+def test_put_in_this_process_starts_without_waiting_for_the_poll_interval(zasync_db, zasync_queue):
+    with running_dispatcher(zasync_db, poll_interval=3600):
+        started = time.monotonic()
+        job = zasync_queue.put(support.mock_work)
+        transaction.commit()
+        assert wait_for_result(job, timeout=20) == 42
+        assert time.monotonic() - started < 20  # the poll interval is an hour
+
+
+def test_many_jobs_with_prefetch(zasync_db, zasync_queue):
+    with running_dispatcher(zasync_db, threads=4, prefetch=16):
+        jobs = [zasync_queue.put(Job(operator.add, i, 1)) for i in range(200)]
+        transaction.commit()
+        results = [wait_for_result(j) for j in jobs]
+    assert results == [i + 1 for i in range(200)]
+    assert all(j.status == COMPLETED for j in jobs)
+
+
+def test_graceful_stop_hands_back_unstarted_jobs(zasync_db, zasync_queue):
+    support.events.clear()
+    d = Dispatcher(
+        zasync_db, uuid=uuid.uuid4(), poll_interval=0.2, agents=[AgentSpec(threads=1, prefetch=5)]
+    )
+    d.activate()
+    blocker = zasync_queue.put(Job(support.block_until, "stop-test"))
+    waiting = [zasync_queue.put(support.mock_work) for _ in range(3)]
+    transaction.commit()
+    assert support.event("stop-test-started").wait(30)
+    wait_for(lambda: all(j.status == ACTIVE for j in waiting), message="not claimed ahead")
+
+    import threading
+
+    stopper = threading.Thread(target=d.stop, kwargs={"grace": 30})
+    stopper.start()
+    time.sleep(0.2)  # let stop() take the backlog while the blocker runs (real threads)
+    support.event("stop-test").set()
+    stopper.join(60)
+    assert d.activated is False
+    assert wait_for_result(blocker) == 42  # finished within the grace period
+    for job in waiting:
+        transaction.begin()
+        assert job.status == PENDING  # handed back, not interrupted
+        assert job._retry_policy is None  # no interruption was counted
+    dispatcher_module.pop(d.UUID)
+    with running_dispatcher(zasync_db):
+        assert [wait_for_result(j) for j in waiting] == [42, 42, 42]
