@@ -357,3 +357,15 @@ def report_progress(steps: int) -> int:
     for i in range(1, steps + 1):
         local.progress(i, steps, f"step {i}")
     return steps
+
+
+def add_all(*jobs: Any) -> Any:
+    return sum(job.result for job in jobs)
+
+
+order: list[int] = []
+
+
+def record_order(value: int) -> int:
+    order.append(value)
+    return value

@@ -136,12 +136,13 @@ def test_ac2_7_poll_lookup(zasync_dispatcher):
 
 
 def test_ac2_8_failure_is_logged(zasync_dispatcher, zasync_queue, caplog):
-    with caplog.at_level(logging.ERROR, "zasync.events"):
-        job = zasync_queue.put(Job(operator.mul, 14, None))
-        transaction.commit()
-        result = wait_for_result(job)
+    caplog.set_level(logging.ERROR, "zasync.events")
+    job = zasync_queue.put(Job(operator.mul, 14, None))
+    transaction.commit()
+    result = wait_for_result(job)
     assert isinstance(result, Failure) and result.check(TypeError)
-    assert f"{job!r} failed with traceback:" in caplog.text
+    # logged by the worker right after its commit
+    wait_for(lambda: f"{job!r} failed with traceback:" in caplog.text, sync=None)
     assert "in _run" in caplog.text
 
 

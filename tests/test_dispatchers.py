@@ -326,3 +326,23 @@ def test_completed_collection_time_ranges(queue, now):
     assert agent.completed.first(middle) is done[1]
     assert agent.completed.last(middle) is done[1]
     assert agent.completed.last() is done[0]
+
+
+def test_parked_jobs_take_no_slot_and_survive_deactivation(queue, now):
+    da, agent = register(queue, size=1)
+    da.activate()
+    outer = queue.put(support.mock_work)
+    inner = queue.put(support.mock_work)
+    transaction.commit()
+    assert agent.claimJob() is outer
+    outer._status = ACTIVE.value
+    agent.park(outer)
+    assert len(agent) == 0 and agent.parked() == [outer] and agent.is_parked(outer)
+    assert agent.claimJob() is inner  # the slot is free
+    inner._status = ACTIVE.value
+    transaction.commit()
+    da.deactivate()
+    assert agent.parked() == [outer] and outer.status == ACTIVE  # not interrupted
+    assert queue[0].callable == inner.handleInterrupt
+    agent.jobCompleted(outer)
+    assert agent.parked() == [] and list(agent.completed) == [outer]

@@ -37,6 +37,7 @@ class Agent(Base):
 
     name: str | None = None
     _threads: int | None = None
+    _waiting: LOBTree | None = None  # parked jobs, see park()
 
     def __init__(
         self,
@@ -118,8 +119,36 @@ class Agent(Base):
     def __delitem__(self, index: int) -> None:
         self.pull(index)
 
+    def park(self, job: Any) -> None:
+        """Move a job that waits for another job out of the agent's slots.
+
+        Nothing runs for a parked job: it finishes when the job it waits for
+        calls it back.  So it takes no slot (a job waiting for jobs it put
+        cannot block them), and a dead dispatcher's deactivation leaves it
+        alone rather than treating it as interrupted.
+        """
+        key = self._key_of(job)
+        del self._jobs[key]
+        if self._waiting is None:
+            self._waiting = LOBTree()
+        self._waiting[key] = job
+
+    def is_parked(self, job: Any) -> bool:
+        """True if ``job`` is parked here."""
+        return self._waiting is not None and any(j is job for j in self._waiting.values())
+
+    def parked(self) -> list[Any]:
+        """The parked jobs."""
+        return [] if self._waiting is None else list(self._waiting.values())
+
     def jobCompleted(self, job: Any) -> None:
-        """Move a COMPLETED job to the completed collection."""
+        """Move a COMPLETED job (held or parked) to the completed collection."""
+        if self._waiting is not None:
+            for key, parked in self._waiting.items():
+                if parked is job:
+                    del self._waiting[key]
+                    self.completed.add(job)
+                    return
         self.remove(job)
         self.completed.add(job)
 

@@ -376,7 +376,7 @@ class Dispatcher:
                     "new jobs": [],
                     "active jobs": [_job_id(j) for j in held],
                 }
-                for job in held:
+                for job in [*held, *agent.parked()]:
                     if job._status == COMPLETED:
                         agent.jobCompleted(job)
                 details[agent_name]["len"] = len(agent)

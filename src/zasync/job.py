@@ -431,8 +431,11 @@ class Job(Base):
 
     def _complete(self) -> None:
         self._status = COMPLETED.value
-        if IAgent.providedBy(self.parent) and not _context.filing_deferred():
-            self.parent.jobCompleted(self)
+        agent = self.parent
+        # Held jobs are filed by their dispatcher when one runs them (to keep
+        # worker commits off the shared agent); parked ones, rare, at once.
+        if IAgent.providedBy(agent) and (not _context.filing_deferred() or agent.is_parked(self)):
+            agent.jobCompleted(self)
 
     def _run_callbacks(self, tm: Any) -> None:
         """Run the callbacks (committing) if the job is not already COMPLETED."""

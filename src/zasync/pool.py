@@ -27,6 +27,7 @@ from zasync.interfaces import (
     PENDING,
     BadStatusError,
     IAgent,
+    IJob,
 )
 from zasync.records import describe_result
 from zasync.tx import EXPLOSIVE_ERRORS, TRANSACTION_ERRORS, backoff, disconnect_errors, never_fail
@@ -211,6 +212,8 @@ class AgentThreadPool:
             local.job = None
             transaction.abort()
         waiting = job._status == ACTIVE
+        if waiting and IJob.providedBy(result):
+            self._park(job)
         text, failed = describe_result(None if waiting else result)
         records.update_job(
             job_id,
@@ -230,6 +233,16 @@ class AgentThreadPool:
     def _still_ours(self, job: Any) -> bool:
         """The job is in an active agent of this dispatcher, waiting to run or running."""
         return self._in_our_agent(job) and job._status in (ACTIVE, "new")
+
+    def _park(self, job: Any) -> None:
+        """Take a job that waits for another job out of the agent's slots."""
+
+        def park() -> None:
+            agent = job.parent
+            if job._status == ACTIVE and IAgent.providedBy(agent) and job in list(agent):
+                agent.park(job)
+
+        never_fail(park, f"parking {job!r}", transaction.manager)
 
     def _settle(self, job: Any) -> None:
         """Move a job that escaped with an error out of the agent, whatever it takes (B2-9/10)."""
