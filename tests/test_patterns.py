@@ -5,13 +5,14 @@ from __future__ import annotations
 import operator
 
 import pytest
-import support
 import transaction
 
 import zasync
 from zasync import Failure, Job
 from zasync.patterns import parallel, serial
 from zasync.testing import running_dispatcher, wait_for_result
+
+import support
 
 
 @pytest.mark.parametrize("threads", [1, 4])
