@@ -369,3 +369,29 @@ order: list[int] = []
 def record_order(value: int) -> int:
     order.append(value)
     return value
+
+
+# -- jobs for real worker processes (they coordinate through files) ----------------
+
+import os  # noqa: E402
+import time as _time  # noqa: E402
+
+
+def wait_for_file(marker: str, release: str, result: Any = 42, *ignored: Any) -> Any:
+    """Append a line to ``marker`` (one per run), then wait until ``release`` exists."""
+    with open(marker, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    deadline = _time.monotonic() + 120
+    while not os.path.exists(release):
+        if _time.monotonic() > deadline:
+            raise RuntimeError("never released")
+        _time.sleep(0.02)
+    return result
+
+
+def got_result(res: Any) -> str:
+    return f"I got result {res!r}"
+
+
+def reject(res: Any) -> None:
+    raise ValueError(f"cannot use {res!r}")

@@ -15,6 +15,7 @@ other schemes                       any zodburi resolver (``zconfig://``, RelSto
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -133,8 +134,24 @@ def _open_file(uri: str, path: str, serve: bool, options: dict[str, Any]) -> Dat
         return Database(db, uri, "file", path, server)
 
 
+class _SameTidInvalidation(logging.Filter):
+    """Drops ZEO's warning about an invalidation for data it already has.
+
+    The worker announces its own commits to clients from its commit thread,
+    so a client may load the new state just before the announcement of that
+    same transaction arrives; ZEO then (rightly) ignores the announcement and
+    warns.  Reads stay consistent: ZEO serves snapshots with ``loadBefore``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "same tid as current" not in record.getMessage()
+
+
 def _connect_to_worker(uri: str, path: str, options: dict[str, Any]) -> Database:
     from ZEO.ClientStorage import ClientStorage
 
+    cache_log = logging.getLogger("ZEO.cache")
+    if not any(isinstance(f, _SameTidInvalidation) for f in cache_log.filters):
+        cache_log.addFilter(_SameTidInvalidation())
     storage = ClientStorage(socket_path(path), wait_timeout=30)
     return Database(ZODB.DB(storage, **options), uri, "file-client", path)

@@ -40,7 +40,7 @@ from zasync.pool import AgentThreadPool, WorkItem
 from zasync.queue import LANES
 from zasync.records import JobId, PollInfo, Records, new_job_record
 from zasync.retry import needs_start_commit
-from zasync.tx import try_transaction_five_times
+from zasync.tx import disconnect_errors, try_transaction_five_times
 
 events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
@@ -114,7 +114,20 @@ class Dispatcher:
         lane: int | None = None,
         polls_size: int = 400,
         jobs_size: int = 1000,
+        ping_interval: float | None = None,
+        death_interval: float | None = None,
     ) -> None:
+        if (
+            ping_interval is not None
+            and death_interval is not None
+            and death_interval <= ping_interval + poll_interval
+        ):
+            raise ValueError(
+                "the death interval must exceed the ping interval by more than a poll "
+                "interval, or live workers will look dead"
+            )
+        self.ping_interval = ping_interval
+        self.death_interval = death_interval
         self.db = db
         self.UUID = uuid or get_process_uuid()
         self.poll_interval = poll_interval
@@ -127,6 +140,7 @@ class Dispatcher:
         self._refused: dict[str, int] = {}
         self._watched: set[bytes] = set()
         self._wake = threading.Event()
+        self._hurry = threading.Event()
         self._claiming = True
         self._stop_polling = False
         self._poll_failures = 0
@@ -151,6 +165,7 @@ class Dispatcher:
         self._activated_queues.clear()
         self._claiming = True
         self._stop_polling = False
+        self._hurry.clear()
         self.db.setPoolSize(self.db.getPoolSize() + 1)
         self._runner = _awaitables.AwaitableRunner(thread_initializer=_defer_filing)
         self._previous_runner = _awaitables.set_runner(self._runner)
@@ -180,15 +195,32 @@ class Dispatcher:
         if backlog:
             self._hand_back(backlog)
         deadline = time.monotonic() + grace
-        drained = all(
-            pool.wait_idle(max(0.0, deadline - time.monotonic())) for pool in self.pools.values()
-        )
+        drained = False
+        while not self._hurry.is_set():
+            drained = all(pool.wait_idle(0.05) for pool in self.pools.values())
+            if drained or time.monotonic() > deadline:
+                break
         if not drained:
             events_log.warning(
                 "dispatcher %s: jobs still running after %s s; interrupting them", self.UUID, grace
             )
         self.deactivate()
         return drained
+
+    def hurry(self) -> None:
+        """End a graceful stop's wait for running jobs now (a second signal)."""
+        self._hurry.set()
+
+    def is_idle(self) -> bool:
+        """Nothing claimed, waiting or running here, as of the latest poll."""
+        poll = self.records.latest_poll()
+        if poll is None or any(p.running or p.backlog() for p in self.pools.values()):
+            return False
+        for agents in poll.values():
+            for info in (agents or {}).values():
+                if info["new jobs"] or info["len"]:
+                    return False
+        return True
 
     def deactivate(self) -> None:
         """Stop now: deactivate this process's records in every queue (spec DI-32)."""
@@ -310,13 +342,20 @@ class Dispatcher:
                 if not da.dead:
                     return False
                 da.deactivate()  # our previous incarnation died: recover its jobs
+            if self.ping_interval is not None:
+                da.ping_interval = datetime.timedelta(seconds=self.ping_interval)
+            if self.death_interval is not None:
+                da.ping_death_interval = datetime.timedelta(seconds=self.death_interval)
             da.activate()
             self._install_agents(queue, da)
             return True
 
         oid = int.from_bytes(queue._p_oid, "big")
         result = try_transaction_five_times(
-            unit, f"activating dispatcher UUID {self.UUID} in queue {queue.name!r} (oid {oid})", tm
+            unit,
+            f"activating dispatcher UUID {self.UUID} in queue {queue.name!r} (oid {oid})",
+            tm,
+            reraise=disconnect_errors(),
         )
         if result is True:
             self._activated_queues.add(queue._p_oid)
@@ -395,7 +434,10 @@ class Dispatcher:
             return claimed, details
 
         result = try_transaction_five_times(
-            unit, f"claiming for UUID {self.UUID} in queue {queue.name!r}", tm
+            unit,
+            f"claiming for UUID {self.UUID} in queue {queue.name!r}",
+            tm,
+            reraise=disconnect_errors(),
         )
         if isinstance(result, Failure):
             queue_info["error"] = repr(result)

@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Collection
 from typing import Any
 
+import zc.lockfile
 from ZEO.StorageServer import StorageServer
 
 from zasync._watch import commit_watcher
@@ -46,32 +47,21 @@ def socket_path(data_fs: str | os.PathLike[str]) -> str:
 
 
 def is_served(data_fs: str | os.PathLike[str]) -> bool:
-    """True if a live process holds ``data_fs`` and its socket exists.
+    """True if a process holds ``data_fs`` and its socket exists beside it.
 
-    The FileStorage lock file holds the owner's process id; connecting to the
-    socket to find out would make the server log a dropped connection.
+    Whether the file is held is tested by trying to take its lock (and
+    letting it go at once): the lock file's recorded process id outlives the
+    lock, and connecting to the socket just to find out would make the
+    server log a dropped connection.
     """
     if not os.path.exists(socket_path(data_fs)):
         return False
-    pid = _lock_owner(data_fs)
-    if pid is None:
-        return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by another user
-    return True
-
-
-def _lock_owner(data_fs: str | os.PathLike[str]) -> int | None:
-    try:
-        with open(f"{os.fspath(data_fs)}.lock", encoding="ascii", errors="replace") as f:
-            text = f.read().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+        probe = zc.lockfile.LockFile(f"{os.fspath(data_fs)}.lock")
+    except zc.lockfile.LockError:
+        return True
+    probe.close()
+    return False
 
 
 class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped

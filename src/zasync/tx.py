@@ -123,13 +123,25 @@ def never_fail(call: Callable[[], T], identifier: str, tm: Any) -> T:
             return result
 
 
-def try_transaction_five_times(call: Callable[[], T], identifier: str, tm: Any) -> T | Failure:
-    """Run ``call()`` and commit; retry up to five transaction errors, else return a Failure."""
+def try_transaction_five_times(
+    call: Callable[[], T],
+    identifier: str,
+    tm: Any,
+    reraise: tuple[type[BaseException], ...] = (),
+) -> T | Failure:
+    """Run ``call()`` and commit; retry up to five transaction errors, else return a Failure.
+
+    Errors in ``reraise`` abort and propagate instead (the dispatcher's poll
+    loop handles a lost database itself, with a backoff).
+    """
     for attempt in range(1, 6):
         try:
             result = call()
             tm.commit()
         except EXPLOSIVE_ERRORS:
+            _abort(tm)
+            raise
+        except reraise:
             _abort(tm)
             raise
         except TRANSACTION_ERRORS:

@@ -1,0 +1,471 @@
+"""The ``zasync`` command line: ``worker``, ``put`` and ``status``.
+
+Every option can also come from the ``ZASYNC_*`` environment variable shown
+in ``--help``.  Read commands accept ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+from typing import Any
+
+import click
+import transaction
+
+from zasync import clock
+from zasync.database import default_uri, open_database
+from zasync.durations import parse_duration, parse_time
+from zasync.interfaces import COMPLETED, ZasyncError
+from zasync.job import Job
+from zasync.queue import get_queue, get_queues
+from zasync.worker import (
+    WorkerOptions,
+    agent_from_config,
+    agents_from_options,
+    load_config,
+    resolve,
+    run_worker,
+)
+
+PROGRESS = "zasync.progress"
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose < 0 else logging.INFO
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("zasync.events").setLevel(level)
+    logging.getLogger("zasync.trace").setLevel(logging.INFO if verbose > 0 else logging.WARNING)
+    if verbose > 1:
+        logging.getLogger("zasync").setLevel(logging.DEBUG)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ZASYNC"}
+)
+@click.option(
+    "--db",
+    envvar="ZASYNC_DB",
+    show_envvar=True,
+    default=None,
+    help="Database URI: file://PATH (default var/zasync/Data.fs), zeo://HOST:PORT, memory://",
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-v: job starts/ends, -vv: debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.version_option(package_name="zasync")
+@click.pass_context
+def main(ctx: click.Context, db: str | None, verbose: int, quiet: bool) -> None:
+    """zasync: a durable, transactional job queue in a ZODB database."""
+    _setup_logging(-1 if quiet else verbose)
+    ctx.obj = {"db": db}
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+# -- worker ------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), help="A worker TOML file.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    show_envvar=True,
+    help="Threads of the default agent (default 4).",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(0),
+    default=None,
+    show_envvar=True,
+    help="Jobs claimed ahead per agent (default 4 x threads).",
+)
+@click.option(
+    "--agent",
+    "agent_texts",
+    multiple=True,
+    metavar="QUEUE/NAME:THREADS+PREFETCH",
+    help="An agent to run (repeatable), e.g. reports/main:2+0. Replaces the default agent.",
+)
+@click.option(
+    "--filter",
+    "filter_name",
+    default=None,
+    help="Dotted name of a job filter for the default agent.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(0.01),
+    default=None,
+    show_envvar=True,
+    help="Seconds between polls when nothing wakes the worker (default 5).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=None,
+    show_envvar=True,
+    help="Seconds running jobs get to finish on a stop (default 30).",
+)
+@click.option(
+    "--ping-interval",
+    type=click.FloatRange(0.01),
+    default=None,
+    show_envvar=True,
+    help="Seconds between pings (default 30).",
+)
+@click.option(
+    "--death-interval",
+    type=click.FloatRange(0.01),
+    default=None,
+    show_envvar=True,
+    help="Seconds without a ping after which a worker counts as dead (default 60).",
+)
+@click.option(
+    "--uuid",
+    "uuid_text",
+    default=None,
+    help="This worker's UUID (default: kept beside an embedded file, else new).",
+)
+@click.option(
+    "--no-serve", is_flag=True, help="Do not share an embedded file with other processes."
+)
+@click.option("--burst", is_flag=True, help="Stop when no job is due (batch runs, tests).")
+@click.pass_obj
+def worker(
+    obj: dict[str, Any],
+    config: str | None,
+    threads: int | None,
+    prefetch: int | None,
+    agent_texts: tuple[str, ...],
+    filter_name: str | None,
+    poll_interval: float | None,
+    ping_interval: float | None,
+    death_interval: float | None,
+    grace: float | None,
+    uuid_text: str | None,
+    no_serve: bool,
+    burst: bool,
+) -> None:
+    """Run a worker: claim and run jobs until stopped (SIGTERM/SIGINT; twice: at once)."""
+    try:
+        settings = load_config(config) if config else {}
+        if obj["db"]:
+            settings["db"] = obj["db"]
+        if agent_texts:
+            settings["agents"] = agents_from_options(agent_texts)
+        elif threads is not None or prefetch is not None or filter_name or "agents" not in settings:
+            entry: dict[str, Any] = {"threads": threads or 4}
+            if prefetch is not None:
+                entry["prefetch"] = prefetch
+            if filter_name:
+                entry["filter"] = filter_name
+            settings["agents"] = [agent_from_config(entry)]
+        for key, value in (
+            ("poll_interval", poll_interval),
+            ("ping_interval", ping_interval),
+            ("death_interval", death_interval),
+            ("grace", grace),
+        ):
+            if value is not None:
+                settings[key] = value
+        if uuid_text:
+            settings["uuid"] = uuid.UUID(uuid_text)
+        if no_serve:
+            settings["serve"] = False
+        settings["burst"] = burst
+        options = WorkerOptions(**settings)
+    except (ZasyncError, ValueError) as e:
+        _fail(str(e))
+    try:
+        sys.exit(run_worker(options))
+    except ZasyncError as e:
+        _fail(str(e))
+
+
+# -- put ---------------------------------------------------------------------------
+
+
+def _value(text: str) -> Any:
+    """A command-line argument: JSON if it parses (42, 1.5, true, [1,2]), else the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@main.command()
+@click.argument("callable_name", metavar="DOTTED.NAME")
+@click.argument("args", nargs=-1)
+@click.option(
+    "--kw", "kwargs", multiple=True, metavar="NAME=VALUE", help="A keyword argument (repeatable)."
+)
+@click.option("--queue", "queue_name", default="", show_default=True, help="Queue name.")
+@click.option("--begin-after", default=None, help="ISO time with zone, or a delay such as 10m.")
+@click.option("--begin-by", default=None, help="Start deadline after begin-after, e.g. 1h.")
+@click.option("--quota", "quotas", multiple=True, help="Quota name (repeatable).")
+@click.option(
+    "--failure-log-level", default=None, help="Log level for a failure: ERROR, CRITICAL, 40..."
+)
+@click.option(
+    "--retry-policy", default=None, help="A registered policy name, or a dotted factory name."
+)
+@click.option("--wait", is_flag=True, help="Wait for the result, with a progress bar.")
+@click.option(
+    "--timeout", type=float, default=None, help="With --wait: give up after this many seconds."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def put(
+    obj: dict[str, Any],
+    callable_name: str,
+    args: tuple[str, ...],
+    kwargs: tuple[str, ...],
+    queue_name: str,
+    begin_after: str | None,
+    begin_by: str | None,
+    quotas: tuple[str, ...],
+    failure_log_level: str | None,
+    retry_policy: str | None,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Put a job calling DOTTED.NAME(ARGS...) in a queue.
+
+    ARGS are JSON values where they parse (42, "text", [1, 2]) and strings
+    otherwise.  Example: zasync put operator.mul 6 7 --wait
+    """
+    try:
+        target = resolve(callable_name)
+        keyword_args = {}
+        for item in kwargs:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                _fail(f"bad --kw {item!r}: use NAME=VALUE")
+            keyword_args[name] = _value(value)
+        options: dict[str, Any] = {}
+        if begin_after:
+            options["begin_after"] = parse_time(begin_after)
+        if begin_by:
+            options["begin_by"] = parse_duration(begin_by)
+        if quotas:
+            options["quota_names"] = quotas
+        if failure_log_level:
+            level = logging.getLevelName(failure_log_level.upper())
+            options["failure_log_level"] = (
+                int(failure_log_level) if failure_log_level.isdigit() else level
+            )
+            if not isinstance(options["failure_log_level"], int):
+                _fail(f"unknown log level {failure_log_level!r}")
+        if retry_policy:
+            options["retry_policy_factory"] = (
+                resolve(retry_policy)
+                if ":" in retry_policy or "." in retry_policy
+                else retry_policy
+            )
+    except (ZasyncError, ValueError) as e:
+        _fail(str(e))
+    with open_database(obj["db"]) as opened:
+        conn = opened.db.open()
+        try:
+            queue = get_queue(conn, queue_name)
+            job = queue.put(Job(target, *[_value(a) for a in args], **keyword_args), **options)
+            transaction.commit()
+        except (LookupError, ValueError, TypeError, ZasyncError) as e:
+            transaction.abort()
+            _fail(str(e))
+        oid = int.from_bytes(job._p_oid, "big")
+        if not wait:
+            if as_json:
+                click.echo(json.dumps({"oid": oid, "queue": queue_name, "status": str(job.status)}))
+            else:
+                click.echo(f"put job {oid} in queue {queue_name!r}: {job!r}")
+            conn.close()
+            return
+        outcome = _wait_with_progress(job, timeout, quiet=as_json)
+        conn.close()
+    if as_json:
+        click.echo(json.dumps(outcome, default=str))
+    elif outcome["status"] != COMPLETED:
+        _fail(f"job {oid} is still {outcome['status']} after {timeout} s")
+    elif outcome["failed"]:
+        click.echo(outcome["traceback"], err=True)
+        sys.exit(1)
+    else:
+        click.echo(outcome["result"])
+    if outcome.get("failed"):
+        sys.exit(1)
+
+
+def _wait_with_progress(job: Any, timeout: float | None, quiet: bool) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with Progress(
+        TextColumn("[bold]job {task.fields[oid]}[/bold] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        disable=quiet,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("pending", total=None, oid=int.from_bytes(job._p_oid, "big"), counts="")
+        while True:
+            transaction.begin()
+            status = job.status
+            progress = job.get_annotation(PROGRESS)
+            if progress:
+                done, total = progress.get("done") or 0, progress.get("total")
+                bar.update(
+                    task,
+                    completed=done,
+                    total=total,
+                    description=progress.get("message") or str(status),
+                    counts=f"{done:g}/{total:g}" if total else f"{done:g}",
+                )
+            else:
+                bar.update(task, description=str(status))
+            if status == COMPLETED:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    return _describe(job)
+
+
+def _describe(job: Any) -> dict[str, Any]:
+    from zasync.failure import Failure
+
+    result = job.result
+    failed = isinstance(result, Failure)
+    described: dict[str, Any] = {
+        "oid": int.from_bytes(job._p_oid, "big"),
+        "status": str(job.status),
+        "call": repr(job),
+        "failed": failed,
+        "result": None if failed else _jsonable(result),
+    }
+    if failed:
+        described["error"] = str(result)
+        described["traceback"] = result.getTraceback()
+    return described
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+# -- status ------------------------------------------------------------------------
+
+
+def _status_data(conn: Any) -> dict[str, Any]:
+    now = clock.utcnow()
+    data: dict[str, Any] = {"time": now.isoformat(), "queues": []}
+    for name, queue in get_queues(conn).items():
+        entry: dict[str, Any] = {
+            "name": name,
+            "pending": len(queue),
+            "quotas": {q.name: {"size": q.size, "used": len(q)} for q in queue.quotas.values()},
+            "dispatchers": [],
+        }
+        for uuid_, da in queue.dispatchers.items():
+            entry["dispatchers"].append(
+                {
+                    "uuid": str(uuid_),
+                    "activated": da.activated.isoformat() if da.activated else None,
+                    "last_ping": da.last_ping.value.isoformat() if da.last_ping.value else None,
+                    "dead": da.dead,
+                    "agents": [
+                        {
+                            "name": agent_name,
+                            "size": agent.size,
+                            "threads": agent.threads,
+                            "held": len(agent),
+                            "waiting": len(agent.parked()),
+                            "completed": len(agent.completed),
+                        }
+                        for agent_name, agent in da.items()
+                    ],
+                }
+            )
+        data["queues"].append(entry)
+    return data
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(obj: dict[str, Any], as_json: bool) -> None:
+    """Show queues, their pending jobs, workers and agents."""
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        opened = open_database(obj["db"])
+    except ZasyncError as e:
+        _fail(str(e))
+    with opened:
+        conn = opened.db.open()
+        try:
+            data = _status_data(conn)
+        except LookupError as e:
+            _fail(str(e))
+        finally:
+            conn.close()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    console = Console()
+    console.print(f"database: {obj['db'] or default_uri()}")
+    table = Table(
+        "queue",
+        "pending",
+        "worker",
+        "state",
+        "last ping",
+        "agent",
+        "threads",
+        "held",
+        "waiting",
+        "completed",
+    )
+    for q in data["queues"]:
+        if not q["dispatchers"]:
+            table.add_row(repr(q["name"]), str(q["pending"]), "-", "", "", "", "", "", "", "")
+        for i, d in enumerate(q["dispatchers"]):
+            state = (
+                "dead"
+                if d["dead"] and d["activated"]
+                else ("active" if d["activated"] else "stopped")
+            )
+            agents = d["agents"] or [None]
+            for j, a in enumerate(agents):
+                first = i == 0 and j == 0
+                table.add_row(
+                    repr(q["name"]) if first else "",
+                    str(q["pending"]) if first else "",
+                    d["uuid"][:8] if j == 0 else "",
+                    state if j == 0 else "",
+                    (d["last_ping"] or "")[:19] if j == 0 else "",
+                    a["name"] if a else "",
+                    str(a["threads"]) if a else "",
+                    str(a["held"]) if a else "",
+                    str(a["waiting"]) if a else "",
+                    str(a["completed"]) if a else "",
+                )
+    console.print(table)

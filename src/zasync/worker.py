@@ -1,0 +1,266 @@
+"""Running a worker process: what ``zasync worker`` does.
+
+A worker opens the database (serving an embedded file to other local
+processes), installs the queues, starts a dispatcher with the configured
+agents, and runs until it is told to stop:
+
+* the first SIGTERM or SIGINT stops gracefully: no more claims, claimed jobs
+  that have not started go back to their queue, running jobs get ``grace``
+  seconds, then the dispatcher deactivates;
+* a second signal ends the grace period at once.
+
+Configuration comes from options or a TOML file::
+
+    db = "file://var/zasync/Data.fs"
+    poll_interval = 5
+    ping_interval = 30      # seconds between pings (stored on this worker's record)
+    death_interval = 60     # a worker silent this long is dead; its jobs are recovered
+    grace = 30
+
+    [[agent]]
+    name = "main"         # agent name (default "main")
+    queue = ""            # queue name (default "")
+    threads = 4
+    prefetch = 16
+    filter = "myapp.jobs:is_report"   # optional: dotted name of a callable(job) -> bool
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pkgutil
+import signal
+import threading
+import tomllib
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import transaction
+
+from zasync.database import Database, open_database
+from zasync.dispatcher import AgentSpec, Dispatcher
+from zasync.identity import ENV_VAR as UUID_ENV_VAR
+from zasync.identity import load_or_create_uuid_file, set_process_uuid
+from zasync.interfaces import ZasyncError
+from zasync.queue import install_queues
+
+log = logging.getLogger("zasync.events")
+
+
+@dataclass
+class WorkerOptions:
+    """Everything a worker process needs to know."""
+
+    db: str | None = None
+    agents: list[AgentSpec] = field(default_factory=lambda: [AgentSpec(threads=4, prefetch=16)])
+    poll_interval: float = 5.0
+    ping_interval: float | None = None
+    death_interval: float | None = None
+    grace: float = 30.0
+    uuid: uuid.UUID | None = None
+    serve: bool = True
+    burst: bool = False
+
+    @property
+    def queue_names(self) -> list[str]:
+        """The queues the worker makes sure exist: the default one and its agents' queues."""
+        return list(dict.fromkeys(["", *(a.queue for a in self.agents)]))
+
+
+def resolve(dotted: str) -> Any:
+    """Import ``module:attribute`` or ``module.attribute``; a ZasyncError says what failed."""
+    try:
+        return pkgutil.resolve_name(dotted)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ZasyncError(f"cannot import {dotted!r}: {e}") from None
+
+
+def agent_from_config(entry: dict[str, Any]) -> AgentSpec:
+    """An AgentSpec from one ``[[agent]]`` table of a config file."""
+    known = {"name", "queue", "threads", "prefetch", "filter"}
+    unknown = set(entry) - known
+    if unknown:
+        raise ZasyncError(f"unknown agent setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    threads = entry.get("threads", 4)
+    prefetch = entry.get("prefetch", 4 * threads)
+    if not isinstance(threads, int) or threads < 1 or not isinstance(prefetch, int) or prefetch < 0:
+        raise ZasyncError("agent threads must be >= 1 and prefetch >= 0 (integers)")
+    filter_name = entry.get("filter")
+    return AgentSpec(
+        name=str(entry.get("name", "main")),
+        queue=str(entry.get("queue", "")),
+        threads=threads,
+        prefetch=prefetch,
+        filter=resolve(filter_name) if filter_name else None,
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a worker TOML file into WorkerOptions keyword arguments."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ZasyncError(f"cannot read worker config {path}: {e}") from None
+    known = {
+        "db",
+        "poll_interval",
+        "ping_interval",
+        "death_interval",
+        "grace",
+        "uuid",
+        "serve",
+        "agent",
+    }
+    unknown = set(data) - known
+    if unknown:
+        raise ZasyncError(f"unknown setting(s) {sorted(unknown)} in {path}; known: {sorted(known)}")
+    options: dict[str, Any] = {k: v for k, v in data.items() if k != "agent"}
+    if "uuid" in options:
+        options["uuid"] = uuid.UUID(str(options["uuid"]))
+    if "agent" in data:
+        options["agents"] = [agent_from_config(entry) for entry in data["agent"]]
+    return options
+
+
+def choose_uuid(opened: Database, explicit: uuid.UUID | None) -> uuid.UUID:
+    """The worker's identity: explicit, ``$ZASYNC_UUID``, a file beside an embedded file, or new.
+
+    Keeping the UUID across restarts lets a restarted worker recover its own
+    previous jobs as soon as its old record counts as dead.
+    """
+    if explicit is not None:
+        return explicit
+    if os.environ.get(UUID_ENV_VAR):
+        return uuid.UUID(os.environ[UUID_ENV_VAR])
+    if opened.kind == "file" and opened.path:
+        return load_or_create_uuid_file(f"{opened.path}.uuid")
+    return uuid.uuid4()
+
+
+class _Signals:
+    """SIGTERM/SIGINT: the first asks for a graceful stop, the second hurries it."""
+
+    def __init__(self, stop: threading.Event, hurry: Callable[[], None]) -> None:
+        self.stop = stop
+        self.hurry = hurry
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            log.info("not in the main thread: no signal handlers installed")
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if not self.stop.is_set():
+            log.warning("%s: stopping gracefully (send it again to stop at once)", name)
+            self.stop.set()
+        else:
+            log.warning("%s again: stopping at once", name)
+            self.hurry()
+
+
+def run_worker(
+    options: WorkerOptions, ready: Callable[[Dispatcher, Database], None] | None = None
+) -> int:
+    """Run a worker until stopped (or, with ``burst``, until no job is due); return 0."""
+    opened = open_database(options.db, serve=options.serve)
+    try:
+        conn = opened.db.open()
+        try:
+            install_queues(conn, *options.queue_names)
+            transaction.commit()
+        finally:
+            transaction.abort()
+            conn.close()
+        worker_uuid = choose_uuid(opened, options.uuid)
+        set_process_uuid(worker_uuid)
+        dispatcher = Dispatcher(
+            opened.db,
+            uuid=worker_uuid,
+            poll_interval=options.poll_interval,
+            agents=options.agents,
+            ping_interval=options.ping_interval,
+            death_interval=options.death_interval,
+        )
+        stop = threading.Event()
+        signals = _Signals(stop, dispatcher.hurry)
+        signals.install()
+        try:
+            dispatcher.activate()
+            log.info(
+                "worker %s serving %s with %s",
+                worker_uuid,
+                opened.uri + (f" (shared at {opened.server.address})" if opened.server else ""),
+                ", ".join(
+                    f"{a.queue!r}/{a.name} ({a.threads} threads, {a.prefetch} ahead)"
+                    for a in options.agents
+                ),
+            )
+            if ready is not None:
+                ready(dispatcher, opened)
+            _wait(dispatcher, stop, options.burst)
+        finally:
+            if dispatcher.activated:
+                dispatcher.stop(options.grace)
+            signals.restore()
+            from zasync import dispatcher as registry
+
+            registry._registry.pop(dispatcher.UUID, None)
+        log.info("worker %s stopped", worker_uuid)
+        return 0
+    finally:
+        opened.close()
+
+
+def _wait(dispatcher: Dispatcher, stop: threading.Event, burst: bool) -> None:
+    idle_polls = 0
+    last_key = None
+    while not stop.wait(0.05 if burst else 1.0):
+        if not burst:
+            continue
+        poll = dispatcher.records.latest_poll()
+        if poll is None or poll.key == last_key:
+            dispatcher.wake()
+            continue
+        last_key = poll.key
+        idle_polls = idle_polls + 1 if dispatcher.is_idle() else 0
+        if idle_polls >= 2:
+            log.info("burst mode: no job is due; stopping")
+            return
+        dispatcher.wake()
+
+
+def parse_agent_option(text: str) -> dict[str, Any]:
+    """``queue/name:threads+prefetch`` (each part optional) as a config entry."""
+    entry: dict[str, Any] = {}
+    where, _, sizes = text.partition(":")
+    if "/" in where:
+        entry["queue"], entry["name"] = where.split("/", 1)
+    elif where:
+        entry["name"] = where
+    if sizes:
+        threads, _, prefetch = sizes.partition("+")
+        try:
+            entry["threads"] = int(threads)
+            if prefetch:
+                entry["prefetch"] = int(prefetch)
+        except ValueError:
+            raise ZasyncError(f"bad agent {text!r}; use queue/name:threads+prefetch") from None
+    return entry
+
+
+def agents_from_options(argv_agents: Sequence[str]) -> list[AgentSpec]:
+    """AgentSpecs from repeated ``--agent`` options."""
+    return [agent_from_config(parse_agent_option(text)) for text in argv_agents]
