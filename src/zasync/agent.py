@@ -90,6 +90,23 @@ class Agent(Base):
             job.parent = self
         return job
 
+    def claim_jobs(self, lane: int | None = None) -> list[Any]:
+        """Claim jobs up to the free room, in one scan of the queue; return them."""
+        room = self._size - len(self._jobs)
+        if room <= 0:
+            return []
+        if self.chooser is not None:
+            claimed = []
+            while (job := self.claimJob()) is not None:
+                claimed.append(job)
+            return claimed
+        claimed: list[Any] = self.queue.claim_batch(room, self.filter, lane)
+        for job in claimed:
+            self._sequence += 1
+            self._jobs[self._sequence] = job
+            job.parent = self
+        return claimed
+
     def _key_of(self, job: Any) -> int:
         for key, held in self._jobs.items():
             if held is job:

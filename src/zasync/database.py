@@ -115,6 +115,8 @@ def _open_file(uri: str, path: str, serve: bool, options: dict[str, Any]) -> Dat
         raise ZasyncError(f"{uri!r} names no file")
     deadline = time.monotonic() + _LOCK_WAIT_SECONDS
     while True:
+        # Served by a live worker (its socket answers): be its client, even if
+        # asked to serve (a second worker on the same machine).
         if is_served(path):
             return _connect_to_worker(uri, path, options)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -123,6 +125,11 @@ def _open_file(uri: str, path: str, serve: bool, options: dict[str, Any]) -> Dat
         except zc.lockfile.LockError:
             # Another process has it; if it is a worker starting, its socket appears soon.
             if time.monotonic() > deadline:
+                if serve:
+                    raise ZasyncError(
+                        f"{path} is in use by another process; is a worker already running "
+                        "on it? (`zasync status` tells)"
+                    ) from None
                 raise ZasyncError(
                     f"{path} is locked by another process that does not serve it to "
                     f"others; stop that process, or run it as `zasync worker`"

@@ -419,16 +419,10 @@ class Dispatcher:
                     if job._status == COMPLETED:
                         agent.jobCompleted(job)
                 details[agent_name]["len"] = len(agent)
-                while self._claiming:
-                    job = agent.claimJob(lane=lane)
-                    if job is None:
-                        break
+                for job in agent.claim_jobs(lane) if self._claiming else ():
                     if job._status == NEW and not needs_start_commit(job):
                         job._status = ACTIVE.value
-                        job._active_start = now
-                    # Live annotations then write only the annotations, never the
-                    # job itself, so they cannot conflict with the job's own commits.
-                    job.annotations  # noqa: B018 - creates the mapping if missing
+                        job._active_start = now.replace(tzinfo=None)  # stored naive UTC
                     claimed.append((agent_name, job))
             queue.dispatchers.ping(self.UUID)
             return claimed, details

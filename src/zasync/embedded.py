@@ -47,21 +47,48 @@ def socket_path(data_fs: str | os.PathLike[str]) -> str:
 
 
 def is_served(data_fs: str | os.PathLike[str]) -> bool:
-    """True if a process holds ``data_fs`` and its socket exists beside it.
+    """True if a process holds ``data_fs``'s lock and accepts connections on its socket.
 
-    Whether the file is held is tested by trying to take its lock (and
-    letting it go at once): the lock file's recorded process id outlives the
-    lock, and connecting to the socket just to find out would make the
-    server log a dropped connection.
+    The lock is tested by trying to take it (and letting it go at once): the
+    lock file's recorded process id outlives the lock.  The socket is tested
+    by connecting, since a worker killed with ``kill -9`` leaves its socket
+    file behind while another process may hold the lock.
     """
-    if not os.path.exists(socket_path(data_fs)):
+    address = socket_path(data_fs)
+    if not os.path.exists(address):
         return False
     try:
-        probe = zc.lockfile.LockFile(f"{os.fspath(data_fs)}.lock")
+        lock = zc.lockfile.LockFile(f"{os.fspath(data_fs)}.lock")
     except zc.lockfile.LockError:
-        return True
-    probe.close()
-    return False
+        pass
+    else:
+        lock.close()
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2)
+    try:
+        probe.connect(address)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+class _ClientWentAway(logging.Filter):
+    """Drops ZEO's ERROR for a client that disconnected abruptly.
+
+    Processes probing whether the worker serves the file connect and leave;
+    a client killed with its process does the same.  Neither is the
+    server's error.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("Disconnected")
+            and ("BrokenPipe" in message or "ConnectionReset" in message)
+        )
 
 
 class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped
@@ -84,6 +111,9 @@ class EmbeddedServer:
         self.address = address
         self._db = db
         _remove_stale_socket(address)
+        server_log = logging.getLogger("ZEO.asyncio.server")
+        if not any(isinstance(f, _ClientWentAway) for f in server_log.filters):
+            server_log.addFilter(_ClientWentAway())
         self._server = _Server(address, storage, db._mvcc_storage)
         self._watcher = commit_watcher(db)
         self._watcher.subscribe(self._forward_local_commit)

@@ -14,12 +14,14 @@ import functools
 import inspect
 import logging
 import types
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from BTrees.OOBTree import OOBTree
 from persistent.list import PersistentList
 from persistent.mapping import PersistentMapping
+from ZODB.POSException import ConflictError
 from zope.interface import implementer
 
 from zasync import _awaitables, _context, clock, retry
@@ -74,9 +76,13 @@ class Job(Base):
 
     _status: str = NEW.value
     _result: Any = None
+    # Times are stored as naive UTC datetimes, and the assigner's UUID as an
+    # int: they pickle several times more cheaply than aware datetimes and
+    # UUID objects, and a job is pickled at every commit it takes part in.
     _active_start: datetime.datetime | None = None
     _active_end: datetime.datetime | None = None
     _begin_after: datetime.datetime | None = None
+    _assigner: int | None = None
     _begin_by: datetime.timedelta | None = None
     _quota_names: tuple[str, ...] = ()
     _callbacks: tuple[Job, ...] = ()
@@ -85,7 +91,6 @@ class Job(Base):
     _callable_root: Any = None
     _callable_name: str | None = None
     _queue_key: Any = None  # the job's key in its queue's lane, while pending
-    assignerUUID: Any = None
     key: int | None = None
     failure_log_level: int | None = None
     retry_policy_factory: Any = None
@@ -150,11 +155,19 @@ class Job(Base):
 
     @property
     def active_start(self) -> datetime.datetime | None:
-        return self._active_start
+        return _aware(self._active_start)
 
     @property
     def active_end(self) -> datetime.datetime | None:
-        return self._active_end
+        return _aware(self._active_end)
+
+    @property
+    def assignerUUID(self) -> uuid.UUID | None:
+        return None if self._assigner is None else uuid.UUID(int=self._assigner)
+
+    @assignerUUID.setter
+    def assignerUUID(self, value: uuid.UUID | None) -> None:
+        self._assigner = None if value is None else uuid.UUID(str(value)).int
 
     @property
     def initial_callbacks_end(self) -> datetime.datetime | None:
@@ -203,13 +216,13 @@ class Job(Base):
 
     @property
     def begin_after(self) -> datetime.datetime | None:
-        return self._begin_after
+        return _aware(self._begin_after)
 
     @begin_after.setter
     def begin_after(self, value: datetime.datetime | None) -> None:
         if self.status != NEW:
             raise BadStatusError("can only set begin_after when a job has NEW status")
-        self._begin_after = None if value is None else clock.to_utc(value)
+        self._begin_after = None if value is None else _naive(clock.to_utc(value))
 
     @property
     def begin_by(self) -> datetime.timedelta | None:
@@ -249,7 +262,7 @@ class Job(Base):
         """True once ``begin_after + begin_by`` has passed."""
         if self._begin_by is None or self._begin_after is None:
             return False
-        return self._begin_after + self._begin_by < (now or clock.utcnow())
+        return self._begin_after + self._begin_by < _naive(now or clock.utcnow())
 
     # -- callbacks -------------------------------------------------------------
 
@@ -311,7 +324,7 @@ class Job(Base):
     def _getRetry(self, call_name: str, tm: Any, *args: Any) -> Any:
         if self._expired():
             return False
-        policy = never_fail(self.getRetryPolicy, f"getting retry policy for {self!r}", tm)
+        policy = never_fail(self.getRetryPolicy, lambda: f"getting retry policy for {self!r}", tm)
         method = getattr(policy, call_name, None)
         if method is None:
             events_log.error(
@@ -319,7 +332,7 @@ class Job(Base):
             )
             return None
         return never_fail(
-            lambda: method(*args), f"getting result for {call_name} retry for {self!r}", tm
+            lambda: method(*args), lambda: f"getting result for {call_name} retry for {self!r}", tm
         )
 
     # -- calling ---------------------------------------------------------------
@@ -344,12 +357,12 @@ class Job(Base):
 
         def prepare() -> tuple[list[Any], dict[str, Any]]:
             self._status = ACTIVE.value
-            self._active_start = clock.utcnow()
+            self._active_start = _naive(clock.utcnow())
             effective_kwargs = dict(self.kwargs)
             effective_kwargs.update(kwargs)
             return [*self.args, *args], effective_kwargs
 
-        call_args, call_kwargs = never_fail(prepare, f"preparing for call of {self!r}", tm)
+        call_args, call_kwargs = never_fail(prepare, lambda: f"preparing for call of {self!r}", tm)
         return self._run(call_args, call_kwargs, tm)
 
     def run_claimed(self) -> Any:
@@ -404,7 +417,7 @@ class Job(Base):
                 res = commit_failure
                 never_fail(
                     functools.partial(self._finish, commit_failure, data_cache),
-                    f"storing failure at commit of {self!r}",
+                    lambda: f"storing failure at commit of {self!r}",
                     tm,
                 )
                 final = True
@@ -419,7 +432,7 @@ class Job(Base):
     def _store_final(self, res: Any, data_cache: dict[str, Any] | None = None) -> None:
         self._result = res
         self._status = CALLBACKS.value
-        self._active_end = clock.utcnow()
+        self._active_end = _naive(clock.utcnow())
         if data_cache and self._retry_policy is not None:
             self._retry_policy.updateData(data_cache)
 
@@ -440,7 +453,7 @@ class Job(Base):
     def _run_callbacks(self, tm: Any) -> None:
         """Run the callbacks (committing) if the job is not already COMPLETED."""
         if self._status == CALLBACKS:
-            never_fail(self.resumeCallbacks, f"performing callbacks of {self!r}", tm)
+            never_fail(self.resumeCallbacks, lambda: f"performing callbacks of {self!r}", tm)
 
     def _set_result(self, res: Any, tm: Any, data_cache: dict[str, Any] | None = None) -> bool:
         """Record ``res`` (without committing); return True if it is final."""
@@ -460,19 +473,27 @@ class Job(Base):
         """Receive the final result of the inner job or awaitable this job waited for."""
         tm = self._transaction_manager()
         if self._status == ACTIVE:
-            never_fail(lambda: self._finish(res), f"storing result of {self!r}", tm)
+            never_fail(lambda: self._finish(res), lambda: f"storing result of {self!r}", tm)
             self._log_completion(res)
         self._run_callbacks(tm)
 
     def _log_completion(self, res: Any, commit_failed: bool = False) -> None:
+        failed = isinstance(res, Failure)
+        if failed:
+            level = logging.ERROR if self.failure_log_level is None else self.failure_log_level
+            logger = events_log
+        else:
+            level = logging.INFO
+            logger = events_log if commit_failed else trace_log
+        if not logger.isEnabledFor(level):
+            return  # reprs are costly: build nothing nobody reads
         prefix = (
             f"Commit failed for {self!r} (see subsequent traceback).  Prior to this, job"
             if commit_failed
             else f"{self!r}"
         )
-        if isinstance(res, Failure):
-            level = logging.ERROR if self.failure_log_level is None else self.failure_log_level
-            events_log.log(
+        if failed:
+            logger.log(
                 level,
                 "%s failed with traceback:\n%s",
                 prefix,
@@ -480,7 +501,7 @@ class Job(Base):
                 extra={"zasync_job": repr(self), "zasync_outcome": "failed"},
             )
         else:
-            (events_log if commit_failed else trace_log).info(
+            logger.info(
                 "%s succeeded with result: %r",
                 prefix,
                 res,
@@ -499,7 +520,7 @@ class Job(Base):
         tm = self._transaction_manager()
         if status != CALLBACKS:
             failure = Failure(TimeoutError() if e is None else e)
-            never_fail(lambda: self._finish(failure), f"failing {self!r}", tm)
+            never_fail(lambda: self._finish(failure), lambda: f"failing {self!r}", tm)
             self._log_completion(failure)
         self._run_callbacks(tm)
 
@@ -525,14 +546,14 @@ class Job(Base):
 
     def _abort_interrupted(self, tm: Any) -> None:
         failure = Failure(AbortedError())
-        never_fail(lambda: self._finish(failure), f"aborting {self!r}", tm)
+        never_fail(lambda: self._finish(failure), lambda: f"aborting {self!r}", tm)
         self._log_completion(failure)
         self._run_callbacks(tm)
 
     def _reschedule_committed(self, when: Any, data_cache: dict[str, Any], tm: Any) -> Any:
         return never_fail(
             lambda: self._reschedule(when, data_cache),
-            f"rescheduling {self!r} as its retry policy requested",
+            lambda: f"rescheduling {self!r} as its retry policy requested",
             tm,
         )
 
@@ -617,6 +638,31 @@ class Job(Base):
         elif status == CALLBACKS:
             callback.resumeCallbacks()
 
+    # -- conflicts ---------------------------------------------------------------
+
+    def _p_resolveConflict(
+        self, old: dict[str, Any], committed: dict[str, Any], new: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge one kind of concurrent change only: creating the annotations mapping.
+
+        A job's first live annotation (written from another connection while
+        the job runs) creates ``annotations`` on the job; the job's own commit
+        must not conflict with that, or its policy would run it again.  Any
+        other concurrent change to a job is a real conflict.
+        """
+        key = "_annotations"
+        for created, other in ((committed, new), (new, committed)):
+            created_there = old.get(key) is None and created.get(key) is not None
+            if (
+                created_there
+                and other.get(key) is None
+                and _without(old, key) == _without(created, key)
+            ):
+                merged = dict(other)
+                merged[key] = created[key]
+                return merged
+        raise ConflictError(oid=self._p_oid)
+
     # -- display -----------------------------------------------------------------
 
     def __repr__(self) -> str:
@@ -629,6 +675,20 @@ class Job(Base):
             return f"<{identity_repr(self)} ``{call}({', '.join(parts)})``>"
         except (TypeError, ValueError, AttributeError):
             return object.__repr__(self)
+
+
+def _without(state: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if k != key}
+
+
+def _naive(value: datetime.datetime) -> datetime.datetime:
+    """An aware datetime as naive UTC, for storage."""
+    return value.astimezone(datetime.UTC).replace(tzinfo=None)
+
+
+def _aware(value: datetime.datetime | None) -> datetime.datetime | None:
+    """A stored naive UTC datetime as an aware one."""
+    return None if value is None else value.replace(tzinfo=datetime.UTC)
 
 
 def _discard(res: Any) -> None:

@@ -270,46 +270,60 @@ class Queue(Base):
         each then prefers its own share of the first few due jobs instead of
         all racing for the first one (put-back jobs still come first).
         """
+        taken = self.claim_batch(1, filter, lane)
+        return taken[0] if taken else default
+
+    def claim_batch(
+        self, limit: int, filter: Callable[[Any], Any] | None = None, lane: int | None = None
+    ) -> list[Any]:
+        """Claim up to ``limit`` jobs in one scan of the queue (as ``claim`` would, in turn)."""
         now = clock.utcnow()
         cleaned: set[str] = set()
+        chosen: list[tuple[Any, Any]] = []  # (queued job, job handed out)
         for job in self._claim_order(lane, _micros(now)):
+            if len(chosen) >= limit:
+                break
             if job._expired(now):
-                claimed = self._claim_expired(job, now, filter)
+                candidate = self._timeout_wrapper(job, now, filter)
             else:
-                claimed = self._claim_due(job, filter, cleaned)
-            if claimed is not None:
-                return claimed
-        return default
+                candidate = job if self._admits(job, filter, cleaned) else None
+            if candidate is not None:
+                chosen.append((job, candidate))
+        # Removing only after the scan: the lanes must not change while iterated.
+        for job, candidate in chosen:
+            self._remove(job)
+            if candidate is not job:
+                job.parent = candidate
+                candidate.parent = None
+                self._jar().add(candidate)
+                logging.getLogger("zasync.events").info(
+                    "%r missed its start deadline; claiming a job that fails it", job
+                )
+        return [candidate for _, candidate in chosen]
 
-    def _claim_due(self, job: Any, filter: Any, cleaned: set[str]) -> Any:
+    def _admits(self, job: Any, filter: Any, cleaned: set[str]) -> bool:
+        """Quotas and filter allow ``job``; if so, count it in its quotas."""
         quotas = [q for q in (self.quotas.get(n) for n in job.quota_names) if q is not None]
         for quota in quotas:
             if quota.name not in cleaned:
                 quota.clean()
                 cleaned.add(quota.name)
             if quota.filled and job not in quota:
-                return None
+                return False
         if filter is not None and not filter(job):
-            return None
-        self._remove(job)
+            return False
         for quota in quotas:
             quota.add(job)
-        return job
+        return True
 
-    def _claim_expired(self, job: Any, now: datetime.datetime, filter: Any) -> Any:
+    def _timeout_wrapper(self, job: Any, now: datetime.datetime, filter: Any) -> Any:
+        """A job that fails ``job`` with TimeoutError, if the filter takes it; else None."""
         wrapper = Job(job.fail, TimeoutError())
         wrapper.begin_after = now
         wrapper.parent = self  # seen by the filter as PENDING
         wrapper.assignerUUID = get_process_uuid()
         if filter is not None and not filter(wrapper):
             return None
-        self._remove(job)
-        job.parent = wrapper
-        wrapper.parent = None
-        self._jar().add(wrapper)
-        logging.getLogger("zasync.events").info(
-            "%r missed its start deadline; claiming a job that fails it", job
-        )
         return wrapper
 
     def __repr__(self) -> str:

@@ -82,7 +82,15 @@ def _abort(tm: transaction.TransactionManager) -> None:
         events_log.exception("abort failed")
 
 
-def never_fail(call: Callable[[], T], identifier: str, tm: Any) -> T:
+Identifier = str | Callable[[], str]
+
+
+def _text(identifier: Identifier) -> str:
+    """Identifiers may be callables, so that building them costs nothing unless logged."""
+    return identifier if isinstance(identifier, str) else identifier()
+
+
+def never_fail(call: Callable[[], T], identifier: Identifier, tm: Any) -> T:
     """Run ``call()`` and commit, repeating until the commit succeeds.
 
     Transaction errors are retried at once (a warning every 5th time).  Other
@@ -104,7 +112,7 @@ def never_fail(call: Callable[[], T], identifier: str, tm: Any) -> T:
             conflicts += 1
             if conflicts % 5 == 0:
                 events_log.warning(
-                    "%s has had %d consecutive transaction errors", identifier, conflicts
+                    "%s has had %d consecutive transaction errors", _text(identifier), conflicts
                 )
         except Exception as error:
             _abort(tm)
@@ -114,7 +122,7 @@ def never_fail(call: Callable[[], T], identifier: str, tm: Any) -> T:
                 events_log.log(
                     logging.ERROR if is_system else logging.CRITICAL,
                     "%s failed (attempt %d); will retry",
-                    identifier,
+                    _text(identifier),
                     other,
                     exc_info=True,
                 )
@@ -125,7 +133,7 @@ def never_fail(call: Callable[[], T], identifier: str, tm: Any) -> T:
 
 def try_transaction_five_times(
     call: Callable[[], T],
-    identifier: str,
+    identifier: Identifier,
     tm: Any,
     reraise: tuple[type[BaseException], ...] = (),
 ) -> T | Failure:
@@ -148,12 +156,12 @@ def try_transaction_five_times(
             failure = Failure()
             _abort(tm)
             if attempt == 5:
-                events_log.error("%s failed five times with transaction errors", identifier)
+                events_log.error("%s failed five times with transaction errors", _text(identifier))
                 return failure
         except Exception:
             failure = Failure()
             _abort(tm)
-            events_log.error("%s failed:\n%s", identifier, failure.getTraceback())
+            events_log.error("%s failed:\n%s", _text(identifier), failure.getTraceback())
             return failure
         else:
             return result
