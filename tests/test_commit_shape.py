@@ -102,3 +102,41 @@ def test_run_claimed_needs_active(queue):
     job = queue.put(support.mock_work)
     with pytest.raises(BadStatusError, match="claimed job with ACTIVE status"):
         job.run_claimed()
+
+
+def test_first_live_annotation_merges_with_the_jobs_own_commit(db, root):
+    root["j"] = job = Job(support.mock_work)
+    transaction.commit()
+    job._status = ACTIVE.value
+    other_tm = transaction.TransactionManager()
+    other = db.open(transaction_manager=other_tm)
+    try:
+        other_tm.begin()
+        other.get(job._p_oid).annotations["progress"] = 1  # creates the mapping
+        other_tm.commit()
+        transaction.commit()  # the job's own change: merged, not a conflict
+        transaction.begin()
+        assert job._status == ACTIVE.value and job.get_annotation("progress") == 1
+    finally:
+        other.close()
+
+
+def test_other_concurrent_changes_to_a_job_still_conflict(db, root):
+    from ZODB.POSException import ConflictError
+
+    root["j"] = job = Job(support.mock_work)
+    transaction.commit()
+    job.failure_log_level = 10
+    other_tm = transaction.TransactionManager()
+    other = db.open(transaction_manager=other_tm)
+    try:
+        other_tm.begin()
+        there = other.get(job._p_oid)
+        there.failure_log_level = 20
+        there.annotations["x"] = 1
+        other_tm.commit()
+        with pytest.raises(ConflictError):
+            transaction.commit()
+    finally:
+        transaction.abort()
+        other.close()

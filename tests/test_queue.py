@@ -415,3 +415,27 @@ def test_a_lane_cannot_starve_the_head(queue, now):
     while head not in taken:
         taken.append(queue.claim(lane=lane))
     assert len(taken) <= 16  # the head waited at most one window of claims
+
+
+def test_claim_batch_takes_due_jobs_in_order_with_quotas_and_filters(queue, now):
+    import operator as op
+
+    queue.quotas.create("one", 1)
+    a = queue.put(Job(op.or_, 1, 2))
+    b = queue.put(Job(op.or_, 1, 2), quota_names=("one",))
+    c = queue.put(Job(op.or_, 1, 2), quota_names=("one",))
+    d = queue.put(Job(op.add, 1, 2))
+    e = queue.put(Job(op.or_, 1, 2))
+    later = queue.put(Job(op.or_, 1, 2), begin_after=now + datetime.timedelta(hours=1))
+    expired = queue.put(Job(op.or_, 1, 2), begin_by=datetime.timedelta(0))
+    transaction.commit()
+    zasync.clock.advance(datetime.timedelta(seconds=1))
+    taken = queue.claim_batch(10, support.only_or)
+    # b takes the quota and c waits; d is filtered out, and so is the job that
+    # would fail the expired one (the filter sees that wrapper, not the job)
+    assert taken == [a, b, e]
+    assert list(queue) == [c, d, expired, later]
+    assert queue.claim_batch(0) == []
+    rest = queue.claim_batch(10)
+    assert rest[0] is d and rest[1].callable == expired.fail and len(rest) == 2
+    assert list(queue) == [c, later]

@@ -431,37 +431,26 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     console = Console()
-    console.print(f"database: {obj['db'] or default_uri()}")
+    console.print(f"database: {obj['db'] or default_uri()}", soft_wrap=True)
     table = Table(
-        "queue",
-        "pending",
-        "worker",
-        "state",
-        "last ping",
-        "agent",
-        "threads",
-        "held",
-        "waiting",
-        "completed",
+        "queue", "pending", "worker", "state", "agent", "threads", "held", "waiting", "done"
     )
     for q in data["queues"]:
         if not q["dispatchers"]:
-            table.add_row(repr(q["name"]), str(q["pending"]), "-", "", "", "", "", "", "", "")
+            table.add_row(repr(q["name"]), str(q["pending"]), "-", "", "", "", "", "", "")
         for i, d in enumerate(q["dispatchers"]):
             state = (
                 "dead"
                 if d["dead"] and d["activated"]
                 else ("active" if d["activated"] else "stopped")
             )
-            agents = d["agents"] or [None]
-            for j, a in enumerate(agents):
+            for j, a in enumerate(d["agents"] or [None]):
                 first = i == 0 and j == 0
                 table.add_row(
                     repr(q["name"]) if first else "",
                     str(q["pending"]) if first else "",
                     d["uuid"][:8] if j == 0 else "",
                     state if j == 0 else "",
-                    (d["last_ping"] or "")[:19] if j == 0 else "",
                     a["name"] if a else "",
                     str(a["threads"]) if a else "",
                     str(a["held"]) if a else "",

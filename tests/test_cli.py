@@ -1,0 +1,147 @@
+"""The zasync command line against a real embedded database, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import zasync
+from processes import python_env
+from zasync.durations import parse_duration, parse_time
+from zasync.worker import agent_from_config, load_config, parse_agent_option
+
+
+def zasync_cli(*args, check=True, timeout=120):
+    done = subprocess.run(
+        [sys.executable, "-m", "zasync", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=python_env(),
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"exit {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@pytest.fixture
+def db(tmp_path):
+    return f"file://{tmp_path / 'Data.fs'}"
+
+
+def test_put_then_burst_worker_then_status(db):
+    assert zasync_cli("--db", db, "worker", "--burst", "--poll-interval", "0.2").returncode == 0
+    out = zasync_cli("--db", db, "put", "operator.mul", "6", "7", "--json").stdout
+    put = json.loads(out)
+    assert put["status"] == "pending" and put["queue"] == ""
+    zasync_cli("--db", db, "put", "support.multiply", "2", "3", "--kw", "third=7")
+    zasync_cli("--db", db, "put", "operator.truediv", "1", "0")
+    zasync_cli("--db", db, "put", "operator.add", "1", "1", "--begin-after", "1h")
+    status = json.loads(zasync_cli("--db", db, "status", "--json").stdout)
+    assert status["queues"][0]["pending"] == 4
+    worker = zasync_cli("--db", db, "-v", "worker", "--burst", "--poll-interval", "0.2")
+    assert "burst mode: no job is due; stopping" in worker.stderr
+    status = json.loads(zasync_cli("--db", db, "status", "--json").stdout)
+    queue = status["queues"][0]
+    assert queue["pending"] == 1  # the job scheduled in an hour
+    agents = [a for d in queue["dispatchers"] for a in d["agents"]]
+    assert sum(a["completed"] for a in agents) == 3
+    assert all(d["activated"] is None for d in queue["dispatchers"])
+    table = zasync_cli("--db", db, "status").stdout
+    assert "main" in table and "pending" in table
+
+
+def test_put_wait_reports_results_and_failures(db, tmp_path):
+    from workers import WorkerProcess
+
+    worker = WorkerProcess(db, tmp_path / "worker.log")
+    try:
+        worker.wait_for_log("worker ")
+        done = zasync_cli("--db", db, "put", "support.report_progress", "3", "--wait")
+        assert done.stdout.strip().splitlines()[-1] == "3"
+        failed = zasync_cli("--db", db, "put", "operator.truediv", "1", "0", "--wait", check=False)
+        assert failed.returncode == 1 and "ZeroDivisionError" in failed.stderr
+        as_json = zasync_cli(
+            "--db", db, "put", "operator.truediv", "1", "0", "--wait", "--json", check=False
+        )
+        outcome = json.loads(as_json.stdout)
+        assert outcome["failed"] is True and outcome["status"] == "completed"
+        assert "ZeroDivisionError" in outcome["traceback"]
+    finally:
+        worker.stop()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["put", "no.such.function"], "cannot import 'no.such.function'"),
+        (["put", "operator.mul", "1", "--queue", "missing"], "no queue named 'missing'"),
+        (["put", "operator.mul", "--kw", "novalue"], "bad --kw 'novalue'"),
+        (["put", "operator.mul", "--begin-by", "soon"], "not a duration"),
+        (["put", "operator.mul", "--begin-after", "2026-01-01T10:00"], "has no time zone"),
+        (["put", "operator.mul", "--quota", "nope"], "unknown quota name"),
+        (["put", "operator.mul", "--failure-log-level", "LOUD"], "unknown log level"),
+        (["worker", "--agent", "q/a:x"], "bad agent"),
+    ],
+)
+def test_errors_are_clear_and_change_nothing(db, args, message):
+    zasync_cli("--db", db, "worker", "--burst", "--poll-interval", "0.2")  # installs the queue
+    done = zasync_cli("--db", db, *args, check=False)
+    assert done.returncode != 0
+    assert message in done.stderr
+    status = json.loads(zasync_cli("--db", db, "status", "--json").stdout)
+    assert status["queues"][0]["pending"] == 0
+
+
+def test_status_of_an_empty_database_says_what_to_do(db):
+    done = zasync_cli("--db", db, "status", check=False)
+    assert done.returncode != 0 and "install_queues" in done.stderr
+
+
+def test_help_everywhere():
+    for command in ([], ["worker"], ["put"], ["status"]):
+        assert "Usage:" in zasync_cli(*command, "--help").stdout
+
+
+def test_durations_and_times(now):
+    assert parse_duration("90s").total_seconds() == 90
+    assert parse_duration("1h30m").total_seconds() == 5400
+    assert parse_duration("2d").days == 2
+    assert parse_duration("1.5").total_seconds() == 1.5
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("1x")
+    assert parse_time("10m") == now + parse_duration("10m")
+    assert parse_time("2026-01-01T10:00+01:00").hour == 9
+    with pytest.raises(ValueError, match="no time zone"):
+        parse_time("2026-01-01T10:00")
+
+
+def test_worker_config_file(tmp_path):
+    path = tmp_path / "worker.toml"
+    path.write_text(
+        'db = "memory://"\npoll_interval = 0.5\n'
+        '[[agent]]\nname = "reports"\nqueue = "reports"\nthreads = 2\nprefetch = 0\n'
+        'filter = "support:only_or"\n'
+    )
+    options = load_config(path)
+    (agent,) = options["agents"]
+    assert (agent.name, agent.queue, agent.threads, agent.prefetch) == ("reports", "reports", 2, 0)
+    import support
+
+    assert agent.filter is support.only_or
+    path.write_text("colour = 'red'\n")
+    with pytest.raises(zasync.ZasyncError, match="unknown setting"):
+        load_config(path)
+    with pytest.raises(zasync.ZasyncError, match="threads must be >= 1"):
+        agent_from_config({"threads": 0})
+    with pytest.raises(zasync.ZasyncError, match="unknown agent setting"):
+        agent_from_config({"size": 3})
+    assert parse_agent_option("reports/main:2+5") == {
+        "queue": "reports",
+        "name": "main",
+        "threads": 2,
+        "prefetch": 5,
+    }
