@@ -93,14 +93,14 @@ class Agent(Base):
     def claim_jobs(self, lane: int | None = None) -> list[Any]:
         """Claim jobs up to the free room, in one scan of the queue; return them."""
         room = self._size - len(self._jobs)
+        claimed: list[Any] = []
         if room <= 0:
-            return []
+            return claimed
         if self.chooser is not None:
-            claimed = []
             while (job := self.claimJob()) is not None:
                 claimed.append(job)
             return claimed
-        claimed: list[Any] = self.queue.claim_batch(room, self.filter, lane)
+        claimed = self.queue.claim_batch(room, self.filter, lane)
         for job in claimed:
             self._sequence += 1
             self._jobs[self._sequence] = job
