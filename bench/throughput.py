@@ -8,7 +8,7 @@ Prints, measured in one run on this machine:
 * put-to-start latency p50/p99, jobs put one at a time into an idle worker,
   from the worker's own process and from another process.
 
-Run: .venv/bin/python bench/throughput.py [--jobs 10000] [--threads 4] [--prefetch 64]
+Run: .venv/bin/python bench/throughput.py [--jobs 10000] [--threads 1 4] [--prefetch 64]
 """
 
 from __future__ import annotations
@@ -45,14 +45,19 @@ def storage_transactions(storage: FileStorage, after: bytes) -> int:
     return sum(1 for t in storage.iterator(after) if t.tid > after)
 
 
-def raw_commit_rate(directory: Path, commits: int) -> float:
-    db = ZODB.DB(FileStorage(str(directory / "raw.fs")))
+def raw_commit_rate(directory: Path, commits: int, new_objects: bool = False) -> float:
+    """Commits per second changing one small object each (or adding one new object)."""
+    db = ZODB.DB(FileStorage(str(directory / f"raw-{new_objects}.fs")))
     conn = db.open()
-    small = conn.root()["small"] = Small()
+    root = conn.root()
+    small = root["small"] = Small()
     transaction.commit()
     started = time.perf_counter()
-    for _ in range(commits):
-        small.value += 1  # one small object per transaction
+    for i in range(commits):
+        if new_objects:
+            root[f"o{i % 100}"] = Small()  # a new small object (and the root) per commit
+        else:
+            small.value += 1  # one existing small object per commit
         transaction.commit()
     elapsed = time.perf_counter() - started
     conn.close()
@@ -61,7 +66,7 @@ def raw_commit_rate(directory: Path, commits: int) -> float:
 
 
 def throughput(directory: Path, count: int, threads: int, prefetch: int) -> dict[str, float]:
-    storage = FileStorage(str(directory / "jobs.fs"))
+    storage = FileStorage(str(directory / f"jobs-{threads}.fs"))
     db = ZODB.DB(storage)
     conn = db.open()
     queue = zasync.install_queues(conn)[""]
@@ -149,7 +154,7 @@ def latency_other_process(directory: Path, samples: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=10_000)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--prefetch", type=int, default=64)
     parser.add_argument("--raw-commits", type=int, default=3000)
     parser.add_argument("--samples", type=int, default=200)
@@ -157,14 +162,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         raw = raw_commit_rate(directory, options.raw_commits)
-        print(f"raw FileStorage commit rate: {raw:,.0f} commits/s (one small object each)")
-        result = throughput(directory, options.jobs, options.threads, options.prefetch)
-        print(
-            f"{options.jobs:,} no-op jobs, 1 worker, {options.threads} threads, "
-            f"prefetch {options.prefetch}: {result['jobs_per_second']:,.0f} jobs/s "
-            f"({result['seconds']:.1f} s), {result['commits_per_job']:.3f} commits/job, "
-            f"ratio to raw commit rate {result['jobs_per_second'] / raw:.2f}"
-        )
+        raw_new = raw_commit_rate(directory, options.raw_commits, new_objects=True)
+        print(f"raw FileStorage commit rate: {raw:,.0f} commits/s changing one small object; "
+              f"{raw_new:,.0f} commits/s adding one new small object")
+        for threads in options.threads:
+            result = throughput(directory, options.jobs, threads, options.prefetch)
+            rate = result["jobs_per_second"]
+            print(
+                f"{options.jobs:,} no-op jobs, 1 worker, {threads} thread(s), "
+                f"prefetch {options.prefetch}: {rate:,.0f} jobs/s ({result['seconds']:.1f} s), "
+                f"{result['commits_per_job']:.3f} commits/job; jobs/s / raw rate: "
+                f"{rate / raw:.2f} (change one), {rate / raw_new:.2f} (add one)"
+            )
         for label, function in (
             ("same process", latency_same_process),
             ("another process", latency_other_process),

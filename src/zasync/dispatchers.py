@@ -134,8 +134,8 @@ class DispatcherAgents(MappingBase):
                 failure_log_level=logging.CRITICAL,
             )
         elif status == COMPLETED:
+            # Normal: a dispatcher files its completed jobs at its next poll.
             agent.completed.add(job)
-            events_log.warning("unexpectedly had to inform agent of completion of %r", job)
 
     def __repr__(self) -> str:
         state = "active" if self.activated else "inactive"

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import tempfile
+import threading
 from collections.abc import Collection
 from typing import Any
 
@@ -92,16 +93,51 @@ class _ClientWentAway(logging.Filter):
 
 
 class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped
-    """A ZEO server that also tells the worker's own database about client commits."""
+    """A ZEO server that also serves the worker's own commits, in tid order.
+
+    The worker commits to the storage directly, from its own threads.  Its
+    commits are queued here (in commit order, from inside the commit) and sent
+    to the clients from the server's event loop, which also runs client
+    registrations and client commits: before a client commit is announced or
+    answered, the worker's earlier commits are sent.  So every client sees
+    transaction ids only increase, as ZEO requires.
+    """
 
     def __init__(self, address: str, storage: Any, local_adapter: Any) -> None:
         super().__init__(address, {STORAGE_ID: storage})
         self._local_adapter = local_adapter
+        self._pending: list[tuple[bytes, list[bytes]]] = []
+        self._pending_lock = threading.Lock()
+
+    def announce_local_commit(self, tid: bytes, oids: list[bytes]) -> None:
+        """Queue a commit the worker made itself (called inside that commit)."""
+        with self._pending_lock:
+            self._pending.append((tid, oids))
+        acceptor = self.acceptor
+        if acceptor is not None:  # None once closed
+            acceptor.event_loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        """Send the queued worker commits to every client (event loop only)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        for tid, oids in pending:
+            invq = self.invq[STORAGE_ID]
+            if len(invq) >= self.invq_bound:
+                invq.pop()
+            invq.insert(0, (tid, oids))
+            for zs in self.zeo_storages_by_storage_id[STORAGE_ID]:
+                zs.async_("invalidateTransaction", tid, oids)
 
     def invalidate(self, zeo_storage: Any, storage_id: str, tid: bytes, invalidated: Any) -> None:
+        if zeo_storage is None:
+            super().invalidate(zeo_storage, storage_id, tid, invalidated)
+            return
+        # A client committed (we are in the event loop, inside its commit):
+        # the worker's earlier commits go out first.
+        self._flush()
         super().invalidate(zeo_storage, storage_id, tid, invalidated)
-        if zeo_storage is not None:  # a client committed: the worker's caches must know
-            self._local_adapter.invalidate(tid, invalidated)
+        self._local_adapter.invalidate(tid, invalidated)
 
 
 class EmbeddedServer:
@@ -123,7 +159,7 @@ class EmbeddedServer:
 
     def _forward_local_commit(self, tid: bytes, oids: Collection[bytes], local: bool) -> None:
         if local:
-            self._server.invalidate(None, STORAGE_ID, tid, list(oids))
+            self._server.announce_local_commit(tid, list(oids))
 
     def close(self) -> None:
         """Stop serving (clients are disconnected); the storage itself stays open."""
