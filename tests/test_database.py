@@ -97,3 +97,65 @@ def test_long_paths_get_a_socket_in_tmp(tmp_path):
     address = socket_path(long)
     assert len(address) < 100 and address.endswith(".sock")
     assert socket_path(long) == address
+
+
+def test_clients_see_the_workers_commits_in_order(tmp_path):
+    """The worker commits without pause while a client connects, commits and reads."""
+    import threading
+
+    import persistent
+
+    path = tmp_path / "Data.fs"
+    opened = open_database(f"file://{path}", serve=True)
+    stop = threading.Event()
+    try:
+        conn = opened.db.open(transaction_manager=transaction.TransactionManager())
+        tm = conn.transaction_manager
+        root = conn.root()
+        root["counter"] = persistent.mapping.PersistentMapping(n=0)
+        tm.commit()
+
+        def keep_committing():
+            while not stop.is_set():
+                root["counter"]["n"] += 1
+                tm.commit()
+
+        writer = threading.Thread(target=keep_committing)
+        writer.start()
+        import subprocess
+        import sys
+
+        from processes import python_env
+
+        code = f"""
+            import transaction
+            from zasync.database import open_database
+            for attempt in range(8):
+                with open_database("file://{path}") as opened:
+                    conn = opened.db.open()
+                    conn.root()["client"] = attempt
+                    transaction.commit()
+                    seen = []
+                    for _ in range(20):
+                        transaction.begin()
+                        seen.append(conn.root()["counter"]["n"])
+                    assert seen == sorted(seen) and seen[-1] > seen[0], seen
+                    conn.close()
+            print("ok")
+            """
+        import textwrap
+
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=python_env(),
+        )
+        assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+        assert "must be greater" not in done.stderr, done.stderr
+        assert "failed" not in done.stderr, done.stderr
+    finally:
+        stop.set()
+        writer.join(30)
+        opened.close()

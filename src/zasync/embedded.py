@@ -27,7 +27,7 @@ from collections.abc import Collection
 from typing import Any
 
 import zc.lockfile
-from ZEO.StorageServer import StorageServer
+from ZEO.StorageServer import StorageServer, ZEOStorage
 
 from zasync._watch import commit_watcher
 
@@ -92,6 +92,17 @@ class _ClientWentAway(logging.Filter):
         )
 
 
+class _ClientHandler(ZEOStorage):  # type: ignore[misc]  # ZEO is untyped
+    """Remembers the last transaction id a client was given when it registered."""
+
+    registered_at = b""
+
+    def register(self, storage_id: str, read_only: bool) -> bytes:
+        tid: bytes = super().register(storage_id, read_only)
+        self.registered_at = tid
+        return tid
+
+
 class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped
     """A ZEO server that also serves the worker's own commits, in tid order.
 
@@ -108,6 +119,9 @@ class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped
         self._local_adapter = local_adapter
         self._pending: list[tuple[bytes, list[bytes]]] = []
         self._pending_lock = threading.Lock()
+
+    def create_client_handler(self) -> _ClientHandler:
+        return _ClientHandler(self, self.read_only)
 
     def announce_local_commit(self, tid: bytes, oids: list[bytes]) -> None:
         """Queue a commit the worker made itself (called inside that commit)."""
@@ -127,7 +141,10 @@ class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped
                 invq.pop()
             invq.insert(0, (tid, oids))
             for zs in self.zeo_storages_by_storage_id[STORAGE_ID]:
-                zs.async_("invalidateTransaction", tid, oids)
+                # A client that registered after this commit already started
+                # from its transaction id (or a later one): nothing to send.
+                if tid > getattr(zs, "registered_at", b""):
+                    zs.async_("invalidateTransaction", tid, oids)
 
     def invalidate(self, zeo_storage: Any, storage_id: str, tid: bytes, invalidated: Any) -> None:
         if zeo_storage is None:
