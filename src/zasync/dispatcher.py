@@ -231,21 +231,14 @@ class Dispatcher:
             self._halt_polling()
             commit_watcher(self.db).unsubscribe(self._on_commit)
 
-            def unit() -> None:
+            def unit(conn: Any) -> None:
                 queues = conn.root().get(KEY)
                 for queue in [] if queues is None else queues.values():
                     da = queue.dispatchers.get(self.UUID)
                     if da is not None and da.activated:
                         da.deactivate()
 
-            tm = transaction.TransactionManager()
-            conn = self.db.open(transaction_manager=tm)
-            try:
-                tm.begin()
-                try_transaction_five_times(unit, f"cleanly deactivating UUID {self.UUID}", tm)
-            finally:
-                tm.abort()
-                conn.close()
+            self._in_fresh_connection(unit, f"cleanly deactivating UUID {self.UUID}")
             released = sum(-pool.setSize(0) for pool in self.pools.values())
             self.pools.clear()
             self.db.setPoolSize(max(1, self.db.getPoolSize() - released - 1))
@@ -493,7 +486,7 @@ class Dispatcher:
     def _hand_back(self, items: list[tuple[AgentThreadPool, WorkItem]]) -> None:
         """Return claimed jobs that never started to the front of their queues."""
 
-        def unit() -> None:
+        def unit(conn: Any) -> None:
             for _pool, (oid, dbname) in items:
                 job = (
                     conn.get(oid)
@@ -511,11 +504,15 @@ class Dispatcher:
                 agent.remove(job)
                 queue.putBack(job)
 
+        self._in_fresh_connection(unit, f"handing back unstarted jobs of {self.UUID}")
+
+    def _in_fresh_connection(self, unit: Callable[[Any], Any], identifier: str) -> Any:
+        """Run ``unit(conn)`` in a connection of its own and commit (five tries)."""
         tm = transaction.TransactionManager()
         conn = self.db.open(transaction_manager=tm)
         try:
             tm.begin()
-            try_transaction_five_times(unit, f"handing back unstarted jobs of {self.UUID}", tm)
+            return try_transaction_five_times(lambda: unit(conn), identifier, tm)
         finally:
             tm.abort()
             conn.close()
