@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import persistent
 import transaction
@@ -89,7 +90,11 @@ def throughput(directory: Path, count: int, threads: int, prefetch: int) -> dict
     conn.close()
     db.close()
     assert completed == count, (completed, count)
-    return {"jobs_per_second": count / elapsed, "commits_per_job": commits / count, "seconds": elapsed}
+    return {
+        "jobs_per_second": count / elapsed,
+        "commits_per_job": commits / count,
+        "seconds": elapsed,
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -97,19 +102,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def put_one_at_a_time(queue: Any, samples: int) -> list[float]:
+    """Seconds from each put (committed) to its job's start, one job at a time."""
+    delays = []
+    for _ in range(samples):
+        job = queue.put(bench_jobs.started_at)
+        put_at = time.time()
+        transaction.commit()
+        wait_for(lambda: job.status == zasync.COMPLETED, timeout=30)  # noqa: B023
+        delays.append(job.result - put_at)
+    return delays
+
+
 def latency_same_process(directory: Path, samples: int) -> list[float]:
     db = ZODB.DB(FileStorage(str(directory / "latency.fs")))
     conn = db.open()
     queue = zasync.install_queues(conn)[""]
     transaction.commit()
-    delays = []
     with running_dispatcher(db, threads=4, poll_interval=5.0):
-        for _ in range(samples):
-            job = queue.put(bench_jobs.started_at)
-            put_at = time.time()
-            transaction.commit()
-            wait_for(lambda: job.status == zasync.COMPLETED, timeout=30)  # noqa: B023
-            delays.append(job.result - put_at)
+        delays = put_one_at_a_time(queue, samples)
     conn.close()
     db.close()
     return delays
@@ -120,8 +131,19 @@ def latency_other_process(directory: Path, samples: int) -> list[float]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent / "src")])
     worker = subprocess.Popen(
-        [sys.executable, "-m", "zasync", "-q", "--db", f"file://{path}", "worker",
-         "--threads", "4", "--poll-interval", "5"],
+        [
+            sys.executable,
+            "-m",
+            "zasync",
+            "-q",
+            "--db",
+            f"file://{path}",
+            "worker",
+            "--threads",
+            "4",
+            "--poll-interval",
+            "5",
+        ],
         env=env,
     )
     try:
@@ -136,13 +158,7 @@ def latency_other_process(directory: Path, samples: int) -> list[float]:
         conn = opened.db.open()
         wait_for(lambda: zasync.get_queues(conn).get("") is not None, timeout=60)
         queue = zasync.get_queues(conn)[""]
-        delays = []
-        for _ in range(samples):
-            job = queue.put(bench_jobs.started_at)
-            put_at = time.time()
-            transaction.commit()
-            wait_for(lambda: job.status == zasync.COMPLETED, timeout=30)  # noqa: B023
-            delays.append(job.result - put_at)
+        delays = put_one_at_a_time(queue, samples)
         conn.close()
         opened.close()
         return delays
@@ -152,7 +168,9 @@ def latency_other_process(directory: Path, samples: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--prefetch", type=int, default=64)
@@ -163,8 +181,10 @@ def main() -> None:
         directory = Path(tmp)
         raw = raw_commit_rate(directory, options.raw_commits)
         raw_new = raw_commit_rate(directory, options.raw_commits, new_objects=True)
-        print(f"raw FileStorage commit rate: {raw:,.0f} commits/s changing one small object; "
-              f"{raw_new:,.0f} commits/s adding one new small object")
+        print(
+            f"raw FileStorage commit rate: {raw:,.0f} commits/s changing one small object; "
+            f"{raw_new:,.0f} commits/s adding one new small object"
+        )
         for threads in options.threads:
             result = throughput(directory, options.jobs, threads, options.prefetch)
             rate = result["jobs_per_second"]

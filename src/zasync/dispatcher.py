@@ -583,11 +583,3 @@ class Dispatcher:
 
 def _defer_filing() -> None:
     _context.set_filing_deferred(True)
-
-
-def require(uuid: uuid_module.UUID | None = None) -> Dispatcher:
-    """The registered dispatcher, or a ZasyncError saying none runs in this process."""
-    dispatcher = get(uuid)
-    if dispatcher is None:
-        raise ZasyncError("no dispatcher runs in this process")
-    return dispatcher  # type: ignore[no-any-return]
