@@ -25,8 +25,8 @@ test: $(STAMP)  ## Run the whole test suite
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)  ## ruff (lint and format) and mypy
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 check: lint test  ## Everything CI runs

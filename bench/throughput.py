@@ -99,7 +99,7 @@ def throughput(directory: Path, count: int, threads: int, prefetch: int) -> dict
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def put_one_at_a_time(queue: Any, samples: int) -> list[float]:
