@@ -35,7 +35,7 @@ from zasync._watch import commit_watcher
 from zasync.agent import Agent
 from zasync.failure import Failure
 from zasync.identity import get_process_uuid
-from zasync.interfaces import ACTIVE, COMPLETED, KEY, NEW, ZasyncError
+from zasync.interfaces import ACTIVE, COMPLETED, KEY, NEW
 from zasync.pool import AgentThreadPool, WorkItem
 from zasync.queue import LANES
 from zasync.records import JobId, PollInfo, Records, new_job_record
