@@ -93,13 +93,18 @@ class _ClientWentAway(logging.Filter):
 
 
 class _ClientHandler(ZEOStorage):  # type: ignore[misc]  # ZEO is untyped
-    """Remembers the last transaction id a client was given when it registered."""
+    """Remembers the newest transaction id a client was told about.
+
+    A client learns it when it registers and when it asks for it (ZEO's cache
+    verification does); both go through ``lastTransaction``, in the event loop.
+    """
 
     registered_at = b""
 
-    def register(self, storage_id: str, read_only: bool) -> bytes:
-        tid: bytes = super().register(storage_id, read_only)
-        self.registered_at = tid
+    def lastTransaction(self) -> bytes:
+        tid: bytes = super().lastTransaction()
+        if tid and tid > self.registered_at:
+            self.registered_at = tid
         return tid
 
 
@@ -136,24 +141,32 @@ class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped
         with self._pending_lock:
             pending, self._pending = self._pending, []
         for tid, oids in pending:
-            invq = self.invq[STORAGE_ID]
-            if len(invq) >= self.invq_bound:
-                invq.pop()
-            invq.insert(0, (tid, oids))
-            for zs in self.zeo_storages_by_storage_id[STORAGE_ID]:
-                # A client that registered after this commit already started
-                # from its transaction id (or a later one): nothing to send.
-                if tid > getattr(zs, "registered_at", b""):
-                    zs.async_("invalidateTransaction", tid, oids)
+            self._send(None, tid, oids)
+
+    def _send(self, committer: Any, tid: bytes, oids: Any) -> None:
+        """Record and send one commit at once (event loop only).
+
+        ZEO's own broadcast queues its messages; sending everything directly,
+        in the order the loop handles commits, keeps each client's ids rising.
+        """
+        invq = self.invq[STORAGE_ID]
+        if len(invq) >= self.invq_bound:
+            invq.pop()
+        invq.insert(0, (tid, oids))
+        for zs in self.zeo_storages_by_storage_id[STORAGE_ID]:
+            # A client told of this id (or a later one) when it connected has
+            # nothing to learn from it.
+            if zs is not committer and tid > getattr(zs, "registered_at", b""):
+                zs.async_("invalidateTransaction", tid, oids)
 
     def invalidate(self, zeo_storage: Any, storage_id: str, tid: bytes, invalidated: Any) -> None:
         if zeo_storage is None:
             super().invalidate(zeo_storage, storage_id, tid, invalidated)
             return
         # A client committed (we are in the event loop, inside its commit):
-        # the worker's earlier commits go out first.
+        # the worker's earlier commits go out first, then this one.
         self._flush()
-        super().invalidate(zeo_storage, storage_id, tid, invalidated)
+        self._send(zeo_storage, tid, list(invalidated))
         self._local_adapter.invalidate(tid, invalidated)
 
 
