@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## Run the demonstration workload on an embedded FileStorage file
 	$(BIN)/python -m zasync.demo
 
-test: $(STAMP)  ## Run the whole test suite
+test: $(STAMP)  ## Run the whole test suite (installs Debian's chromium and PostgreSQL if missing)
+	@bash .ci/browser-deps
+	@bash .ci/postgres-deps
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)  ## ruff (lint and format) and mypy

@@ -93,3 +93,36 @@ def events() -> Iterator[list[Any]]:
     zope.event.subscribers.append(seen.append)
     yield seen
     zope.event.subscribers.remove(seen.append)
+
+
+# -- the engines many machines share: a ZEO server and PostgreSQL --------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The PostgreSQL server for the session (see tests/pgserver.py)."""
+    import pgserver
+
+    uri, started = pgserver.server_uri()
+    yield uri
+    if started is not None:
+        started.remove()
+
+
+@pytest.fixture(params=["zeo", "postgres"])
+def engine_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A fresh, empty database on each shared engine: its own ZEO server, or a PostgreSQL database."""
+    if request.param == "zeo":
+        from workers import ZEOServer, free_port
+
+        server = ZEOServer(tmp_path / "zeo.fs", free_port(), tmp_path / "zeo.log")
+        server.start()
+        try:
+            yield server.uri
+        finally:
+            server.stop()
+    else:
+        import pgserver
+
+        with pgserver.fresh_database(request.getfixturevalue("postgres_server")) as uri:
+            yield uri

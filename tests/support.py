@@ -395,3 +395,77 @@ def got_result(res: Any) -> str:
 
 def reject(res: Any) -> None:
     raise ValueError(f"cannot use {res!r}")
+
+
+def annotate_status_then_block(name: str) -> int:
+    """Records its own status as a live annotation, then waits for event <name>."""
+    local.setLiveAnnotation("status", str(local.getJob().status))
+    return block_until(name)
+
+
+def report_pid(number: int) -> int:
+    """A 'report' job: returns the process id that ran it."""
+    return os.getpid()
+
+
+def plain_pid(number: int) -> int:
+    """Any other job: returns the process id that ran it."""
+    return os.getpid()
+
+
+def is_report(job: Any) -> bool:
+    """A job filter accepting only report jobs."""
+    return getattr(job.callable, "__name__", None) == "report_pid"
+
+
+def is_not_report(job: Any) -> bool:
+    """A job filter refusing report jobs."""
+    return not is_report(job)
+
+
+class Counter(persistent.Persistent):
+    """One job's effect counter in the fault-injection suite."""
+
+    value = 0
+
+
+def apply_effect(number: int, pause: float = 0.01) -> int:
+    """Changes the database: increments counter ``number`` and appends to the shared log.
+
+    The fault-injection suite checks afterwards that each effect was applied
+    exactly once: a killed attempt must have been rolled back.
+    """
+    import uuid
+
+    from zasync import local
+
+    root = local.getJob()._p_jar.root()
+    root["fault_counters"][number].value += 1
+    # Random keys spread concurrent appends over the log's buckets.
+    root["fault_log"][(uuid.uuid4().hex, number)] = os.getpid()
+    _time.sleep(pause)  # the workload's own duration, so kills meet running jobs
+    return number
+
+
+def until_cancelled(name: str) -> str:
+    """Signals '<name>-started', then checks for a cancellation request (or event <name>)."""
+    event(f"{name}-started").set()
+    deadline = _time.monotonic() + 60
+    while _time.monotonic() < deadline:
+        local.raise_if_cancelled()
+        if event(name).wait(0.05):
+            return "released"
+    raise RuntimeError("never cancelled")
+
+
+def fail_unless_file(path: str) -> str:
+    """Fails while ``path`` does not exist: a job that a retry can fix."""
+    if not os.path.exists(path):
+        raise RuntimeError(f"{path} is missing")
+    return "fixed"
+
+
+def sleep_then(seconds: float, result: Any = None) -> Any:
+    """Takes ``seconds`` (a job that stays active long enough to be seen running)."""
+    _time.sleep(seconds)
+    return result

@@ -102,6 +102,34 @@ def test_stop_after_grace_interrupts_and_restart_retries(tmp_path, uri):
     assert callbacks_of(uri, oid) == [(COMPLETED, "I got result 42")]
 
 
+def test_a_second_signal_stops_at_once(tmp_path, uri):
+    job, marker, release = blocking_job(tmp_path)
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(uri, log, "--grace", "3600")
+    try:
+        worker.wait_for_log("worker ")
+        oid = put(uri, job)
+        wait_until(lambda: lines(marker), message="job never started")
+        worker.signal(signal.SIGTERM)
+        worker.wait_for_log("stopping gracefully")
+        worker.signal(signal.SIGINT)  # an hour of grace left: only this can end it
+        worker.wait_for_log("again: stopping at once")
+        assert worker.wait() == 0
+    finally:
+        worker.stop()
+    with client(uri) as conn:
+        assert conn.get(oid).status == zasync.ACTIVE  # handed back, not lost
+        assert [w.callable.__name__ for w in zasync.get_queue(conn)] == ["handleInterrupt"]
+    touch(release)
+    worker = WorkerProcess(uri, log)
+    try:
+        wait_until(lambda: load(uri, oid)[0] == COMPLETED, message="never completed")
+    finally:
+        worker.stop()
+    _, result, data = load(uri, oid)
+    assert result == 42 and data["interruptions"] == 1
+
+
 @pytest.mark.parametrize("policy", ["default", "never"])
 def test_kill_9_during_a_job_then_restart(tmp_path, uri, policy):
     job, marker, release = blocking_job(tmp_path)

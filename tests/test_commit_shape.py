@@ -94,8 +94,26 @@ def test_deferred_filing_leaves_the_agent_alone(queue, counter):
         _context.set_filing_deferred(False)
     assert job.status == COMPLETED
     assert list(agent) == [job] and len(agent.completed) == 0
+    transaction.commit()
+    key = job.key
+    assert key  # set in the result commit, from the completion time
     agent.jobCompleted(job)  # what the dispatcher's next claim transaction does
     assert list(agent.completed) == [job]
+    assert job.key == key and not job._p_changed  # filing did not write the job again
+
+
+def test_filing_picks_another_key_when_the_precomputed_one_is_taken(queue):
+    agent, job = claimed_active(queue)
+    other = Job(support.mock_work)
+    queue._p_jar.add(other)
+    other.key = 12345 << 4
+    job.key = other.key
+    agent.completed.add(other)
+    agent.jobCompleted(job)
+    assert job.key == other.key - 1
+    assert list(agent.completed) == [job, other]  # a smaller key sorts as newer
+    agent.completed.add(job)  # filing twice is harmless
+    assert len(agent.completed) == 2
 
 
 def test_run_claimed_needs_active(queue):

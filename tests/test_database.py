@@ -156,13 +156,73 @@ def test_clients_see_the_workers_commits_in_order(tmp_path):
             env=python_env(),
         )
         assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
-        if "must be greater" in done.stderr:
-            # Known open defect: a worker commit can still reach a client after
-            # a newer id; ZEO then drops that invalidation.  What the client
-            # read above was still ordered and fresh.
-            pytest.xfail("embedded server sent an invalidation out of tid order")
+        assert "must be greater" not in done.stderr, done.stderr
         assert "failed" not in done.stderr, done.stderr
     finally:
         stop.set()
         writer.join(30)
         opened.close()
+
+
+def test_a_client_commit_is_answered_with_its_own_id_when_the_worker_commits_next(tmp_path):
+    """The worker commits between a client's commit and ZEO's reply to it.
+
+    ZEO answered a client's commit with the storage's newest id, which was then
+    the worker's: the client filed its objects under that id and refused the
+    worker's invalidation for it, keeping a stale copy for good.
+    """
+    import threading
+
+    from persistent.mapping import PersistentMapping
+
+    from zasync.testing import wait_for
+
+    path = tmp_path / "Data.fs"
+    served = open_database(f"file://{path}", serve=True)
+    client = None
+    try:
+        worker_tm = transaction.TransactionManager()
+        worker_root = served.db.open(transaction_manager=worker_tm).root()
+        worker_root["n"] = PersistentMapping(v=0)
+        worker_tm.commit()
+        storage = served.db.storage
+        real_finish = storage.tpc_finish
+        worker_tids = []
+
+        def worker_commits():
+            worker_root["n"]["v"] += 1
+            worker_tm.commit()
+            worker_tids.append(worker_root["n"]._p_serial)
+
+        def tpc_finish(txn, f=None):
+            tid = real_finish(txn, f)
+            here = threading.current_thread()
+            if here is not threading.main_thread() and here.name != "worker":  # the server's
+                committer = threading.Thread(target=worker_commits, name="worker")
+                committer.start()
+                committer.join()
+            return tid
+
+        client = open_database(f"file://{path}")
+        assert client.kind == "file-client"
+        client_tm = transaction.TransactionManager()
+        client_root = client.db.open(transaction_manager=client_tm).root()
+        assert client_root["n"]["v"] == 0
+        storage.tpc_finish = tpc_finish
+        client_root["mine"] = mine = PersistentMapping()
+        client_tm.commit()
+        storage.tpc_finish = real_finish
+        assert len(worker_tids) == 1
+        client_tid = mine._p_serial
+        assert client_tid < worker_tids[0]
+        assert client.db.storage.lastTransaction() in (client_tid, worker_tids[0])
+
+        def fresh():
+            client_tm.begin()
+            return client_root["n"]["v"] == 1
+
+        wait_for(fresh, timeout=30, message="the client kept a stale copy")
+    finally:
+        if client is not None:
+            client.close()
+        served.close()

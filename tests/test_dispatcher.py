@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import operator
 import time
@@ -277,3 +278,71 @@ def test_graceful_stop_hands_back_unstarted_jobs(zasync_db, zasync_queue):
     dispatcher_module.pop(d.UUID)
     with running_dispatcher(zasync_db):
         assert [wait_for_result(j) for j in waiting] == [42, 42, 42]
+
+
+def test_ac2_15_a_scheduled_job_waits_for_the_virtual_clock(zasync_dispatcher, zasync_queue):
+    start = datetime.datetime(2026, 1, 5, 15, 50, tzinfo=datetime.UTC)
+    due = start.replace(minute=56)
+    zasync.testing.set_now(start)
+    try:
+        job = zasync_queue.put(Job(operator.mul, 6, 7), begin_after=due)
+        transaction.commit()
+        for _ in range(2):
+            # Real polls happen, but the pinned clock says the job is not due.
+            wait_for_poll(zasync_dispatcher)
+            transaction.begin()
+            assert job.status == PENDING
+            zasync.testing.advance(datetime.timedelta(seconds=5))
+        zasync.testing.set_now(due)
+        assert wait_for_result(job) == 42
+        assert zasync.clock.utcnow() >= job.begin_after == due
+        assert job.active_start == due
+    finally:
+        zasync.testing.reset_now()
+
+
+def test_ac2_16_live_status_and_records_of_an_active_job(zasync_dispatcher, zasync_queue):
+    job = zasync_queue.put(Job(support.annotate_status_then_block, "ac2-16"))
+    transaction.commit()
+    assert wait_for_annotation(job, "status") == ACTIVE
+    job_id = (int.from_bytes(job._p_oid, "big"), "unnamed")
+    assert zasync_dispatcher.getActiveJobIds() == [job_id]
+    record = zasync_dispatcher.getJobInfo(*job_id)
+    assert record["completed"] is None and record["result"] is None
+    support.event("ac2-16").set()
+    assert wait_for_result(job) == 42
+    record = wait_for(
+        lambda: (
+            zasync_dispatcher.getJobInfo(*job_id)["completed"] is not None
+            and zasync_dispatcher.getJobInfo(*job_id)
+        ),
+        sync=None,
+    )
+    assert record["result"] == "42"
+    wait_for(lambda: zasync_dispatcher.getActiveJobIds() == [], sync=None)
+
+
+def test_a_claim_that_never_reached_the_threads_is_handed_back(
+    zasync_db, zasync_queue, monkeypatch, caplog
+):
+    """A claim committed, but its answer was lost (a broken connection): nothing ran it."""
+    from zasync.pool import AgentThreadPool
+
+    real_assign = AgentThreadPool.assign
+    dropped = []
+
+    def lossy_assign(pool, item):
+        if not dropped:
+            dropped.append(item)  # in the database it is claimed; here, forgotten
+            return
+        real_assign(pool, item)
+
+    monkeypatch.setattr(AgentThreadPool, "assign", lossy_assign)
+    caplog.set_level(logging.WARNING, "zasync.events")
+    with running_dispatcher(zasync_db, threads=1, poll_interval=0.05):
+        job = zasync_queue.put(Job(operator.mul, 6, 7))
+        transaction.commit()
+        assert wait_for_result(job) == 42
+    assert dropped and dropped[0][0] == job._p_oid
+    assert "never reached a thread" in caplog.text
+    assert job._retry_policy is None or "interruptions" not in job._retry_policy.data

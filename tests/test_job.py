@@ -258,6 +258,31 @@ def test_ac18_args_kwargs_and_bind(root, capsys):
     assert capsys.readouterr().out == repr(b) + "\n"
 
 
+def test_arguments_are_stored_in_the_job_and_mutations_persist(db, root):
+    j = stored(root, Job(support.multiply, 5))
+    j.args.append(3)
+    j.kwargs["third"] = 2
+    assert j._p_changed  # the views mark the job itself changed
+    transaction.commit()
+    other_tm = transaction.TransactionManager()
+    other = db.open(transaction_manager=other_tm)
+    try:
+        there = other.get(j._p_oid)
+        assert list(there.args) == [5, 3] and dict(there.kwargs) == {"third": 2}
+        assert there.args == [5, 3] and there.args[-1] == 3 and there.args[:1] == [5]
+        del there.args[1]
+        there.args.insert(1, 4)
+        del there.kwargs["third"]
+        other_tm.commit()
+    finally:
+        other.close()
+    transaction.begin()
+    assert j.args == [5, 4] and dict(j.kwargs) == {}
+    assert j() == 20
+    j.args = (1, 2)  # a finished job's arguments can still be replaced
+    assert j.args == [1, 2]
+
+
 def test_ac19_status_through_the_call_and_from_parent(root, queue, capsys):
     j = Job.bind(support.show_status)
     j.addCallback(Job(support.show_status_of, j))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import uuid
 
 import pytest
 import transaction
@@ -303,3 +304,39 @@ def test_b1_no_retry_after_the_start_deadline(queue, now):
 def test_reschedule_rejects_bad_when(root):
     with pytest.raises(TypeError, match="must be datetime or timedelta"):
         Job(support.mock_work)._reschedule(5)
+
+
+def test_a_conflict_while_handling_an_interruption_counts_once(db, queue):
+    da = queue.dispatchers.register(uuid.uuid4())
+    da["main"] = agent = Agent()
+    job = queue.put(support.mock_work)
+    transaction.commit()
+    assert agent.claimJob() is job
+    job._status = ACTIVE.value
+    transaction.commit()
+    job.handleInterrupt()  # counted and rescheduled, not yet committed
+    other_tm = transaction.TransactionManager()
+    other = db.open(transaction_manager=other_tm)
+    try:
+        other.get(job._p_oid).failure_log_level = 5  # a concurrent change to the job
+        other_tm.commit()
+    finally:
+        other.close()
+    with pytest.raises(ConflictError):
+        transaction.commit()
+    transaction.abort()
+    job.handleInterrupt()  # what the wrapper's retry does
+    transaction.commit()
+    assert job.status == PENDING
+    assert job._retry_policy.data["interruptions"] == 1
+
+
+def test_conflict_retries_are_counted_where_they_are_caught(root):
+    from zasync import stats
+
+    stats.reset()
+    root["j"] = job = Job(support.always_conflict)
+    transaction.commit()
+    result = job()
+    assert isinstance(result, Failure) and result.check(ConflictError)
+    assert stats.conflict_counts() == {"job": 5}  # five tries in all, by default

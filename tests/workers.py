@@ -141,5 +141,9 @@ class ZEOServer:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            self.process.wait(30)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:  # a server busy with clients may not exit
+                self.process.kill()
+                self.process.wait(30)
         self.process = None

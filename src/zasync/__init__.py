@@ -6,6 +6,7 @@ runs it and commits its database changes together with its result.
 
 from zasync._local import local
 from zasync.agent import Agent, choose_first
+from zasync.cancellation import cancel, request_cancel
 from zasync.clock import set_now, utcnow
 from zasync.completed import CompletedCollection
 from zasync.database import Database, open_database
@@ -23,9 +24,11 @@ from zasync.interfaces import (
     PENDING,
     AbortedError,
     BadStatusError,
+    CancelledError,
     NotPicklableError,
     Status,
     TimeoutError,
+    UnknownJobError,
     ZasyncError,
 )
 from zasync.job import Job, as_job
@@ -71,6 +74,9 @@ __all__ = [
     "Dispatcher",
     "AgentSpec",
     "local",
+    # operations (see zasync.monitor, zasync.actions, zasync.web, zasync.metrics)
+    "cancel",
+    "request_cancel",
     # databases
     "open_database",
     "Database",
@@ -92,4 +98,6 @@ __all__ = [
     "AbortedError",
     "TimeoutError",
     "NotPicklableError",
+    "CancelledError",
+    "UnknownJobError",
 ]

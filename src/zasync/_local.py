@@ -9,6 +9,7 @@ Inside a job run by a dispatcher's thread::
     local.progress(3, 10, "parsing")  # visible at once to other processes
     local.setLiveAnnotation("note", "halfway")
     reply = local.getLiveAnnotation("reply", timeout=30)
+    local.raise_if_cancelled()        # stop here if someone cancelled the job
 
 Live annotations are written and read through a separate connection, so
 other processes see them before the job commits, and the job's own
@@ -38,6 +39,8 @@ class Local(threading.local):
     job: Any = None
     dispatcher: Any = None
     _last_progress: float = 0.0
+    _cancel_checked: tuple[Any, float] = (None, 0.0)  # (job, when) of the last check
+    _cancel_seen: Any = None  # the job whose cancellation request was seen
 
     def getJob(self) -> Any:
         """The running job, or None outside a worker thread."""
@@ -108,6 +111,45 @@ class Local(threading.local):
             PROGRESS,
             {"done": done, "total": total, "message": message, "at": clock.utcnow().isoformat()},
         )
+
+    def cancel_requested(self) -> bool:
+        """True once someone asked the running job to stop (``zasync cancel``, the dashboard).
+
+        Reads the request as last committed, through a separate connection, so
+        the job sees it although its own transaction began before the request.
+        Checks at most every 0.2 s (in between it answers from the last check);
+        once seen, the answer stays True.  False outside a worker thread.
+        """
+        from zasync.cancellation import CANCEL
+
+        job = self.job
+        if job is None or job._p_jar is None:
+            return False
+        if self._cancel_seen is job:
+            return True
+        now = time.monotonic()
+        checked_job, checked_at = self._cancel_checked
+        if checked_job is job and now - checked_at < _PROGRESS_MIN_INTERVAL:
+            return False
+        self._cancel_checked = (job, now)
+        db, oid = self._target(None)
+        seen = _in_new_connection(
+            db, oid, lambda j: j.get_annotation(CANCEL) is not None, commit=False
+        )
+        if seen:
+            self._cancel_seen = job
+        return bool(seen)
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`zasync.CancelledError` if the running job was asked to stop.
+
+        The job then fails with that error (its changes roll back, its
+        callbacks run), as with any exception it raises.
+        """
+        if self.cancel_requested():
+            from zasync.interfaces import CancelledError
+
+            raise CancelledError("cancelled while running, as requested")
 
 
 local = Local()

@@ -77,3 +77,75 @@ def commit_watcher(db: Any) -> CommitWatcher:
             watcher = CommitWatcher(db)
             db._zasync_commit_watcher = watcher
         return watcher
+
+
+class ChangePoller:
+    """Finds commits that changed given objects by reading them, for storages that don't tell.
+
+    RelStorage has no push notifications: each new transaction polls the
+    database.  A poller thread starts a transaction every ``interval`` seconds
+    in a connection of its own (one cheap query for RelStorage), and calls
+    ``callback(tid, changed_oids, False)`` when one of the objects ``oids()``
+    names has a new serial.  Its cost is that query per interval per worker.
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        oids: Callable[[], Collection[bytes]],
+        callback: Subscriber,
+        interval: float = 0.05,
+        name: str = "zasync-change-poller",
+    ) -> None:
+        self._db = db
+        self._oids = oids
+        self._callback = callback
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        """Start polling in a daemon thread."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop polling and wait for the thread to end."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        import transaction
+
+        tm = transaction.TransactionManager()
+        conn = None
+        seen: dict[bytes, bytes] = {}
+        failures = 0
+        while not self._stop.wait(self.interval if not failures else min(5.0, 0.1 * failures)):
+            try:
+                if conn is None:
+                    conn = self._db.open(transaction_manager=tm)
+                tm.begin()
+                changed = []
+                for oid in list(self._oids()):
+                    obj = conn.get(oid)
+                    obj._p_activate()
+                    serial = obj._p_serial
+                    if seen.get(oid, serial) != serial:
+                        changed.append(oid)
+                    seen[oid] = serial
+                tm.abort()
+                failures = 0
+                if changed:
+                    self._callback(max(seen[o] for o in changed), changed, False)
+            except Exception:
+                failures += 1
+                if failures == 1:
+                    log.warning("change poller: reading failed; retrying", exc_info=True)
+                tm.abort()
+                if conn is not None:
+                    conn.close()
+                    conn = None
+        if conn is not None:
+            tm.abort()
+            conn.close()

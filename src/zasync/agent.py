@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from BTrees.LOBTree import LOBTree
 from zope.interface import implementer
@@ -18,10 +18,13 @@ from zasync._base import Base, check_size
 from zasync.completed import DEFAULT_RETENTION, CompletedCollection, dt_to_long, long_to_dt
 from zasync.interfaces import IAgent
 
+if TYPE_CHECKING:
+    from zasync.queue import Lanes
+
 __all__ = ["Agent", "choose_first", "dt_to_long", "long_to_dt"]
 
 
-def choose_first(agent: Agent, lane: int | None = None) -> Any:
+def choose_first(agent: Agent, lane: Lanes = None) -> Any:
     """The default chooser: the first job of the queue that the agent's filter accepts."""
     return agent.queue.claim(agent.filter, lane=lane)
 
@@ -76,7 +79,7 @@ class Agent(Base):
     def queue(self) -> Any:
         return None if self.parent is None else self.parent.parent
 
-    def claimJob(self, lane: int | None = None) -> Any:
+    def claimJob(self, lane: Lanes = None) -> Any:
         """Claim one job if there is room; return it (ASSIGNED) or None.
 
         ``lane`` is passed to the default chooser (see ``Queue.claim``).
@@ -90,7 +93,7 @@ class Agent(Base):
             job.parent = self
         return job
 
-    def claim_jobs(self, lane: int | None = None) -> list[Any]:
+    def claim_jobs(self, lane: Lanes = None) -> list[Any]:
         """Claim jobs up to the free room, in one scan of the queue; return them."""
         room = self._size - len(self._jobs)
         claimed: list[Any] = []
@@ -166,7 +169,9 @@ class Agent(Base):
                     del self._waiting[key]
                     self.completed.add(job)
                     return
-        self.remove(job)
+        # The job's parent stays this agent (the completed collection's
+        # parent), so filing writes the agent's records but not the job.
+        del self._jobs[self._key_of(job)]
         self.completed.add(job)
 
     def __len__(self) -> int:

@@ -1,4 +1,7 @@
-"""The ``zasync`` command line: ``worker``, ``put`` and ``status``.
+"""The ``zasync`` command line: ``worker``, ``put``, ``status``, and the operations commands.
+
+The read and act commands (``jobs``, ``job``, ``retry``, ``cancel``, ...) live
+in :mod:`zasync._ops_cli`; ``web`` in :mod:`zasync.web`.
 
 Every option can also come from the ``ZASYNC_*`` environment variable shown
 in ``--help``.  Read commands accept ``--json``.
@@ -141,6 +144,13 @@ def _fail(message: str) -> None:
     "--no-serve", is_flag=True, help="Do not share an embedded file with other processes."
 )
 @click.option("--burst", is_flag=True, help="Stop when no job is due (batch runs, tests).")
+@click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    show_envvar=True,
+    help="Serve /metrics and the live view (zasync live) on 127.0.0.1:PORT.",
+)
 @click.pass_obj
 def worker(
     obj: dict[str, Any],
@@ -156,6 +166,7 @@ def worker(
     uuid_text: str | None,
     no_serve: bool,
     burst: bool,
+    http_port: int | None,
 ) -> None:
     """Run a worker: claim and run jobs until stopped (SIGTERM/SIGINT; twice: at once)."""
     try:
@@ -184,6 +195,8 @@ def worker(
         if no_serve:
             settings["serve"] = False
         settings["burst"] = burst
+        if http_port is not None:
+            settings["http_port"] = http_port
         options = WorkerOptions(**settings)
     except (ZasyncError, ValueError) as e:
         _fail(str(e))
@@ -458,3 +471,8 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
                     str(a["completed"]) if a else "",
                 )
     console.print(table)
+
+
+from zasync._ops_cli import register as _register_ops  # noqa: E402
+
+_register_ops(main)

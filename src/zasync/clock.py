@@ -77,3 +77,21 @@ def to_utc(value: datetime.datetime, *, naive_is_utc: bool = False) -> datetime.
             raise ValueError("cannot use timezone-naive values")
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+
+
+def to_stamp(value: datetime.datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch (UTC), for storage.
+
+    Jobs store their times this way: an int pickles several times more
+    cheaply than a datetime, and a job is pickled at every commit it joins.
+    """
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def from_stamp(value: int | None) -> datetime.datetime | None:
+    """The aware UTC datetime of a :func:`to_stamp` value (None stays None)."""
+    return None if value is None else _EPOCH + value * _MICROSECOND

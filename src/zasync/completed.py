@@ -32,6 +32,11 @@ def dt_to_long(dt: datetime.datetime) -> int:
     return (delta.days << 41) | (delta.seconds << 24) | (delta.microseconds << 4)
 
 
+def completion_key(dt: datetime.datetime) -> int:
+    """The first key a job completed at ``dt`` tries in a completed collection."""
+    return dt_to_long(dt) + 15
+
+
 def long_to_dt(value: int) -> datetime.datetime:
     """Decode :func:`dt_to_long` (ignoring the low 4 tie-breaking bits)."""
     days = value >> 41
@@ -62,15 +67,24 @@ class CompletedCollection(Base):
     period = retention
 
     def add(self, job: Any) -> None:
-        """File a completed job: set its ``key`` and ``parent`` (the agent)."""
+        """File a completed job: set its ``key`` and ``parent`` (the agent).
+
+        A job that completed in a worker thread already carries the key of its
+        completion time (set in its result commit); it keeps it when it is
+        free, so filing does not write the job again.
+        """
         now = clock.utcnow()
-        key = dt_to_long(now) + 15
-        while key in self._data:
+        key = job.key or completion_key(now)
+        while (present := self._data.get(key)) is not None:
+            if present is job:
+                return  # filed already
             key -= 1
         self._data[key] = job
         self._length.change(1)
-        job.key = key
-        job.parent = self.parent
+        if job.key != key:
+            job.key = key
+        if job.parent is not self.parent:
+            job.parent = self.parent
         self.prune(now, limit=PRUNE_BATCH)
 
     def prune(self, now: datetime.datetime | None = None, limit: int | None = None) -> int:

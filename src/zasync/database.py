@@ -9,8 +9,17 @@ URI                                 storage
 ``memory://``                       an in-memory DemoStorage (tests, experiments)
 ``zeo://HOST:PORT``, ``zeo:///sock``  a ZEO server (through zodburi; its query options,
                                     such as ``?cache_size=100MB``, pass through)
-other schemes                       any zodburi resolver (``zconfig://``, RelStorage's)
+``postgresql://USER@HOST:PORT/DB``  RelStorage on PostgreSQL (``pip install
+                                    'zasync[postgresql]'``), history-free unless
+                                    ``?keep_history=true``; RelStorage's options,
+                                    such as ``?cache_local_mb=100``, pass through
+other schemes                       any zodburi resolver (``zconfig://``, RelStorage's
+                                    ``postgres://``, ``mysql://``, ``sqlite://``)
 =================================  ==================================================
+
+Every scheme but ``file`` and ``memory`` also takes zodburi's database options
+in its query: ``connection_cache_size`` (objects per connection),
+``connection_pool_size``, ``database_name``.
 """
 
 from __future__ import annotations
@@ -26,9 +35,12 @@ import ZODB
 import zodburi
 from ZODB.DemoStorage import DemoStorage
 from ZODB.FileStorage import FileStorage
+from ZODB.POSException import ConflictError
 
 from zasync.embedded import EmbeddedServer, is_served, socket_path
 from zasync.interfaces import ZasyncError
+
+log = logging.getLogger("zasync.events")
 
 ENV_VAR = "ZASYNC_DB"
 DEFAULT_PATH = os.path.join("var", "zasync", "Data.fs")
@@ -102,12 +114,62 @@ def open_database(
         return _open_file(uri, path, serve, options)
     if uri.startswith("memory://"):
         return Database(ZODB.DB(DemoStorage(name="memory"), **options), uri, "memory")
+    scheme = uri.split("://", 1)[0]
+    resolved = _RELSTORAGE_ALIASES.get(scheme, scheme) + uri[len(scheme) :]
+    if scheme == "postgresql" and "keep_history=" not in uri:
+        # A queue rewrites its objects all day: keep no history unless asked.
+        resolved += ("&" if "?" in resolved else "?") + "keep_history=false"
     try:
-        factory, dbkw = zodburi.resolve_uri(uri)
+        factory, dbkw = zodburi.resolve_uri(resolved)
     except KeyError as e:
-        raise ZasyncError(f"cannot open {uri!r}: {e}") from None
+        hint = _MISSING_EXTRA.get(scheme)
+        raise ZasyncError(f"cannot open {uri!r}: {hint or e}") from None
     dbkw.update(options)
-    return Database(ZODB.DB(factory(), **dbkw), uri, uri.split("://", 1)[0])
+    storage = _make_storage(factory, uri, scheme)
+    return Database(_open_db(storage, dbkw), uri, _KINDS.get(scheme, scheme))
+
+
+def _open_db(storage: Any, options: dict[str, Any]) -> Any:
+    """``ZODB.DB(storage)``, which creates the root object in a new database.
+
+    Processes opening a new database together race to create that root; the
+    losers get a conflict, and find the root made when they try again.
+    """
+    for attempt in range(1, 4):
+        try:
+            return ZODB.DB(storage, **options)
+        except ConflictError:
+            if attempt == 3:
+                raise
+            log.info("another process created the database root first; opening again")
+    raise AssertionError("unreachable")
+
+
+def _make_storage(factory: Any, uri: str, scheme: str) -> Any:
+    for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
+        try:
+            return factory()
+        except ImportError as e:
+            hint = _MISSING_EXTRA.get(scheme, "")
+            raise ZasyncError(f"cannot open {uri!r}: {e}; {hint}") from None
+        except Exception as e:
+            # Workers starting together on a new RelStorage database all try to
+            # create its tables; the losers fail, and find them made next time.
+            if scheme not in _MISSING_EXTRA or attempt == _SCHEMA_ATTEMPTS:
+                raise
+            log.info("opening %s failed (%s); retrying", scheme, type(e).__name__)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
+_SCHEMA_ATTEMPTS = 5
+# postgresql:// is what PostgreSQL's own tools and most libraries call it.
+_RELSTORAGE_ALIASES = {"postgresql": "postgres"}
+_KINDS = {"postgresql": "postgres"}
+_MISSING_EXTRA = {
+    scheme: "RelStorage is not installed; pip install 'zasync[postgresql]'"
+    for scheme in ("postgresql", "postgres")
+}
 
 
 def _open_file(uri: str, path: str, serve: bool, options: dict[str, Any]) -> Database:

@@ -31,7 +31,7 @@ from typing import Any
 import transaction
 
 from zasync import _awaitables, _context, clock
-from zasync._watch import commit_watcher
+from zasync._watch import ChangePoller, commit_watcher
 from zasync.agent import Agent
 from zasync.failure import Failure
 from zasync.identity import get_process_uuid
@@ -40,7 +40,7 @@ from zasync.pool import AgentThreadPool, WorkItem
 from zasync.queue import LANES
 from zasync.records import JobId, PollInfo, Records, new_job_record
 from zasync.retry import needs_start_commit
-from zasync.tx import disconnect_errors, try_transaction_five_times
+from zasync.tx import abort_quietly, disconnect_errors, try_transaction_five_times
 
 events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
@@ -104,6 +104,11 @@ class Dispatcher:
     STARTING = "STARTING"
 
     thread: threading.Thread | None = None
+    _change_poller: ChangePoller | None = None
+    #: Storages without commit notifications (RelStorage) are checked for
+    #: queue changes this often, so a put wakes the dispatcher without
+    #: waiting for ``poll_interval``.
+    change_poll_interval = 0.05
 
     def __init__(
         self,
@@ -169,7 +174,17 @@ class Dispatcher:
         self.db.setPoolSize(self.db.getPoolSize() + 1)
         self._runner = _awaitables.AwaitableRunner(thread_initializer=_defer_filing)
         self._previous_runner = _awaitables.set_runner(self._runner)
-        commit_watcher(self.db).subscribe(self._on_commit)
+        watcher = commit_watcher(self.db)
+        watcher.subscribe(self._on_commit)
+        if not watcher.supported:  # RelStorage: look for queue changes instead
+            self._change_poller = ChangePoller(
+                self.db,
+                lambda: self._watched,
+                self._on_commit,
+                self.change_poll_interval,
+                name=f"zasync-change-poller-{self.UUID}",
+            )
+            self._change_poller.start()
         self.thread = threading.Thread(
             target=self._poll_loop, name=f"zasync-dispatcher-{self.UUID}", daemon=True
         )
@@ -230,6 +245,9 @@ class Dispatcher:
         try:
             self._halt_polling()
             commit_watcher(self.db).unsubscribe(self._on_commit)
+            if self._change_poller is not None:
+                self._change_poller.stop()
+                self._change_poller = None
 
             def unit(conn: Any) -> None:
                 queues = conn.root().get(KEY)
@@ -285,7 +303,7 @@ class Dispatcher:
                 self._wake.clear()
         finally:
             try:
-                tm.abort()
+                abort_quietly(tm)
             finally:
                 self.conn.close()
                 self.conn = None
@@ -308,7 +326,7 @@ class Dispatcher:
             self._retire_pools(info)
             return info
         finally:
-            tm.abort()
+            abort_quietly(tm)
             self.records.add_poll(info, started)
             if info != self._last_poll_dump and trace_log.isEnabledFor(logging.DEBUG):
                 trace_log.debug("poll %s: %r", info.key, dict(info))
@@ -396,9 +414,7 @@ class Dispatcher:
             now = clock.utcnow()
             claimed: list[tuple[str, Any]] = []
             details: dict[str, Any] = {}
-            # Lanes only help when other dispatchers claim from this queue too.
-            active = sum(1 for other in queue.dispatchers.values() if other.activated)
-            lane = self.lane if active > 1 else None
+            lane = self._lanes_in(queue)
             for agent_name, agent in da.items():
                 held = list(agent)
                 details[agent_name] = {
@@ -411,11 +427,13 @@ class Dispatcher:
                 for job in [*held, *agent.parked()]:
                     if job._status == COMPLETED:
                         agent.jobCompleted(job)
+                    elif job in held and self._orphaned(queue.name, agent_name, job):
+                        self._reclaim(queue, da, agent, job)
                 details[agent_name]["len"] = len(agent)
                 for job in agent.claim_jobs(lane) if self._claiming else ():
                     if job._status == NEW and not needs_start_commit(job):
                         job._status = ACTIVE.value
-                        job._active_start = now.replace(tzinfo=None)  # stored naive UTC
+                        job._active_start = clock.to_stamp(now)
                     claimed.append((agent_name, job))
             queue.dispatchers.ping(self.UUID)
             return claimed, details
@@ -439,8 +457,54 @@ class Dispatcher:
             self.records.add_job(job_id, new_job_record(repr(job), tuple(job.quota_names)))
             details[agent_name]["new jobs"].append(job_id)
             started.append(job_id)
-            self.pools[(queue.name, agent_name)].queue.put((job._p_oid, job_id[1]))
+            self.pools[(queue.name, agent_name)].assign((job._p_oid, job_id[1]))
         return started
+
+    def _lanes_in(self, queue: Any) -> frozenset[int] | None:
+        """The lanes this dispatcher prefers in ``queue``: its share among the active ones.
+
+        Lanes only help when other dispatchers claim from the queue too.  The
+        active dispatchers, in UUID order, split the lanes between them, so
+        their batches come from different jobs and their claims rarely conflict.
+        """
+        active = [uuid for uuid, da in queue.dispatchers.items() if da.activated]
+        if len(active) < 2 or self.UUID not in active:
+            return None
+        index, count = active.index(self.UUID), len(active)
+        if count >= LANES:
+            return frozenset({self.lane % LANES})
+        return frozenset(n for n in range(LANES) if n % count == index)
+
+    def _orphaned(self, queue_name: str, agent_name: str, job: Any) -> bool:
+        """Held here in the database, yet not waiting or running in this process.
+
+        It happens when a claim's commit succeeded but its answer was lost
+        (the connection broke in the commit): the poll saw an error and handed
+        nothing to the threads.  Without this check such jobs would wait in
+        a live worker's agent for ever.
+        """
+        pool = self.pools.get((queue_name, agent_name))
+        return pool is None or not pool.owns(job._p_oid)
+
+    def _reclaim(self, queue: Any, da: Any, agent: Any, job: Any) -> None:
+        """Give an orphaned job back: to the queue if it never started here, else as interrupted."""
+        try:
+            started = self.records.job_info(*_job_id(job)).get("started") is not None
+        except (KeyError, ValueError):
+            started = False
+        events_log.warning(
+            "%r was claimed here but never reached a thread (a commit whose answer was "
+            "lost?); handing it back%s",
+            job,
+            " as interrupted" if started else "",
+        )
+        agent.remove(job)
+        if started or job._status not in (ACTIVE, NEW):
+            da._hand_back(queue, agent, job)
+        else:
+            job._status = NEW.value
+            job._active_start = None
+            queue.putBack(job)
 
     # -- pools -----------------------------------------------------------------------
 

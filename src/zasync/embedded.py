@@ -27,6 +27,7 @@ from collections.abc import Collection
 from typing import Any
 
 import zc.lockfile
+from ZEO.asyncio.server import Result
 from ZEO.StorageServer import StorageServer, ZEOStorage
 
 from zasync._watch import commit_watcher
@@ -93,19 +94,38 @@ class _ClientWentAway(logging.Filter):
 
 
 class _ClientHandler(ZEOStorage):  # type: ignore[misc]  # ZEO is untyped
-    """Remembers the newest transaction id a client was told about.
+    """A client's session, which tells the client only transaction ids in order.
 
-    A client learns it when it registers and when it asks for it (ZEO's cache
-    verification does); both go through ``lastTransaction``, in the event loop.
+    It remembers the newest id the client was told about when it registered
+    or asked (ZEO's cache verification does; both go through
+    ``lastTransaction``, in the event loop).
+
+    And it answers a client's commit with that commit's own id.  ZEO answers
+    with the storage's last id read just after the commit, assuming nobody
+    else can commit in between; the worker does, from its own threads.  The
+    client would then file its new object states under the worker's later id
+    and refuse the invalidations for the ids in between, keeping stale data.
     """
 
     registered_at = b""
+    _finished_tid: bytes | None = None
 
     def lastTransaction(self) -> bytes:
         tid: bytes = super().lastTransaction()
         if tid and tid > self.registered_at:
             self.registered_at = tid
         return tid
+
+    def _invalidate(self, tid: bytes) -> None:
+        self._finished_tid = tid  # called inside the storage's tpc_finish
+        super()._invalidate(tid)
+
+    def tpc_finish(self, id: Any) -> Any:
+        self._finished_tid = None
+        result = super().tpc_finish(id)
+        if isinstance(result, Result) and self._finished_tid is not None:
+            return Result(self._finished_tid, self._clear_transaction)
+        return result
 
 
 class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped

@@ -68,6 +68,24 @@ class TimeoutError(ZasyncError):
     """
 
 
+class CancelledError(ZasyncError):
+    """The job was cancelled: by ``zasync cancel``, the dashboard or ``zasync.cancel``.
+
+    A pending job cancelled that way completes at once with this failure (its
+    callbacks run).  A running job only sees a request (``local.cancel_requested()``)
+    and raises this itself, through ``local.raise_if_cancelled()``, when it
+    chooses to stop.
+    """
+
+
+class UnknownJobError(ZasyncError, LookupError):
+    """No job has this id in the database (a wrong number, or it was pruned or packed away).
+
+    Job ids are the decimal object ids that ``zasync put`` and ``zasync jobs``
+    print; ``0x``-prefixed hexadecimal is accepted too.
+    """
+
+
 class NotPicklableError(ZasyncError, ValueError):
     """A callable or argument given to a queue cannot be stored in the database.
 
@@ -233,6 +251,15 @@ class IQueue(Interface):
 
     def remove(item):
         """Remove a given pending job; it becomes NEW again."""
+
+    cancelled = Attribute(
+        "A CompletedCollection of the pending jobs that were cancelled (they never reached "
+        "an agent), kept for its retention window like an agent's completed jobs; None "
+        "until the first cancellation."
+    )
+
+    def file_cancelled(job):
+        """Keep a cancelled job in ``cancelled`` (its ``parent`` becomes the queue)."""
 
     def claim(filter=None, default=None):
         """Remove and return the first due job that quotas and ``filter`` allow, else default."""

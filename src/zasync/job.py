@@ -15,18 +15,18 @@ import inspect
 import logging
 import types
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from BTrees.OOBTree import OOBTree
-from persistent.list import PersistentList
-from persistent.mapping import PersistentMapping
 from ZODB.POSException import ConflictError
 from zope.interface import implementer
 
-from zasync import _awaitables, _context, clock, retry
+from zasync import _awaitables, _context, clock, retry, stats
+from zasync._arguments import ArgumentList, ArgumentMapping
 from zasync._base import Base, identity_repr
 from zasync._pickling import check_storable
+from zasync.completed import completion_key
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE,
@@ -45,12 +45,13 @@ from zasync.interfaces import (
     TimeoutError,
     ZasyncError,
 )
-from zasync.tx import EXPLOSIVE_ERRORS, never_fail
+from zasync.tx import EXPLOSIVE_ERRORS, TRANSACTION_ERRORS, abort_quietly, never_fail
 
 events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
 
 _TIME_DECISIONS = (datetime.datetime, datetime.timedelta)
+_MICROSECOND = datetime.timedelta(microseconds=1)
 
 
 def _bound_parts(value: Any) -> tuple[Any, str | None]:
@@ -76,12 +77,12 @@ class Job(Base):
 
     _status: str = NEW.value
     _result: Any = None
-    # Times are stored as naive UTC datetimes, and the assigner's UUID as an
-    # int: they pickle several times more cheaply than aware datetimes and
-    # UUID objects, and a job is pickled at every commit it takes part in.
-    _active_start: datetime.datetime | None = None
-    _active_end: datetime.datetime | None = None
-    _begin_after: datetime.datetime | None = None
+    # Times are stored as integer microseconds (clock.to_stamp), and the
+    # assigner's UUID as an int: they pickle several times more cheaply than
+    # datetimes and UUID objects, and a job is pickled at every commit it joins.
+    _active_start: int | None = None
+    _active_end: int | None = None
+    _begin_after: int | None = None
     _assigner: int | None = None
     _begin_by: datetime.timedelta | None = None
     _quota_names: tuple[str, ...] = ()
@@ -99,8 +100,8 @@ class Job(Base):
         if not args:
             raise TypeError("Job() needs a callable as its first argument")
         callable_, *rest = args
-        self.args = PersistentList(rest)
-        self.kwargs = PersistentMapping(kwargs)
+        self._args: list[Any] = rest
+        self._kwargs: dict[str, Any] = kwargs
         self.callable = callable_
 
     @classmethod
@@ -109,6 +110,26 @@ class Job(Base):
         job = cls(callable, *args, **kwargs)
         job.args.insert(0, job)
         return job
+
+    # -- the arguments ---------------------------------------------------------
+
+    @property
+    def args(self) -> ArgumentList:
+        """The positional arguments: a list, stored in the job's own record."""
+        return ArgumentList(self, self._args)
+
+    @args.setter
+    def args(self, value: Iterable[Any]) -> None:
+        self._args = list(value)
+
+    @property
+    def kwargs(self) -> ArgumentMapping:
+        """The keyword arguments: a dict, stored in the job's own record."""
+        return ArgumentMapping(self, self._kwargs)
+
+    @kwargs.setter
+    def kwargs(self, value: Mapping[str, Any]) -> None:
+        self._kwargs = dict(value)
 
     # -- the callable ----------------------------------------------------------
 
@@ -155,11 +176,11 @@ class Job(Base):
 
     @property
     def active_start(self) -> datetime.datetime | None:
-        return _aware(self._active_start)
+        return clock.from_stamp(self._active_start)
 
     @property
     def active_end(self) -> datetime.datetime | None:
-        return _aware(self._active_end)
+        return clock.from_stamp(self._active_end)
 
     @property
     def assignerUUID(self) -> uuid.UUID | None:
@@ -216,13 +237,13 @@ class Job(Base):
 
     @property
     def begin_after(self) -> datetime.datetime | None:
-        return _aware(self._begin_after)
+        return clock.from_stamp(self._begin_after)
 
     @begin_after.setter
     def begin_after(self, value: datetime.datetime | None) -> None:
         if self.status != NEW:
             raise BadStatusError("can only set begin_after when a job has NEW status")
-        self._begin_after = None if value is None else _naive(clock.to_utc(value))
+        self._begin_after = None if value is None else clock.to_stamp(clock.to_utc(value))
 
     @property
     def begin_by(self) -> datetime.timedelta | None:
@@ -262,7 +283,8 @@ class Job(Base):
         """True once ``begin_after + begin_by`` has passed."""
         if self._begin_by is None or self._begin_after is None:
             return False
-        return self._begin_after + self._begin_by < _naive(now or clock.utcnow())
+        deadline = self._begin_after + self._begin_by // _MICROSECOND
+        return deadline < clock.to_stamp(now or clock.utcnow())
 
     # -- callbacks -------------------------------------------------------------
 
@@ -321,16 +343,22 @@ class Job(Base):
         self._retry_policy = policy
         return policy
 
-    def _getRetry(self, call_name: str, tm: Any, *args: Any) -> Any:
-        if self._expired():
+    def _getRetry(self, call_name: str, tm: Any, *args: Any, commit: bool = True) -> Any:
+        def policy_unless_expired() -> Any:
+            # Reading the job may itself meet the outage that made it fail.
+            return None if self._expired() else self.getRetryPolicy()
+
+        policy = never_fail(policy_unless_expired, lambda: f"getting retry policy for {self!r}", tm)
+        if policy is None:
             return False
-        policy = never_fail(self.getRetryPolicy, lambda: f"getting retry policy for {self!r}", tm)
         method = getattr(policy, call_name, None)
         if method is None:
             events_log.error(
                 "retry policy %r for %r does not have required %s method", policy, self, call_name
             )
             return None
+        if not commit:
+            return method(*args)
         return never_fail(
             lambda: method(*args), lambda: f"getting result for {call_name} retry for {self!r}", tm
         )
@@ -357,10 +385,10 @@ class Job(Base):
 
         def prepare() -> tuple[list[Any], dict[str, Any]]:
             self._status = ACTIVE.value
-            self._active_start = _naive(clock.utcnow())
-            effective_kwargs = dict(self.kwargs)
+            self._active_start = clock.to_stamp(clock.utcnow())
+            effective_kwargs = dict(self._kwargs)
             effective_kwargs.update(kwargs)
-            return [*self.args, *args], effective_kwargs
+            return [*self._args, *args], effective_kwargs
 
         call_args, call_kwargs = never_fail(prepare, lambda: f"preparing for call of {self!r}", tm)
         return self._run(call_args, call_kwargs, tm)
@@ -373,7 +401,7 @@ class Job(Base):
         """
         if self._status != ACTIVE:
             raise BadStatusError("can only run a claimed job with ACTIVE status")
-        return self._run(list(self.args), dict(self.kwargs), self._transaction_manager())
+        return self._run(list(self._args), dict(self._kwargs), self._transaction_manager())
 
     def _run(self, call_args: list[Any], call_kwargs: dict[str, Any], tm: Any) -> Any:
         data_cache: dict[str, Any] = {}
@@ -386,11 +414,13 @@ class Job(Base):
             try:
                 res = self.callable(*call_args, **call_kwargs)
             except EXPLOSIVE_ERRORS:
-                tm.abort()
+                abort_quietly(tm)
                 raise
             except Exception:
                 res = Failure()
-                tm.abort()
+                abort_quietly(tm)
+                if res.check(*TRANSACTION_ERRORS):
+                    stats.count_conflict("job")
                 decision = self._getRetry("jobError", tm, res, data_cache)
                 if isinstance(decision, _TIME_DECISIONS):
                     if self._reschedule_committed(decision, data_cache, tm) is self:
@@ -401,11 +431,13 @@ class Job(Base):
                 final = self._set_result(res, tm, data_cache)
                 tm.commit()
             except EXPLOSIVE_ERRORS:
-                tm.abort()
+                abort_quietly(tm)
                 raise
             except Exception:
                 commit_failure = Failure()
-                tm.abort()
+                abort_quietly(tm)
+                if commit_failure.check(*TRANSACTION_ERRORS):
+                    stats.count_conflict("job")
                 _discard(res)
                 decision = self._getRetry("commitError", tm, commit_failure, data_cache)
                 if isinstance(decision, _TIME_DECISIONS):
@@ -432,7 +464,7 @@ class Job(Base):
     def _store_final(self, res: Any, data_cache: dict[str, Any] | None = None) -> None:
         self._result = res
         self._status = CALLBACKS.value
-        self._active_end = _naive(clock.utcnow())
+        self._active_end = clock.to_stamp(clock.utcnow())
         if data_cache and self._retry_policy is not None:
             self._retry_policy.updateData(data_cache)
 
@@ -447,8 +479,14 @@ class Job(Base):
         agent = self.parent
         # Held jobs are filed by their dispatcher when one runs them (to keep
         # worker commits off the shared agent); parked ones, rare, at once.
-        if IAgent.providedBy(agent) and (not _context.filing_deferred() or agent.is_parked(self)):
+        if not IAgent.providedBy(agent):
+            return
+        if not _context.filing_deferred() or agent.is_parked(self):
             agent.jobCompleted(self)
+        else:
+            # The dispatcher files it later; the key set now spares that
+            # filing commit a second write of this job.
+            self.key = completion_key(clock.utcnow())
 
     def _run_callbacks(self, tm: Any) -> None:
         """Run the callbacks (committing) if the job is not already COMPLETED."""
@@ -528,7 +566,9 @@ class Job(Base):
         """Retry, reschedule or abort a job whose worker died; see IJob."""
         tm = self._transaction_manager()
         if self._status == ACTIVE:
-            decision = self._getRetry("interrupted", tm)
+            # Counted in the same transaction as the rescheduling: if that
+            # conflicts, the count rolls back too, and the retry counts once.
+            decision = self._getRetry("interrupted", tm, commit=False)
             if isinstance(decision, _TIME_DECISIONS) or decision:
                 when = decision if isinstance(decision, _TIME_DECISIONS) else datetime.timedelta(0)
                 queue = self.queue
@@ -673,22 +713,12 @@ class Job(Base):
             parts = [_render(a) for a in self.args]
             parts.extend(f"{k}={_render(v)}" for k, v in self.kwargs.items())
             return f"<{identity_repr(self)} ``{call}({', '.join(parts)})``>"
-        except (TypeError, ValueError, AttributeError):
-            return object.__repr__(self)
+        except Exception:  # unloadable (the storage is away), or odd arguments
+            return f"<{identity_repr(self)}>"
 
 
 def _without(state: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k != key}
-
-
-def _naive(value: datetime.datetime) -> datetime.datetime:
-    """An aware datetime as naive UTC, for storage."""
-    return value.astimezone(datetime.UTC).replace(tzinfo=None)
-
-
-def _aware(value: datetime.datetime | None) -> datetime.datetime | None:
-    """A stored naive UTC datetime as an aware one."""
-    return None if value is None else value.replace(tzinfo=datetime.UTC)
 
 
 def _discard(res: Any) -> None:

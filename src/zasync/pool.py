@@ -30,7 +30,14 @@ from zasync.interfaces import (
     IJob,
 )
 from zasync.records import describe_result
-from zasync.tx import EXPLOSIVE_ERRORS, TRANSACTION_ERRORS, backoff, disconnect_errors, never_fail
+from zasync.tx import (
+    EXPLOSIVE_ERRORS,
+    TRANSACTION_ERRORS,
+    abort_quietly,
+    backoff,
+    disconnect_errors,
+    never_fail,
+)
 
 if TYPE_CHECKING:
     from zasync.dispatcher import Dispatcher
@@ -53,6 +60,8 @@ class AgentThreadPool:
         self._size = 0
         self._lock = threading.Lock()
         self.running = 0  # jobs being run right now
+        # Jobs handed to this pool and not yet done with: waiting or running.
+        self._owned: set[bytes] = set()
         self._idle = threading.Condition(self._lock)
 
     def getSize(self) -> int:
@@ -79,6 +88,17 @@ class AgentThreadPool:
                 self.queue.put(None)
             return self._size - old
 
+    def assign(self, item: WorkItem) -> None:
+        """Queue a claimed job for the threads."""
+        with self._lock:
+            self._owned.add(item[0])
+        self.queue.put(item)
+
+    def owns(self, oid: bytes) -> bool:
+        """True if the job is waiting here or being run here."""
+        with self._lock:
+            return oid in self._owned
+
     def backlog(self) -> int:
         """Claimed jobs waiting for a thread."""
         return self.queue.qsize()
@@ -94,6 +114,8 @@ class AgentThreadPool:
             if item is None:
                 self.queue.put(None)  # keep exit requests for the threads
                 return items
+            with self._lock:
+                self._owned.discard(item[0])
             items.append(item)
 
     def wait_idle(self, timeout: float) -> bool:
@@ -127,6 +149,7 @@ class AgentThreadPool:
                 finally:
                     with self._idle:
                         self.running -= 1
+                        self._owned.discard(item[0])
                         self._idle.notify_all()
                     self.dispatcher._job_done(self)
         except BaseException:
@@ -136,7 +159,7 @@ class AgentThreadPool:
             raise
         finally:
             local.dispatcher = None
-            transaction.abort()
+            abort_quietly(transaction.manager)
             conn.close()
             if self.dispatcher.activated:
                 self.dispatcher._replace_dead_threads(self)
@@ -188,7 +211,7 @@ class AgentThreadPool:
             else:
                 trace_log.info("not running %r: it was reassigned", job)
             records.update_job(job_id, reassigned=True, completed=clock.utcnow())
-            transaction.abort()
+            abort_quietly(transaction.manager)
             return
         trace_log.info("starting in thread %d: %r", thread_id, job)
         local.job = job
@@ -196,21 +219,21 @@ class AgentThreadPool:
         try:
             result = job.run_claimed() if job._status == ACTIVE else job()
         except BadStatusError:
-            transaction.abort()
+            abort_quietly(transaction.manager)
             events_log.error("job already completed? %r", job, exc_info=True)
             self._settle(job)
             result = job.result
         except EXPLOSIVE_ERRORS:
-            transaction.abort()
+            abort_quietly(transaction.manager)
             raise
         except Exception:
-            transaction.abort()
+            abort_quietly(transaction.manager)
             events_log.critical("unexpected error running %r", job, exc_info=True)
             self._settle(job)
             result = job.result
         finally:
             local.job = None
-            transaction.abort()
+            abort_quietly(transaction.manager)
         waiting = job._status == ACTIVE
         if waiting and IJob.providedBy(result):
             self._park(job)

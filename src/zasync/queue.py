@@ -33,6 +33,7 @@ from zope.interface import implementer
 from zasync import clock
 from zasync._base import Base, MappingBase, database_name
 from zasync._pickling import check_storable
+from zasync.completed import CompletedCollection
 from zasync.dispatchers import Dispatchers
 from zasync.events import ObjectAdded
 from zasync.identity import get_process_uuid
@@ -46,6 +47,8 @@ _PUT_BACK, _NORMAL = 0, 1
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 QueueKey = tuple[int, int, str, bytes]
+#: A claimer's preferred lanes: one lane number, a set of them, or None (none).
+Lanes = int | frozenset[int] | None
 
 
 def _micros(when: datetime.datetime) -> int:
@@ -92,6 +95,7 @@ class Queue(Base):
     """Pending jobs in claim order; see IQueue."""
 
     name: str | None = None
+    _cancelled: CompletedCollection | None = None
 
     def __init__(self) -> None:
         self.quotas = Quotas(self)
@@ -233,56 +237,99 @@ class Queue(Base):
         self._remove(item)
         item.assignerUUID = None
 
-    def _due(self, items: Iterable[tuple[QueueKey, Any]], now_key: int) -> Iterator[Any]:
+    @property
+    def cancelled(self) -> CompletedCollection | None:
+        """Pending jobs that were cancelled (see ``zasync.cancel``); None until the first."""
+        return self._cancelled
+
+    def file_cancelled(self, job: Any) -> None:
+        """Keep a cancelled job (no longer pending) in :attr:`cancelled`, made on first use."""
+        if self._cancelled is None:
+            self._cancelled = CompletedCollection()
+            self._cancelled.parent = self
+        self._cancelled.add(job)
+
+    def _due(
+        self, items: Iterable[tuple[QueueKey, Any]], now_key: int
+    ) -> Iterator[tuple[QueueKey, Any]]:
         for key, job in items:
             if key[0] == _NORMAL and key[1] > now_key:
                 return  # ordered by due time: nothing later is due either
-            yield job
+            yield key, job
 
-    def _claim_order(self, lane: int | None, now_key: int) -> Iterator[Any]:
-        """Due jobs in claim order; with a lane, its jobs go first among the first few."""
+    def _claim_order(
+        self, lane: Lanes, now_key: int, limit: int = 1
+    ) -> Iterator[tuple[QueueKey, Any] | None]:
+        """Due ``(key, job)`` pairs in claim order.
+
+        With lanes, the claimer's share of the first due jobs comes first (and
+        put-back jobs), then None, then the others: a claimer takes other
+        lanes' jobs only when its own share gave it none, so claimers working
+        side by side rarely take, and conflict over, the same jobs.
+        """
         due = self._due(self._items(), now_key)
         if lane is None:
             yield from due
             return
-        # Only the first LANE_WINDOW due jobs are reordered, so a job at the
+        count = len(self._lanes)
+        own = {lane % count} if isinstance(lane, int) else {n % count for n in lane}
+        # Only a window of the first due jobs is reordered, so a job at the
         # head waits at most that many claims: no lane can starve the others.
-        head = list(itertools.islice(due, LANE_WINDOW))
-        own = lane % len(self._lanes)
-        preferred = [j for j in head if j._queue_key[0] == _PUT_BACK or self._lane_index(j) == own]
-        chosen = {id(j) for j in preferred}
+        # It is wide enough for a batch to fill from the claimer's share.
+        head = list(itertools.islice(due, max(LANE_WINDOW, limit * count)))
+        preferred = [
+            (key, job)
+            for key, job in head
+            if key[0] == _PUT_BACK or int.from_bytes(key[3], "big") % count in own
+        ]
+        chosen = {id(job) for _key, job in preferred}
         yield from preferred
-        yield from (j for j in head if id(j) not in chosen)
+        yield None
+        yield from ((key, job) for key, job in head if id(job) not in chosen)
         yield from due
-
-    def _lane_index(self, job: Any) -> int:
-        return int.from_bytes(job._p_oid, "big") % len(self._lanes)
 
     def claim(
         self,
         filter: Callable[[Any], Any] | None = None,
         default: Any = None,
-        lane: int | None = None,
+        lane: Lanes = None,
     ) -> Any:
         """Remove and return the first due job that quotas and ``filter`` allow; see IQueue.
 
-        Claimers working at the same time can pass different ``lane`` numbers:
-        each then prefers its own share of the first few due jobs instead of
-        all racing for the first one (put-back jobs still come first).
+        Claimers working at the same time can pass different ``lane`` numbers
+        (or disjoint sets of them): each then prefers its own share of the
+        first few due jobs instead of all racing for the first one (put-back
+        jobs still come first).
         """
         taken = self.claim_batch(1, filter, lane)
         return taken[0] if taken else default
 
     def claim_batch(
-        self, limit: int, filter: Callable[[Any], Any] | None = None, lane: int | None = None
+        self, limit: int, filter: Callable[[Any], Any] | None = None, lane: Lanes = None
     ) -> list[Any]:
         """Claim up to ``limit`` jobs in one scan of the queue (as ``claim`` would, in turn)."""
         now = clock.utcnow()
         cleaned: set[str] = set()
         chosen: list[tuple[Any, Any]] = []  # (queued job, job handed out)
-        for job in self._claim_order(lane, _micros(now)):
+        for entry in self._claim_order(lane, _micros(now), limit):
             if len(chosen) >= limit:
                 break
+            if entry is None:  # the end of this claimer's own share
+                if chosen:
+                    break
+                continue
+            key, job = entry
+            if job._queue_key != key:
+                # The lane and the job disagree: this connection's copies are
+                # from different moments.  Leave it; a later poll sees both anew.
+                logging.getLogger("zasync.events").warning(
+                    "queue %r: %r is in a lane under %r but records %r; skipped",
+                    self.name,
+                    job,
+                    key,
+                    job._queue_key,
+                )
+                continue
             if job._expired(now):
                 candidate = self._timeout_wrapper(job, now, filter)
             else:

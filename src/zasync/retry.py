@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from BTrees.OOBTree import OOBTree
 from zope.interface import implementer
 
-from zasync import clock
+from zasync import _counters, clock
 from zasync._base import Base
 from zasync.failure import Failure
 from zasync.interfaces import IRetryPolicy
@@ -93,6 +93,7 @@ class RetryCommonFourTimes(Base):
             if rule.max_count is not None and count >= rule.max_count:
                 trace_log.info("%r: %s %d times; not retrying", self.parent, rule.key, count)
                 return False
+            _counters.add("job_retries", rule.key)
             clock.sleep(rule.backoff(count))
             data_cache[rule.key] = count
             data_cache["last_" + rule.key] = failure

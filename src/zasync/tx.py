@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import transaction
 from ZODB.POSException import POSKeyError, TransactionError
 
-from zasync import clock
+from zasync import _counters, clock, stats
 from zasync.failure import Failure
 
 events_log = logging.getLogger("zasync.events")
@@ -82,6 +82,19 @@ def _abort(tm: transaction.TransactionManager) -> None:
         events_log.exception("abort failed")
 
 
+def abort_quietly(tm: Any) -> None:
+    """Abort, even if the storage has gone away.
+
+    RelStorage polls the database at the end of an abort; with the server
+    down, that raises although the transaction is over.  The next transaction
+    polls again (and waits out the outage where it must).
+    """
+    try:
+        tm.abort()
+    except disconnect_errors() as e:
+        events_log.info("aborted while the storage is unreachable (%s)", type(e).__name__)
+
+
 Identifier = str | Callable[[], str]
 
 
@@ -109,6 +122,8 @@ def never_fail(call: Callable[[], T], identifier: Identifier, tm: Any) -> T:
             raise
         except TRANSACTION_ERRORS:
             _abort(tm)
+            stats.count_conflict("bookkeeping")
+            _counters.add("transaction_retries", "never_fail")
             conflicts += 1
             if conflicts % 5 == 0:
                 events_log.warning(
@@ -155,6 +170,8 @@ def try_transaction_five_times(
         except TRANSACTION_ERRORS:
             failure = Failure()
             _abort(tm)
+            stats.count_conflict("bookkeeping")
+            _counters.add("transaction_retries", "try_five_times")
             if attempt == 5:
                 events_log.error("%s failed five times with transaction errors", _text(identifier))
                 return failure

@@ -41,6 +41,7 @@ from typing import Any
 
 import transaction
 
+from zasync import stats
 from zasync.database import Database, open_database
 from zasync.dispatcher import AgentSpec, Dispatcher
 from zasync.identity import ENV_VAR as UUID_ENV_VAR
@@ -64,6 +65,7 @@ class WorkerOptions:
     uuid: uuid.UUID | None = None
     serve: bool = True
     burst: bool = False
+    http_port: int | None = None  # serve /metrics and /live/* on 127.0.0.1 (0: any free port)
 
     @property
     def queue_names(self) -> list[str]:
@@ -179,14 +181,16 @@ def run_worker(
     try:
         conn = opened.db.open()
         try:
-            install_queues(conn, *options.queue_names)
-            transaction.commit()
+            # Workers starting together on a new database race to install.
+            for attempt in transaction.manager.attempts(5):
+                with attempt:
+                    install_queues(conn, *options.queue_names)
         finally:
             transaction.abort()
             conn.close()
         worker_uuid = choose_uuid(opened, options.uuid)
         set_process_uuid(worker_uuid)
-        dispatcher = Dispatcher(
+        dispatcher = (_MeteredDispatcher if options.http_port is not None else Dispatcher)(
             opened.db,
             uuid=worker_uuid,
             poll_interval=options.poll_interval,
@@ -194,6 +198,7 @@ def run_worker(
             ping_interval=options.ping_interval,
             death_interval=options.death_interval,
         )
+        live_server = _start_http(dispatcher, opened, options.http_port)
         stop = threading.Event()
         signals = _Signals(stop, dispatcher.hurry)
         signals.install()
@@ -215,13 +220,47 @@ def run_worker(
             if dispatcher.activated:
                 dispatcher.stop(options.grace)
             signals.restore()
+            if live_server is not None:
+                live_server.close()
             from zasync import dispatcher as registry
 
             registry._registry.pop(dispatcher.UUID, None)
-        log.info("worker %s stopped", worker_uuid)
+        conflicts = stats.conflict_counts()
+        log.info(
+            "worker %s stopped; conflict retries: job %d, bookkeeping %d",
+            worker_uuid,
+            conflicts.get("job", 0),
+            conflicts.get("bookkeeping", 0),
+        )
         return 0
     finally:
         opened.close()
+
+
+class _MeteredDispatcher(Dispatcher):
+    """A dispatcher whose polls are timed for the metrics (see zasync.metrics)."""
+
+    def poll(self) -> Any:
+        """Mark the start of the poll, then poll."""
+        mark = getattr(self.records, "mark_poll_start", None)
+        if mark is not None:
+            mark()
+        return super().poll()
+
+
+def _start_http(dispatcher: Dispatcher, opened: Database, port: int | None) -> Any:
+    """With a port: metered records, and the loopback /metrics and /live/* server."""
+    if port is None:
+        return None
+    from zasync.live import LiveServer
+    from zasync.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    metrics.add_database(opened.db)
+    dispatcher.records = metrics.records()
+    server = LiveServer(dispatcher, metrics, port)
+    log.info("worker metrics and live view at http://%s:%d/", *server.address[:2])
+    return server
 
 
 def _wait(dispatcher: Dispatcher, stop: threading.Event, burst: bool) -> None:

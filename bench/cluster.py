@@ -1,0 +1,185 @@
+"""Several worker processes on a shared engine: throughput and conflict retries.
+
+For each engine (a ZEO server from the ZEO package, RelStorage on
+PostgreSQL) and for 1, 2 and 3 worker processes with 4 threads each, puts
+N no-op jobs (default 2,000) into a fresh database while the workers wait,
+and prints:
+
+* jobs per second from the put's commit to the last completion;
+* conflict retries per 1,000 jobs, as the workers count them (their own job
+  commits, and zasync's bookkeeping: claims, filing, pings);
+* the raw commit rate of the same engine measured in the same run (one
+  small object changed per transaction, from one client), and the ratio.
+
+PostgreSQL: the server on 127.0.0.1:5432 (trust auth) if one listens, else a
+private one started with Debian's ``initdb`` (see tests/pgserver.py).
+
+Run: .venv/bin/python bench/cluster.py [--jobs 2000] [--workers 1 2 3] [--engines zeo postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import persistent
+import transaction
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import pgserver  # noqa: E402
+import zasync  # noqa: E402
+from workers import WorkerProcess, ZEOServer, client, free_port, wait_until  # noqa: E402
+
+THREADS = 4
+CONFLICTS = re.compile(r"conflict retries: job (\d+), bookkeeping (\d+)")
+
+
+class Small(persistent.Persistent):
+    value = 0
+
+
+def raw_commit_rate(uri: str, seconds: float = 3.0) -> float:
+    """Commits per second from one client, each changing one small object."""
+    with client(uri) as conn:
+        root = conn.root()
+        root["bench_small"] = small = Small()
+        transaction.commit()
+        commits = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            small.value += 1
+            transaction.commit()
+            commits += 1
+        return commits / (time.perf_counter() - started)
+
+
+def run_once(uri: str, directory: Path, workers: int, jobs: int) -> dict[str, float]:
+    """Start the workers, put the jobs in one commit, time them to the last completion."""
+    with client(uri) as conn:
+        zasync.install_queues(conn)
+        transaction.commit()
+    processes = [
+        WorkerProcess(
+            uri,
+            directory / f"worker-{workers}-{i}.log",
+            "--threads",
+            str(THREADS),
+            "--poll-interval",
+            "1",
+            "--ping-interval",
+            "10",
+            "--death-interval",
+            "30",
+        )
+        for i in range(workers)
+    ]
+    try:
+        for process in processes:
+            process.wait_for_log("worker ")
+        with client(uri) as conn:
+            queue = zasync.get_queue(conn)
+            for _ in range(jobs):
+                queue.put(zasync.Job(time.time))
+            transaction.commit()
+            started = time.perf_counter()
+
+            def done() -> bool:
+                transaction.begin()
+                held = sum(len(a) for da in queue.dispatchers.values() for a in da.values())
+                return len(queue) == 0 and held == 0
+
+            wait_until(done, timeout=900, message="jobs never finished")
+            elapsed = time.perf_counter() - started
+    finally:
+        for process in processes:
+            process.stop()
+    job_conflicts = bookkeeping = 0
+    for process in processes:
+        found = CONFLICTS.search(process.text())
+        if found is None:
+            raise RuntimeError(f"no conflict count in {process.log}")
+        job_conflicts += int(found.group(1))
+        bookkeeping += int(found.group(2))
+    return {
+        "jobs_per_second": jobs / elapsed,
+        "job_conflicts": job_conflicts * 1000 / jobs,
+        "bookkeeping_conflicts": bookkeeping * 1000 / jobs,
+    }
+
+
+class Engine:
+    """Fresh databases on one engine, and its servers to stop at the end."""
+
+    def __init__(self, kind: str, directory: Path) -> None:
+        self.kind = kind
+        self.directory = directory
+        self._servers: list[Any] = []
+        self._pg: pgserver.PostgresServer | None = None
+        self._pg_uri: str | None = None
+        self._databases: list[Any] = []
+
+    def fresh(self, label: str) -> str:
+        if self.kind == "zeo":
+            server = ZEOServer(
+                self.directory / f"{label}.fs", free_port(), self.directory / "zeo.log"
+            )
+            server.start()
+            self._servers.append(server)
+            return server.uri
+        if self._pg_uri is None:
+            self._pg_uri, self._pg = pgserver.server_uri()
+        database = pgserver.fresh_database(self._pg_uri)
+        self._databases.append(database)
+        return database.__enter__()
+
+    def close(self) -> None:
+        for database in self._databases:
+            database.__exit__(None, None, None)
+        for server in self._servers:
+            server.stop()
+        if self._pg is not None:
+            self._pg.remove()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--engines", nargs="+", default=["zeo", "postgres"])
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in options.engines:
+            engine = Engine(kind, Path(tmp))
+            try:
+                raw = raw_commit_rate(engine.fresh("raw"))
+                print(
+                    f"[{kind}] raw commit rate: {raw:,.0f} commits/s (one small object, one client)"
+                )
+                for workers in options.workers:
+                    result = run_once(engine.fresh(f"w{workers}"), Path(tmp), workers, options.jobs)
+                    rate = result["jobs_per_second"]
+                    total = result["job_conflicts"] + result["bookkeeping_conflicts"]
+                    print(
+                        f"[{kind}] {workers} worker(s) x {THREADS} threads, {options.jobs:,} "
+                        f"no-op jobs: {rate:,.0f} jobs/s (ratio to raw {rate / raw:.2f}); "
+                        f"conflict retries per 1,000 jobs: {total:.1f} "
+                        f"(job commits {result['job_conflicts']:.1f}, "
+                        f"bookkeeping {result['bookkeeping_conflicts']:.1f})"
+                    )
+            finally:
+                engine.close()
+
+
+if __name__ == "__main__":
+    main()
