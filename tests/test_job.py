@@ -419,3 +419,52 @@ def test_job_provides_ijob():
     from zope.interface.verify import verifyObject
 
     assert verifyObject(IJob, Job(support.mock_work))
+
+
+def test_callbacks_another_connection_ran_meanwhile_are_not_run_again(db):
+    from zasync import clock
+
+    mine_tm, theirs_tm = transaction.TransactionManager(), transaction.TransactionManager()
+    mine, theirs = db.open(transaction_manager=mine_tm), db.open(transaction_manager=theirs_tm)
+    j = Job(support.multiply, 5, 2)
+    callback = j.addCallback(Job(support.multiply, 3))
+    mine.root()["j"] = j
+    j._status = CALLBACKS.value
+    j._result = 10
+    mine_tm.commit()
+    assert j.status == CALLBACKS  # as this connection will keep seeing it until it retries
+    theirs_tm.begin()
+    other = theirs.root()["j"]
+    other.resumeCallbacks()  # a dispatcher cleaning up, say, runs them first
+    theirs_tm.commit()
+    their_run = other.callbacks[0]._p_serial
+
+    def no_backoff(seconds):
+        raise AssertionError("retried with a backoff: the unit kept failing")
+
+    clock.set_sleep(no_backoff)
+    j._run_callbacks(mine_tm)  # meets a conflict, then sees the callbacks done
+    assert j.status == COMPLETED and callback.result == 30
+    assert callback._p_serial == their_run  # run once, by the other connection
+
+
+def test_an_interrupted_job_another_connection_aborted_meanwhile_is_left_alone(db):
+    from zasync import clock
+
+    mine_tm, theirs_tm = transaction.TransactionManager(), transaction.TransactionManager()
+    mine, theirs = db.open(transaction_manager=mine_tm), db.open(transaction_manager=theirs_tm)
+    mine.root()["j"] = j = Job(support.multiply, 5, 2)
+    j._status = ACTIVE.value
+    mine_tm.commit()
+    assert j.status == ACTIVE
+    theirs_tm.begin()
+    other = theirs.root()["j"]
+    other._abort_interrupted(theirs_tm)  # a sibling dispatcher cleaning up
+    their_abort = other._p_serial
+
+    def no_backoff(seconds):
+        raise AssertionError("retried with a backoff: the unit kept failing")
+
+    clock.set_sleep(no_backoff)
+    j._abort_interrupted(mine_tm)  # stale: meets a conflict, then sees it aborted
+    assert j.status == COMPLETED and j._p_serial == their_abort  # not written again

@@ -332,11 +332,11 @@ def test_a_conflict_while_handling_an_interruption_counts_once(db, queue):
 
 
 def test_conflict_retries_are_counted_where_they_are_caught(root):
-    from zasync import stats
+    from zasync import _counters
 
-    stats.reset()
+    _counters.reset()
     root["j"] = job = Job(support.always_conflict)
     transaction.commit()
     result = job()
     assert isinstance(result, Failure) and result.check(ConflictError)
-    assert stats.conflict_counts() == {"job": 5}  # five tries in all, by default
+    assert _counters.conflict_counts() == {"job": 5}  # five tries in all, by default

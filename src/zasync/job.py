@@ -10,7 +10,6 @@ and the job becomes COMPLETED (commit).
 from __future__ import annotations
 
 import datetime
-import functools
 import inspect
 import logging
 import types
@@ -22,7 +21,7 @@ from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
 from zope.interface import implementer
 
-from zasync import _awaitables, _context, clock, retry, stats
+from zasync import _awaitables, _context, _counters, clock, retry
 from zasync._arguments import ArgumentList, ArgumentMapping
 from zasync._base import Base, identity_repr
 from zasync._pickling import check_storable
@@ -51,6 +50,8 @@ events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
 
 _TIME_DECISIONS = (datetime.datetime, datetime.timedelta)
+#: What a status-guarded unit returns when another connection moved the job on meanwhile.
+MOVED_ON = object()
 _MICROSECOND = datetime.timedelta(microseconds=1)
 
 
@@ -383,15 +384,20 @@ class Job(Base):
             raise BadStatusError("can only call a job with NEW or ASSIGNED status")
         tm = self._transaction_manager()
 
-        def prepare() -> tuple[list[Any], dict[str, Any]]:
+        def prepare() -> tuple[list[Any], dict[str, Any]] | None:
+            if self.status not in (NEW, ASSIGNED):
+                return None  # after a conflict: another connection started it meanwhile
             self._status = ACTIVE.value
             self._active_start = clock.to_stamp(clock.utcnow())
             effective_kwargs = dict(self._kwargs)
             effective_kwargs.update(kwargs)
             return [*self._args, *args], effective_kwargs
 
-        call_args, call_kwargs = never_fail(prepare, lambda: f"preparing for call of {self!r}", tm)
-        return self._run(call_args, call_kwargs, tm)
+        prepared = never_fail(prepare, lambda: f"preparing for call of {self!r}", tm)
+        if prepared is None:
+            events_log.warning("%r was started elsewhere meanwhile; not running it here", self)
+            return self
+        return self._run(*prepared, tm)
 
     def run_claimed(self) -> Any:
         """Run a job that a dispatcher claimed and marked ACTIVE in its claim transaction.
@@ -420,7 +426,7 @@ class Job(Base):
                 res = Failure()
                 abort_quietly(tm)
                 if res.check(*TRANSACTION_ERRORS):
-                    stats.count_conflict("job")
+                    _counters.count_conflict("job", res.value)
                 decision = self._getRetry("jobError", tm, res, data_cache)
                 if isinstance(decision, _TIME_DECISIONS):
                     if self._reschedule_committed(decision, data_cache, tm) is self:
@@ -437,7 +443,7 @@ class Job(Base):
                 commit_failure = Failure()
                 abort_quietly(tm)
                 if commit_failure.check(*TRANSACTION_ERRORS):
-                    stats.count_conflict("job")
+                    _counters.count_conflict("job", commit_failure.value)
                 _discard(res)
                 decision = self._getRetry("commitError", tm, commit_failure, data_cache)
                 if isinstance(decision, _TIME_DECISIONS):
@@ -448,7 +454,7 @@ class Job(Base):
                 self._log_completion(res, commit_failed=True)
                 res = commit_failure
                 never_fail(
-                    functools.partial(self._finish, commit_failure, data_cache),
+                    self._while((ACTIVE,), self._finish, commit_failure, data_cache),
                     lambda: f"storing failure at commit of {self!r}",
                     tm,
                 )
@@ -488,10 +494,30 @@ class Job(Base):
             # filing commit a second write of this job.
             self.key = completion_key(clock.utcnow())
 
+    def _while(self, statuses: tuple[Status, ...], action: Any, *args: Any) -> Any:
+        """A unit for ``never_fail``: ``action(*args)`` if the job is still in one of ``statuses``.
+
+        Checked on each attempt: after a conflict, the retry sees what other
+        connections committed meanwhile (a sibling dispatcher cleaning up, a
+        callback run elsewhere), and a job they moved on is left alone.
+        """
+
+        def unit() -> Any:
+            return action(*args) if self.status in statuses else MOVED_ON
+
+        return unit
+
     def _run_callbacks(self, tm: Any) -> None:
         """Run the callbacks (committing) if the job is not already COMPLETED."""
+
+        def unit() -> None:
+            # Checked on each attempt: after a conflict, another process or
+            # thread (a dispatcher cleaning up, say) may have run them.
+            if self._status == CALLBACKS:
+                self.resumeCallbacks()
+
         if self._status == CALLBACKS:
-            never_fail(self.resumeCallbacks, lambda: f"performing callbacks of {self!r}", tm)
+            never_fail(unit, lambda: f"performing callbacks of {self!r}", tm)
 
     def _set_result(self, res: Any, tm: Any, data_cache: dict[str, Any] | None = None) -> bool:
         """Record ``res`` (without committing); return True if it is final."""
@@ -511,7 +537,12 @@ class Job(Base):
         """Receive the final result of the inner job or awaitable this job waited for."""
         tm = self._transaction_manager()
         if self._status == ACTIVE:
-            never_fail(lambda: self._finish(res), lambda: f"storing result of {self!r}", tm)
+
+            def unit() -> None:
+                if self._status == ACTIVE:  # on each attempt, as in _run_callbacks
+                    self._finish(res)
+
+            never_fail(unit, lambda: f"storing result of {self!r}", tm)
             self._log_completion(res)
         self._run_callbacks(tm)
 
@@ -558,7 +589,11 @@ class Job(Base):
         tm = self._transaction_manager()
         if status != CALLBACKS:
             failure = Failure(TimeoutError() if e is None else e)
-            never_fail(lambda: self._finish(failure), lambda: f"failing {self!r}", tm)
+            never_fail(
+                self._while((NEW, PENDING, ASSIGNED), self._finish, failure),
+                lambda: f"failing {self!r}",
+                tm,
+            )
             self._log_completion(failure)
         self._run_callbacks(tm)
 
@@ -586,16 +621,18 @@ class Job(Base):
 
     def _abort_interrupted(self, tm: Any) -> None:
         failure = Failure(AbortedError())
-        never_fail(lambda: self._finish(failure), lambda: f"aborting {self!r}", tm)
+        never_fail(self._while((ACTIVE,), self._finish, failure), lambda: f"aborting {self!r}", tm)
         self._log_completion(failure)
         self._run_callbacks(tm)
 
     def _reschedule_committed(self, when: Any, data_cache: dict[str, Any], tm: Any) -> Any:
-        return never_fail(
-            lambda: self._reschedule(when, data_cache),
+        """Reschedule and commit; ``self`` if done (or done elsewhere meanwhile), else None."""
+        done = never_fail(
+            self._while((ACTIVE,), self._reschedule, when, data_cache),
             lambda: f"rescheduling {self!r} as its retry policy requested",
             tm,
         )
+        return self if done is MOVED_ON else done
 
     def _reschedule(
         self, when: Any, data_cache: dict[str, Any] | None = None, queue: Any = None

@@ -89,8 +89,9 @@ class RetriesCollector(Collector):
         """The counters as they are now."""
         retries = CounterMetricFamily(
             "zasync_retries",
-            "Retries in this process: transaction conflicts of internal units, "
-            "and jobs retried by their policy (reason: transaction_error, disconnected)",
+            "Retries in this process: conflict_retries (reason: job, bookkeeping), "
+            "conflicts_on (reason: the class in conflict), "
+            "job_retries (reason: transaction_error, disconnected)",
             labels=["kind", "reason"],
         )
         for (name, label), value in sorted(_counters.snapshot().items()):

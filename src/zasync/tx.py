@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import transaction
 from ZODB.POSException import POSKeyError, TransactionError
 
-from zasync import _counters, clock, stats
+from zasync import _counters, clock
 from zasync.failure import Failure
 
 events_log = logging.getLogger("zasync.events")
@@ -120,10 +120,9 @@ def never_fail(call: Callable[[], T], identifier: Identifier, tm: Any) -> T:
         except EXPLOSIVE_ERRORS:
             _abort(tm)
             raise
-        except TRANSACTION_ERRORS:
+        except TRANSACTION_ERRORS as error:
             _abort(tm)
-            stats.count_conflict("bookkeeping")
-            _counters.add("transaction_retries", "never_fail")
+            _counters.count_conflict("bookkeeping", error)
             conflicts += 1
             if conflicts % 5 == 0:
                 events_log.warning(
@@ -167,11 +166,10 @@ def try_transaction_five_times(
         except reraise:
             _abort(tm)
             raise
-        except TRANSACTION_ERRORS:
+        except TRANSACTION_ERRORS as error:
             failure = Failure()
             _abort(tm)
-            stats.count_conflict("bookkeeping")
-            _counters.add("transaction_retries", "try_five_times")
+            _counters.count_conflict("bookkeeping", error)
             if attempt == 5:
                 events_log.error("%s failed five times with transaction errors", _text(identifier))
                 return failure

@@ -41,7 +41,7 @@ from typing import Any
 
 import transaction
 
-from zasync import stats
+from zasync import _counters
 from zasync.database import Database, open_database
 from zasync.dispatcher import AgentSpec, Dispatcher
 from zasync.identity import ENV_VAR as UUID_ENV_VAR
@@ -225,12 +225,14 @@ def run_worker(
             from zasync import dispatcher as registry
 
             registry._registry.pop(dispatcher.UUID, None)
-        conflicts = stats.conflict_counts()
+        conflicts = _counters.conflict_counts()
+        by_class = sorted(_counters.conflicts_by_class().items(), key=lambda kv: -kv[1])
         log.info(
-            "worker %s stopped; conflict retries: job %d, bookkeeping %d",
+            "worker %s stopped; conflict retries: job %d, bookkeeping %d (on: %s)",
             worker_uuid,
             conflicts.get("job", 0),
             conflicts.get("bookkeeping", 0),
+            ", ".join(f"{name} {count}" for name, count in by_class) or "nothing",
         )
         return 0
     finally:

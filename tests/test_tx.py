@@ -1,0 +1,60 @@
+"""Internal units retry real conflicts and count them where caught and by class."""
+
+from __future__ import annotations
+
+import transaction
+from persistent.mapping import PersistentMapping
+
+from zasync import _counters
+from zasync.tx import never_fail, try_transaction_five_times
+
+
+def _conflicting_unit(db, mine, theirs):
+    """A unit that changes ``mine``; its first run meets a commit of ``theirs`` on the same object."""
+    runs = []
+
+    def unit():
+        runs.append(1)
+        mine.root()["shared"]["count"] += 1
+        if len(runs) == 1:
+            theirs.root()["shared"]["count"] += 10
+            theirs.transaction_manager.commit()
+        return len(runs)
+
+    return unit
+
+
+def _two_connections(db):
+    setup = db.open()
+    setup.root()["shared"] = PersistentMapping(count=0)
+    transaction.commit()
+    setup.close()
+    return (
+        db.open(transaction_manager=transaction.TransactionManager()),
+        db.open(transaction_manager=transaction.TransactionManager()),
+    )
+
+
+def test_try_five_times_retries_a_real_conflict_and_counts_it_on_its_class(db):
+    _counters.reset()
+    mine, theirs = _two_connections(db)
+    unit = _conflicting_unit(db, mine, theirs)
+    assert try_transaction_five_times(unit, "test unit", mine.transaction_manager) == 2
+    mine.transaction_manager.begin()
+    assert mine.root()["shared"]["count"] == 11  # theirs, then mine on top: nothing lost
+    assert _counters.conflict_counts() == {"bookkeeping": 1}
+    assert _counters.conflicts_by_class() == {"persistent.mapping.PersistentMapping": 1}
+
+
+def test_never_fail_counts_its_conflicts_too(db):
+    _counters.reset()
+    mine, theirs = _two_connections(db)
+    unit = _conflicting_unit(db, mine, theirs)
+    assert never_fail(unit, "test unit", mine.transaction_manager) == 2
+    assert _counters.conflict_counts() == {"bookkeeping": 1}
+
+
+def test_counters_start_empty_after_reset():
+    _counters.count_conflict("job")
+    _counters.reset()
+    assert _counters.conflict_counts() == {} and _counters.conflicts_by_class() == {}
