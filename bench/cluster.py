@@ -14,7 +14,12 @@ and prints:
 PostgreSQL: the server on 127.0.0.1:5432 (trust auth) if one listens, else a
 private one started with Debian's ``initdb`` (see tests/pgserver.py).
 
+Each is measured twice: with the jobs put as a backlog in one commit, and
+as a steady flow the workers keep up with (--trickle jobs per second, each
+put in its own commit), where every put wakes every worker at once.
+
 Run: .venv/bin/python bench/cluster.py [--jobs 2000] [--workers 1 2 3] [--engines zeo postgres]
+     [--trickle 100]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +46,7 @@ import zasync  # noqa: E402
 from workers import WorkerProcess, ZEOServer, client, free_port, wait_until  # noqa: E402
 
 THREADS = 4
-CONFLICTS = re.compile(r"conflict retries: job (\d+), bookkeeping (\d+)")
+CONFLICTS = re.compile(r"conflict retries: job (\d+), bookkeeping (\d+) \(on: ([^)]*)\)")
 
 
 class Small(persistent.Persistent):
@@ -62,8 +68,14 @@ def raw_commit_rate(uri: str, seconds: float = 3.0) -> float:
         return commits / (time.perf_counter() - started)
 
 
-def run_once(uri: str, directory: Path, workers: int, jobs: int) -> dict[str, float]:
-    """Start the workers, put the jobs in one commit, time them to the last completion."""
+def run_once(
+    uri: str, directory: Path, workers: int, jobs: int, trickle: float | None = None
+) -> dict[str, Any]:
+    """Start the workers, put the jobs, time them to the last completion.
+
+    The jobs are put in one commit (a backlog), or with ``trickle`` one per
+    commit at that many per second (a steady flow the workers keep up with).
+    """
     with client(uri) as conn:
         zasync.install_queues(conn)
         transaction.commit()
@@ -87,10 +99,13 @@ def run_once(uri: str, directory: Path, workers: int, jobs: int) -> dict[str, fl
             process.wait_for_log("worker ")
         with client(uri) as conn:
             queue = zasync.get_queue(conn)
-            for _ in range(jobs):
-                queue.put(zasync.Job(time.time))
-            transaction.commit()
             started = time.perf_counter()
+            for n in range(jobs):
+                queue.put(zasync.Job(time.time))
+                if trickle is not None:
+                    transaction.commit()
+                    time.sleep(max(0.0, started + (n + 1) / trickle - time.perf_counter()))
+            transaction.commit()
 
             def done() -> bool:
                 transaction.begin()
@@ -103,16 +118,22 @@ def run_once(uri: str, directory: Path, workers: int, jobs: int) -> dict[str, fl
         for process in processes:
             process.stop()
     job_conflicts = bookkeeping = 0
+    by_class: Counter[str] = Counter()
     for process in processes:
         found = CONFLICTS.search(process.text())
         if found is None:
             raise RuntimeError(f"no conflict count in {process.log}")
         job_conflicts += int(found.group(1))
         bookkeeping += int(found.group(2))
+        for part in found.group(3).split(", "):
+            name, _, count = part.rpartition(" ")
+            if name:
+                by_class[name] += int(count)
     return {
         "jobs_per_second": jobs / elapsed,
         "job_conflicts": job_conflicts * 1000 / jobs,
         "bookkeeping_conflicts": bookkeeping * 1000 / jobs,
+        "by_class": by_class,
     }
 
 
@@ -150,6 +171,29 @@ class Engine:
             self._pg.remove()
 
 
+def report(
+    kind: str, raw: float, workers: int, jobs: int, trickle: float | None, engine: Any, tmp: Path
+) -> None:
+    """Run one measurement and print its line (and where its conflicts were)."""
+    label = f"w{workers}" + ("" if trickle is None else "-trickle")
+    result = run_once(engine.fresh(label), tmp, workers, jobs, trickle)
+    rate = result["jobs_per_second"]
+    total = result["job_conflicts"] + result["bookkeeping_conflicts"]
+    shape = "as a backlog" if trickle is None else f"trickled at {trickle:,.0f}/s"
+    print(
+        f"[{kind}] {workers} worker(s) x {THREADS} threads, {jobs:,} no-op jobs {shape}: "
+        + (f"{rate:,.0f} jobs/s (ratio to raw {rate / raw:.2f}); " if trickle is None else "")
+        + f"conflict retries per 1,000 jobs: {total:.1f} "
+        f"(job commits {result['job_conflicts']:.1f}, "
+        f"bookkeeping {result['bookkeeping_conflicts']:.1f})"
+    )
+    if result["by_class"]:
+        print(
+            f"[{kind}]   conflicts were on: "
+            + ", ".join(f"{n} {c}" for n, c in result["by_class"].most_common())
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,6 +201,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--engines", nargs="+", default=["zeo", "postgres"])
+    parser.add_argument("--trickle", type=float, default=100.0, help="jobs/s of the steady flow")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for kind in options.engines:
@@ -167,16 +212,8 @@ def main() -> None:
                     f"[{kind}] raw commit rate: {raw:,.0f} commits/s (one small object, one client)"
                 )
                 for workers in options.workers:
-                    result = run_once(engine.fresh(f"w{workers}"), Path(tmp), workers, options.jobs)
-                    rate = result["jobs_per_second"]
-                    total = result["job_conflicts"] + result["bookkeeping_conflicts"]
-                    print(
-                        f"[{kind}] {workers} worker(s) x {THREADS} threads, {options.jobs:,} "
-                        f"no-op jobs: {rate:,.0f} jobs/s (ratio to raw {rate / raw:.2f}); "
-                        f"conflict retries per 1,000 jobs: {total:.1f} "
-                        f"(job commits {result['job_conflicts']:.1f}, "
-                        f"bookkeeping {result['bookkeeping_conflicts']:.1f})"
-                    )
+                    for trickle in (None, options.trickle):
+                        report(kind, raw, workers, options.jobs, trickle, engine, Path(tmp))
             finally:
                 engine.close()
 

@@ -20,6 +20,7 @@ from zasync import (
     Queue,
     Queues,
     TimeoutError,
+    clock,
 )
 
 import support
@@ -406,15 +407,25 @@ def test_claim_with_a_lane_still_takes_put_backs_first_and_all_due_jobs(queue, n
     assert list(queue) == [later]
 
 
-def test_a_lane_cannot_starve_the_head(queue, now):
+def test_a_claimer_takes_its_own_lanes_first(queue, now):
     jobs = [queue.put(support.mock_work) for _ in range(200)]
     transaction.commit()
-    head = jobs[0]
-    lane = (int.from_bytes(head._p_oid, "big") + 1) % 8  # any lane but the head's
-    taken = []
-    while head not in taken:
-        taken.append(queue.claim(lane=lane))
-    assert len(taken) <= 16  # the head waited at most one window of claims
+    lane = (int.from_bytes(jobs[0]._p_oid, "big") + 1) % 8  # any lane but the head's
+    mine = [j for j in jobs if int.from_bytes(j._p_oid, "big") % 8 == lane]
+    taken = [queue.claim(lane=lane) for _ in range(len(mine) + 1)]
+    assert taken[:-1] == mine  # its own, in order, though others' are due as long
+    assert taken[-1] is jobs[0]  # then the others', from the head
+
+
+def test_a_lane_cannot_starve_the_head(queue, now):
+    head = queue.put(support.mock_work)
+    # A little more than the lead an own job has over others' (OWN_LEAD, a second).
+    clock.advance(datetime.timedelta(seconds=1, microseconds=1))
+    jobs = [queue.put(support.mock_work) for _ in range(200)]
+    transaction.commit()
+    lane = (int.from_bytes(head._p_oid, "big") + 1) % 8
+    assert queue.claim(lane=lane) is head  # due a second longer: it goes first
+    assert queue.claim(lane=lane) in jobs
 
 
 def test_claim_batch_takes_due_jobs_in_order_with_quotas_and_filters(queue, now):

@@ -21,6 +21,12 @@ from zasync.interfaces import IAgent
 if TYPE_CHECKING:
     from zasync.queue import Lanes
 
+#: Every agent's held jobs keep this key first, for ever, so that a job's
+#: result commit (which removes it, often the first) merges with the claims
+#: that add jobs to the same bucket: BTrees refuse to merge a change that
+#: deletes a bucket's first key or empties it.
+_KEEP_FIRST = 0  # job keys are a sequence from 1
+
 __all__ = ["Agent", "choose_first", "dt_to_long", "long_to_dt"]
 
 
@@ -54,7 +60,7 @@ class Agent(Base):
         self.threads = threads
         self.filter = filter
         self.chooser = chooser
-        self._jobs = LOBTree()
+        self._jobs = LOBTree({_KEEP_FIRST: None})
         self._sequence = 0
         self.completed = CompletedCollection(retention)
         self.completed.parent = self
@@ -84,18 +90,16 @@ class Agent(Base):
 
         ``lane`` is passed to the default chooser (see ``Queue.claim``).
         """
-        if len(self._jobs) >= self._size:
+        if len(self) >= self._size:
             return None
         job = self.chooser(self) if self.chooser is not None else choose_first(self, lane)
         if job is not None:
-            self._sequence += 1
-            self._jobs[self._sequence] = job
-            job.parent = self
+            self._hold(job)
         return job
 
     def claim_jobs(self, lane: Lanes = None) -> list[Any]:
         """Claim jobs up to the free room, in one scan of the queue; return them."""
-        room = self._size - len(self._jobs)
+        room = self._size - len(self)
         claimed: list[Any] = []
         if room <= 0:
             return claimed
@@ -105,27 +109,36 @@ class Agent(Base):
             return claimed
         claimed = self.queue.claim_batch(room, self.filter, lane)
         for job in claimed:
-            self._sequence += 1
-            self._jobs[self._sequence] = job
-            job.parent = self
+            self._hold(job)
         return claimed
 
+    def _hold(self, job: Any) -> None:
+        if _KEEP_FIRST not in self._jobs:  # an agent made before it was kept
+            self._jobs[_KEEP_FIRST] = None
+        self._sequence += 1
+        self._jobs[self._sequence] = job
+        job.parent = self
+
+    def _held(self) -> Any:
+        """The held jobs' ``(key, job)`` pairs, in claim order."""
+        return self._jobs.items(_KEEP_FIRST + 1)
+
     def _key_of(self, job: Any) -> int:
-        for key, held in self._jobs.items():
+        for key, held in self._held():
             if held is job:
                 return int(key)
         raise ValueError(f"{job!r} not in Agent")
 
     def index(self, job: Any) -> int:
         """Position of ``job`` (by identity); ValueError if absent."""
-        for position, held in enumerate(self._jobs.values()):
+        for position, (_key, held) in enumerate(self._held()):
             if held is job:
                 return position
         raise ValueError(f"{job!r} not in Agent")
 
     def pull(self, index: int = 0) -> Any:
         """Remove and return the job at ``index``; its parent becomes None."""
-        keys = list(self._jobs.keys())
+        keys = [key for key, _job in self._held()]
         key = keys[index]  # IndexError when empty or out of range
         job = self._jobs.pop(key)
         job.parent = None
@@ -175,16 +188,16 @@ class Agent(Base):
         self.completed.add(job)
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        return sum(1 for _ in self._held())
 
     def __bool__(self) -> bool:
-        return bool(self._jobs)
+        return any(True for _ in self._held())
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(list(self._jobs.values()))
+        return iter([job for _key, job in self._held()])
 
     def __getitem__(self, index: int) -> Any:
-        return list(self._jobs.values())[index]
+        return [job for _key, job in self._held()][index]
 
     def __repr__(self) -> str:
-        return f"<Agent {self.name!r} size={self._size} holding={len(self._jobs)}>"
+        return f"<Agent {self.name!r} size={self._size} holding={len(self)}>"

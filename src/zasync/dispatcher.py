@@ -36,8 +36,8 @@ from zasync.agent import Agent
 from zasync.failure import Failure
 from zasync.identity import get_process_uuid
 from zasync.interfaces import ACTIVE, COMPLETED, KEY, NEW
+from zasync.lanes import DispatcherShare
 from zasync.pool import AgentThreadPool, WorkItem
-from zasync.queue import LANES
 from zasync.records import JobId, PollInfo, Records, new_job_record
 from zasync.retry import needs_start_commit
 from zasync.tx import abort_quietly, disconnect_errors, try_transaction_five_times
@@ -116,7 +116,6 @@ class Dispatcher:
         uuid: uuid_module.UUID | None = None,
         poll_interval: float = 5.0,
         agents: Iterable[AgentSpec] = (AgentSpec(),),
-        lane: int | None = None,
         polls_size: int = 400,
         jobs_size: int = 1000,
         ping_interval: float | None = None,
@@ -137,7 +136,6 @@ class Dispatcher:
         self.UUID = uuid or get_process_uuid()
         self.poll_interval = poll_interval
         self.agent_specs = tuple(agents)
-        self.lane = self.UUID.int % LANES if lane is None else lane
         self.records = Records(polls_size, jobs_size)
         self.activated: datetime.datetime | bool | None = False
         self.pools: dict[tuple[str, str], AgentThreadPool] = {}
@@ -460,20 +458,19 @@ class Dispatcher:
             self.pools[(queue.name, agent_name)].assign((job._p_oid, job_id[1]))
         return started
 
-    def _lanes_in(self, queue: Any) -> frozenset[int] | None:
-        """The lanes this dispatcher prefers in ``queue``: its share among the active ones.
+    def _lanes_in(self, queue: Any) -> DispatcherShare | None:
+        """This dispatcher's share of ``queue``'s lanes among its active dispatchers.
 
         Lanes only help when other dispatchers claim from the queue too.  The
-        active dispatchers, in UUID order, split the lanes between them, so
-        their batches come from different jobs and their claims rarely conflict.
+        active dispatchers, in UUID order, split the lanes between them and
+        leave each other's jobs alone while the owner can take them, so their
+        claims rarely go for the same job (see :mod:`zasync.lanes`).
         """
-        active = [uuid for uuid, da in queue.dispatchers.items() if da.activated]
-        if len(active) < 2 or self.UUID not in active:
+        active = [(uuid, da) for uuid, da in queue.dispatchers.items() if da.activated]
+        uuids = [uuid for uuid, _ in active]
+        if len(active) < 2 or self.UUID not in uuids:
             return None
-        index, count = active.index(self.UUID), len(active)
-        if count >= LANES:
-            return frozenset({self.lane % LANES})
-        return frozenset(n for n in range(LANES) if n % count == index)
+        return DispatcherShare([da for _, da in active], uuids.index(self.UUID), queue.lane_count)
 
     def _orphaned(self, queue_name: str, agent_name: str, job: Any) -> bool:
         """Held here in the database, yet not waiting or running in this process.

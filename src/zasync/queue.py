@@ -39,16 +39,22 @@ from zasync.events import ObjectAdded
 from zasync.identity import get_process_uuid
 from zasync.interfaces import KEY, NEW, IJob, IQueue, TimeoutError, ZasyncError
 from zasync.job import Job, as_job
+from zasync.lanes import LANES, OWN_LEAD, Share, as_share, lane_of
 from zasync.quota import Quotas
 
-LANES = 8
 LANE_WINDOW = 2 * LANES
 _PUT_BACK, _NORMAL = 0, 1
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 QueueKey = tuple[int, int, str, bytes]
-#: A claimer's preferred lanes: one lane number, a set of them, or None (none).
-Lanes = int | frozenset[int] | None
+#: Every lane keeps this key first, for ever.  ZODB's BTrees refuse to merge
+#: concurrent changes to a bucket when one of them deletes the bucket's first
+#: key or empties it; with this key in place a claim (which deletes the first
+#: jobs) merges with puts and with other claims of other jobs in its bucket.
+_KEEP_FIRST: QueueKey = (-1, 0, "", b"")
+_FIRST_JOB = (0,)  # the smallest job key: lane.items(_FIRST_JOB) skips _KEEP_FIRST
+#: A claimer's own lanes: one lane number, a set of them, a Share, or None (none).
+Lanes = int | frozenset[int] | Share | None
 
 
 def _micros(when: datetime.datetime) -> int:
@@ -100,17 +106,25 @@ class Queue(Base):
     def __init__(self) -> None:
         self.quotas = Quotas(self)
         self.dispatchers = Dispatchers(self)
-        self._lanes = tuple(OOBTree() for _ in range(LANES))
+        self._lanes = tuple(OOBTree({_KEEP_FIRST: None}) for _ in range(LANES))
         self._length = Length()
 
     # -- storage -----------------------------------------------------------------
 
+    @property
+    def lane_count(self) -> int:
+        """How many lanes this queue keeps its pending jobs in."""
+        return len(self._lanes)
+
     def _lane(self, job: Any) -> OOBTree:
-        return self._lanes[int.from_bytes(job._p_oid, "big") % len(self._lanes)]
+        return self._lanes[lane_of(job._p_oid, len(self._lanes))]
 
     def _insert(self, job: Any, rank: int, due: datetime.datetime) -> None:
         key: QueueKey = (rank, _micros(due), database_name(job) or "", job._p_oid)
-        self._lane(job)[key] = job
+        lane = self._lane(job)
+        if _KEEP_FIRST not in lane:  # a queue made before lanes kept it
+            lane[_KEEP_FIRST] = None
+        lane[key] = job
         job._queue_key = key
         job.parent = self
         self._length.change(1)
@@ -122,7 +136,9 @@ class Queue(Base):
         self._length.change(-1)
 
     def _items(self) -> Iterator[tuple[QueueKey, Any]]:
-        return heapq.merge(*(lane.items() for lane in self._lanes), key=operator.itemgetter(0))
+        return heapq.merge(
+            *(lane.items(_FIRST_JOB) for lane in self._lanes), key=operator.itemgetter(0)
+        )
 
     def _jar(self) -> Any:
         if self._p_jar is None:
@@ -258,35 +274,41 @@ class Queue(Base):
             yield key, job
 
     def _claim_order(
-        self, lane: Lanes, now_key: int, limit: int = 1
-    ) -> Iterator[tuple[QueueKey, Any] | None]:
-        """Due ``(key, job)`` pairs in claim order.
+        self, share: Share | None, now_key: int, limit: int = 1
+    ) -> Iterator[tuple[QueueKey, Any]]:
+        """Due ``(key, job)`` pairs in the order this claimer should try them.
 
-        With lanes, the claimer's share of the first due jobs comes first (and
-        put-back jobs), then None, then the others: a claimer takes other
-        lanes' jobs only when its own share gave it none, so claimers working
-        side by side rarely take, and conflict over, the same jobs.
+        Without a share: claim order.  With one: the claimer's own lanes'
+        jobs, and other lanes' jobs that it may take, each placed as if due
+        ``OWN_LEAD`` later (see :mod:`zasync.lanes`).  Other lanes' jobs are
+        looked at only among their first few, so a scan stays short when
+        others own the head of the queue.
         """
-        due = self._due(self._items(), now_key)
-        if lane is None:
-            yield from due
+        if share is None:
+            yield from self._due(self._items(), now_key)
             return
         count = len(self._lanes)
-        own = {lane % count} if isinstance(lane, int) else {n % count for n in lane}
-        # Only a window of the first due jobs is reordered, so a job at the
-        # head waits at most that many claims: no lane can starve the others.
-        # It is wide enough for a batch to fill from the claimer's share.
-        head = list(itertools.islice(due, max(LANE_WINDOW, limit * count)))
-        preferred = [
-            (key, job)
-            for key, job in head
-            if key[0] == _PUT_BACK or int.from_bytes(key[3], "big") % count in own
-        ]
-        chosen = {id(job) for _key, job in preferred}
-        yield from preferred
-        yield None
-        yield from ((key, job) for key, job in head if id(job) not in chosen)
-        yield from due
+        mine = [lane for n, lane in enumerate(self._lanes) if share.owns(n)]
+        others = [lane for n, lane in enumerate(self._lanes) if not share.owns(n)]
+        by_key = operator.itemgetter(0)
+        own = self._due(heapq.merge(*(ln.items(_FIRST_JOB) for ln in mine), key=by_key), now_key)
+        foreign = self._due(
+            heapq.merge(*(ln.items(_FIRST_JOB) for ln in others), key=by_key), now_key
+        )
+        next_own = next(own, None)
+        window = max(LANE_WINDOW, limit * count)
+        for examined, (key, job) in enumerate(foreign):
+            lead = (key[0], key[1] + OWN_LEAD)
+            while next_own is not None and next_own[0][:2] <= lead:
+                yield next_own
+                next_own = next(own, None)
+            if examined >= window:
+                break
+            if share.may_take(lane_of(key[3], count), job, now_key - key[1]):
+                yield key, job
+        if next_own is not None:
+            yield next_own
+            yield from own
 
     def claim(
         self,
@@ -297,9 +319,9 @@ class Queue(Base):
         """Remove and return the first due job that quotas and ``filter`` allow; see IQueue.
 
         Claimers working at the same time can pass different ``lane`` numbers
-        (or disjoint sets of them): each then prefers its own share of the
-        first few due jobs instead of all racing for the first one (put-back
-        jobs still come first).
+        (or disjoint sets of them): each then takes its own lanes' jobs first
+        instead of all racing for the first one; another lane's job comes
+        first once it has been due a second longer (see :mod:`zasync.lanes`).
         """
         taken = self.claim_batch(1, filter, lane)
         return taken[0] if taken else default
@@ -311,14 +333,10 @@ class Queue(Base):
         now = clock.utcnow()
         cleaned: set[str] = set()
         chosen: list[tuple[Any, Any]] = []  # (queued job, job handed out)
-        for entry in self._claim_order(lane, _micros(now), limit):
+        share = as_share(lane, len(self._lanes))
+        for key, job in self._claim_order(share, _micros(now), limit):
             if len(chosen) >= limit:
                 break
-            if entry is None:  # the end of this claimer's own share
-                if chosen:
-                    break
-                continue
-            key, job = entry
             if job._queue_key != key:
                 # The lane and the job disagree: this connection's copies are
                 # from different moments.  Leave it; a later poll sees both anew.
