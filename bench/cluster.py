@@ -35,6 +35,7 @@ from typing import Any
 
 import persistent
 import transaction
+from ZODB.POSException import ConflictError
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -82,7 +83,7 @@ def run_once(
     processes = [
         WorkerProcess(
             uri,
-            directory / f"worker-{workers}-{i}.log",
+            directory / f"worker-{workers}-{'trickle' if trickle else 'backlog'}-{i}.log",
             "--threads",
             str(THREADS),
             "--poll-interval",
@@ -100,12 +101,21 @@ def run_once(
         with client(uri) as conn:
             queue = zasync.get_queue(conn)
             started = time.perf_counter()
-            for n in range(jobs):
-                queue.put(zasync.Job(time.time))
-                if trickle is not None:
-                    transaction.commit()
-                    time.sleep(max(0.0, started + (n + 1) / trickle - time.perf_counter()))
-            transaction.commit()
+            put_conflicts = 0
+            if trickle is None:
+                for _ in range(jobs):
+                    queue.put(zasync.Job(time.time))
+                transaction.commit()
+            for n in range(jobs if trickle is not None else 0):
+                while True:  # as an application does: retry the put on a conflict
+                    try:
+                        queue.put(zasync.Job(time.time))
+                        transaction.commit()
+                        break
+                    except ConflictError:
+                        transaction.abort()
+                        put_conflicts += 1
+                time.sleep(max(0.0, started + (n + 1) / trickle - time.perf_counter()))
 
             def done() -> bool:
                 transaction.begin()
@@ -134,6 +144,7 @@ def run_once(
         "job_conflicts": job_conflicts * 1000 / jobs,
         "bookkeeping_conflicts": bookkeeping * 1000 / jobs,
         "by_class": by_class,
+        "put_conflicts": put_conflicts * 1000 / jobs,
     }
 
 
@@ -185,7 +196,8 @@ def report(
         + (f"{rate:,.0f} jobs/s (ratio to raw {rate / raw:.2f}); " if trickle is None else "")
         + f"conflict retries per 1,000 jobs: {total:.1f} "
         f"(job commits {result['job_conflicts']:.1f}, "
-        f"bookkeeping {result['bookkeeping_conflicts']:.1f})"
+        f"bookkeeping {result['bookkeeping_conflicts']:.1f}); "
+        f"the application's puts: {result['put_conflicts']:.1f}"
     )
     if result["by_class"]:
         print(

@@ -346,3 +346,15 @@ def test_a_claim_that_never_reached_the_threads_is_handed_back(
     assert dropped and dropped[0][0] == job._p_oid
     assert "never reached a thread" in caplog.text
     assert job._retry_policy is None or "interruptions" not in job._retry_policy.data
+
+
+def test_jobs_just_finished_here_are_not_taken_for_orphans(zasync_db, zasync_queue, caplog):
+    """A poll that began before a job's result commit sees it held and unfinished."""
+    caplog.set_level(logging.WARNING, "zasync.events")
+    with running_dispatcher(zasync_db, threads=4, poll_interval=0.05) as dispatcher:
+        jobs = [zasync_queue.put(Job(operator.mul, n, 2)) for n in range(50)]
+        transaction.commit()
+        assert [wait_for_result(job) for job in jobs] == [n * 2 for n in range(50)]
+        (pool,) = dispatcher.pools.values()
+        assert all(pool.owns(job._p_oid) for job in jobs)  # remembered as run here
+    assert "never reached a thread" not in caplog.text

@@ -10,6 +10,7 @@ import transaction
 
 from zasync import COMPLETED, Agent, clock
 from zasync.lanes import LANES, DispatcherShare, Share, as_share, lane_of
+from zasync.queue import LANE_WINDOW
 
 import support
 
@@ -43,16 +44,23 @@ def share_of(queue, records, index):
     return DispatcherShare(records, index, queue.lane_count)
 
 
-def only_job_in_lane(queue, lane):
-    """Leave one pending job in the queue, in ``lane``, and commit; return it."""
-    while True:
+def jobs_in_lane(queue, lane, count):
+    """Leave ``count`` pending jobs in the queue, all in ``lane``, and commit; return them."""
+    kept = []
+    while len(kept) < count:
         job = queue.put(support.mock_work)
         transaction.savepoint()  # gives the job its oid
         if lane_of(job._p_oid, queue.lane_count) == lane:
-            break
-    for other in [j for j in queue if j is not job]:
+            kept.append(job)
+    for other in [j for j in queue if all(j is not k for k in kept)]:
         queue.remove(other)
     transaction.commit()
+    return kept
+
+
+def only_job_in_lane(queue, lane):
+    """Leave one pending job in the queue, in ``lane``, and commit; return it."""
+    (job,) = jobs_in_lane(queue, lane, 1)
     return job
 
 
@@ -83,6 +91,30 @@ def test_when_the_owner_is_full_the_next_in_rotation_takes_it(queue, three, now)
     # 2 comes after 1 in lane 0's rotation, and 1 has room: 2 leaves it to 1.
     assert queue.claim(lane=share_of(queue, three, 2)) is None
     assert queue.claim(lane=share_of(queue, three, 1)) is job
+
+
+def test_a_full_owner_that_claims_lately_is_helped_from_the_tail(queue, three, now):
+    (held,) = jobs_in_lane(queue, 0, 1)
+    assert three[0]["main"].claim_jobs(share_of(queue, three, 0)) == [held]  # full now
+    held._active_start = clock.to_stamp(now)  # claimed just now, as a dispatcher does
+    jobs = jobs_in_lane(queue, 0, LANE_WINDOW + 4)
+    # It takes its lane's oldest jobs as its own finish; the helper takes the
+    # newest, half of those beyond the next LANE_WINDOW.
+    helper = three[1]["main"]
+    helper.size = 10
+    assert helper.claim_jobs(share_of(queue, three, 1)) == jobs[-2:][::-1]
+    assert queue.claim(lane=share_of(queue, three, 1)) is jobs[-3]  # half of two beyond
+    assert queue.claim(lane=share_of(queue, three, 1)) is None  # the rest are the owner's
+    # The one after in the rotation leaves the lane to the helper, which has room.
+    assert queue.claim(lane=share_of(queue, three, 2)) is None
+
+
+def test_a_full_owner_busy_for_long_gets_help_from_the_head(queue, three, now):
+    (held,) = jobs_in_lane(queue, 0, 1)
+    three[0]["main"].claim_jobs(share_of(queue, three, 0))
+    held._active_start = clock.to_stamp(now - datetime.timedelta(seconds=5))
+    first, _second = jobs_in_lane(queue, 0, 2)
+    assert queue.claim(lane=share_of(queue, three, 1)) is first
 
 
 def test_a_finished_job_gives_its_slot_back_at_once(queue, three, now):

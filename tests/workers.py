@@ -25,7 +25,18 @@ class WorkerProcess:
 
     def __init__(self, db: str, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.log = log
-        command = [sys.executable, "-m", "zasync", "-v", "--db", db, "worker", *FAST, *args]
+        command = [
+            sys.executable,
+            "-m",
+            "zasync",
+            # ZASYNC_TEST_VERBOSITY=-vv logs each conflict retried and what it was on.
+            os.environ.get("ZASYNC_TEST_VERBOSITY", "-v"),
+            "--db",
+            db,
+            "worker",
+            *FAST,
+            *args,
+        ]
         with open(log, "ab") as out:
             self.process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, env=python_env(**(env or {}))

@@ -14,8 +14,10 @@ to look at when they are many.
 
 from __future__ import annotations
 
+import logging
 import threading
 
+_log = logging.getLogger("zasync.conflicts")
 _lock = threading.Lock()
 _counts: dict[tuple[str, str], int] = {}
 
@@ -34,6 +36,7 @@ def count_conflict(where: str, error: BaseException | None = None) -> None:
     add(CONFLICT_RETRIES, where)
     class_name = getattr(error, "class_name", None)
     add(CONFLICTS_ON, class_name if isinstance(class_name, str) and class_name else "unknown")
+    _log.debug("conflict retried (%s): %s", where, error)
 
 
 def conflict_counts() -> dict[str, int]:

@@ -119,6 +119,17 @@ class Agent(Base):
         self._jobs[self._sequence] = job
         job.parent = self
 
+    def newest_claim(self) -> int | None:
+        """When the newest held job was claimed (its start stamp, µs), or None."""
+        try:
+            last = self._jobs.maxKey()
+        except ValueError:  # empty: an agent made before the first key was kept
+            return None
+        if last == _KEEP_FIRST:
+            return None
+        stamp = self._jobs[last]._active_start
+        return None if stamp is None else int(stamp)
+
     def _held(self) -> Any:
         """The held jobs' ``(key, job)`` pairs, in claim order."""
         return self._jobs.items(_KEEP_FIRST + 1)

@@ -56,9 +56,13 @@ class Share:
         """The lane is one of this claimer's own."""
         return lane in self.own
 
-    def may_take(self, lane: int, job: Any, waited: int) -> bool:
-        """May the claimer take ``job`` from ``lane`` (not its own), due ``waited`` µs ago?"""
+    def may_take(self, lane: int, key: Any, job: Any, now: int) -> bool:
+        """May the claimer take ``job`` (queue key ``key``) from ``lane``, not its own?"""
         return True
+
+    def helps_from_tail(self, lane: int, now: int) -> bool:
+        """Whether the claimer should take ``lane``'s newest due jobs, once out of others."""
+        return False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} own={sorted(self.own)}>"
@@ -74,7 +78,7 @@ def as_share(lane: int | Iterable[int] | Share | None, lanes: int) -> Share | No
 
 
 class DispatcherShare(Share):
-    """The share of one dispatcher among the active dispatchers of a queue.
+    """The share of one of several active dispatchers of a queue.
 
     ``active`` lists the queue's active dispatchers' records (their agents
     in the queue), in the order they all agree on (their UUIDs'), and
@@ -82,6 +86,15 @@ class DispatcherShare(Share):
     ``L`` belongs to dispatcher ``L % n``; its rotation goes on from there.
     With more dispatchers than lanes, the extra ones own no lane and help
     when the owners are full.
+
+    A job in a lane that is not this dispatcher's is left to a dispatcher
+    ahead of it in the rotation that accepts the job (its agents' filters)
+    and has room for it (for up to :data:`HANDOFF`), or is full but claimed
+    lately (it takes its lanes' next jobs as its jobs finish).  When all the
+    dispatchers ahead in a lane are full but claiming, this one helps from
+    the lane's other end (:meth:`helps_from_tail`): it takes half of the
+    newest due jobs beyond the next few while they take the oldest, so the
+    two rarely meet in one bucket.
     """
 
     def __init__(self, active: Sequence[Any], index: int, lanes: int) -> None:
@@ -91,6 +104,7 @@ class DispatcherShare(Share):
         self._index = index
         self._count = count
         self._rooms: dict[int, int] = {}
+        self._lately: dict[int, bool] = {}
 
     def _ahead(self, lane: int) -> list[Any]:
         """The dispatchers before this one in ``lane``'s rotation."""
@@ -98,26 +112,26 @@ class DispatcherShare(Share):
         steps = (self._index - start) % self._count
         return [self._active[(start + step) % self._count] for step in range(steps)]
 
-    def may_take(self, lane: int, job: Any, waited: int) -> bool:
-        return not any(self._would_take(other, job, waited) for other in self._ahead(lane))
+    def may_take(self, lane: int, key: Any, job: Any, now: int) -> bool:
+        return not any(self._leave_to(other, job, key, now) for other in self._ahead(lane))
 
-    def _would_take(self, dispatcher_agents: Any, job: Any, waited: int) -> bool:
-        """``dispatcher_agents`` has room for ``job`` now and has not left it waiting long."""
-        if waited >= HANDOFF:
+    def helps_from_tail(self, lane: int, now: int) -> bool:
+        ahead = self._ahead(lane)
+        return bool(ahead) and all(self._busy_claiming(other, now) for other in ahead)
+
+    def _leave_to(self, dispatcher_agents: Any, job: Any, key: Any, now: int) -> bool:
+        """Whether to leave ``job`` to ``dispatcher_agents``, ahead of this one in its lane."""
+        accepting = [agent for agent in dispatcher_agents.values() if _accepts(agent, job)]
+        if not accepting:
             return False
-        for agent in dispatcher_agents.values():
-            if self._room(agent) <= 0:
-                continue
-            if agent.chooser is not None or agent.filter is None:
-                return True
-            try:
-                if agent.filter(job):
-                    return True
-            except Exception:
-                # Its filter cannot run here (not importable, say): do not leave
-                # the job to it; a claim that meets its own is merely retried.
-                _log.debug("cannot evaluate %r's filter for %r", agent, job, exc_info=True)
-        return False
+        if any(self._room(agent) > 0 for agent in accepting):
+            return bool(now - key[1] < HANDOFF)  # it takes it now, unless it left it too long
+        return self._claimed_lately(dispatcher_agents, now)
+
+    def _busy_claiming(self, dispatcher_agents: Any, now: int) -> bool:
+        """Full in every agent, yet claiming: it will take its lanes' oldest jobs next."""
+        full = all(self._room(agent) <= 0 for agent in dispatcher_agents.values())
+        return full and self._claimed_lately(dispatcher_agents, now)
 
     def _room(self, agent: Any) -> int:
         """Free slots of another dispatcher's agent (a job's result commit frees its slot)."""
@@ -125,3 +139,24 @@ class DispatcherShare(Share):
         if key not in self._rooms:
             self._rooms[key] = agent.size - len(agent)
         return self._rooms[key]
+
+    def _claimed_lately(self, dispatcher_agents: Any, now: int) -> bool:
+        """The dispatcher claimed a job less than :data:`HANDOFF` ago (its newest held one)."""
+        key = id(dispatcher_agents)
+        if key not in self._lately:
+            starts = [agent.newest_claim() for agent in dispatcher_agents.values()]
+            self._lately[key] = any(s is not None and now - s < HANDOFF for s in starts)
+        return self._lately[key]
+
+
+def _accepts(agent: Any, job: Any) -> bool:
+    """Whether another dispatcher's agent would take ``job`` (its filter, if it can run here)."""
+    if agent.chooser is not None or agent.filter is None:
+        return True
+    try:
+        return bool(agent.filter(job))
+    except Exception:
+        # Its filter cannot run here (not importable, say): do not leave the
+        # job to it; a claim that meets its own claim is merely retried.
+        _log.debug("cannot evaluate %r's filter for %r", agent, job, exc_info=True)
+        return False

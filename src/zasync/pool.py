@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from zasync.dispatcher import Dispatcher
 
 events_log = logging.getLogger("zasync.events")
+#: How long (seconds) a job run here still counts as this pool's for the orphan check.
+FINISHED_MEMORY = 60.0
 trace_log = logging.getLogger("zasync.trace")
 
 WorkItem = tuple[bytes, str]
@@ -62,6 +64,10 @@ class AgentThreadPool:
         self.running = 0  # jobs being run right now
         # Jobs handed to this pool and not yet done with: waiting or running.
         self._owned: set[bytes] = set()
+        # Jobs run here lately, by when they finished: the dispatcher's poll may
+        # still see one as held and unfinished (its transaction began before the
+        # job's result commit), and must not take it for an orphan.
+        self._finished: dict[bytes, float] = {}
         self._idle = threading.Condition(self._lock)
 
     def getSize(self) -> int:
@@ -92,12 +98,23 @@ class AgentThreadPool:
         """Queue a claimed job for the threads."""
         with self._lock:
             self._owned.add(item[0])
+            self._finished.pop(item[0], None)
         self.queue.put(item)
 
     def owns(self, oid: bytes) -> bool:
-        """True if the job is waiting here or being run here."""
+        """True if the job is waiting here, being run here, or was run here lately."""
         with self._lock:
-            return oid in self._owned
+            if oid in self._owned:
+                return True
+            finished = self._finished.get(oid)
+            return finished is not None and time.monotonic() - finished < FINISHED_MEMORY
+
+    def _remember_finished(self, oid: bytes) -> None:
+        """Note a job done here (called with the lock held); forget the old ones."""
+        now = time.monotonic()
+        self._finished[oid] = now
+        if len(self._finished) > 1000:
+            self._finished = {o: t for o, t in self._finished.items() if now - t < FINISHED_MEMORY}
 
     def backlog(self) -> int:
         """Claimed jobs waiting for a thread."""
@@ -150,6 +167,7 @@ class AgentThreadPool:
                     with self._idle:
                         self.running -= 1
                         self._owned.discard(item[0])
+                        self._remember_finished(item[0])
                         self._idle.notify_all()
                     self.dispatcher._job_done(self)
         except BaseException:

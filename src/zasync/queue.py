@@ -44,21 +44,29 @@ from zasync.quota import Quotas
 
 LANE_WINDOW = 2 * LANES
 _PUT_BACK, _NORMAL = 0, 1
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 QueueKey = tuple[int, int, str, bytes]
-#: Every lane keeps this key first, for ever.  ZODB's BTrees refuse to merge
+#: A lane of one bucket keeps this key first.  ZODB's BTrees refuse to merge
 #: concurrent changes to a bucket when one of them deletes the bucket's first
 #: key or empties it; with this key in place a claim (which deletes the first
 #: jobs) merges with puts and with other claims of other jobs in its bucket.
+#: A lane of several buckets drops it once it is alone in the first bucket:
+#: the tree object changes whenever a claim deletes the first key of a bucket
+#: other than its first, and every writer of the lane reads the tree.
 _KEEP_FIRST: QueueKey = (-1, 0, "", b"")
 _FIRST_JOB = (0,)  # the smallest job key: lane.items(_FIRST_JOB) skips _KEEP_FIRST
 #: A claimer's own lanes: one lane number, a set of them, a Share, or None (none).
 Lanes = int | frozenset[int] | Share | None
 
 
-def _micros(when: datetime.datetime) -> int:
-    return (when - _EPOCH) // datetime.timedelta(microseconds=1)
+def _tidy(lane: OOBTree) -> None:
+    """Keep ``_KEEP_FIRST`` in a lane of one bucket; drop it where it is alone in the first."""
+    state = lane.__getstate__()
+    if state is None or len(state) == 1 or len(state[0]) == 1:  # one bucket
+        if _KEEP_FIRST not in lane:
+            lane[_KEEP_FIRST] = None
+    elif len(state[1]) == 1 and _KEEP_FIRST in state[1]:
+        del lane[_KEEP_FIRST]  # empties the first bucket, which the tree then drops
 
 
 class Queues(MappingBase):
@@ -120,11 +128,8 @@ class Queue(Base):
         return self._lanes[lane_of(job._p_oid, len(self._lanes))]
 
     def _insert(self, job: Any, rank: int, due: datetime.datetime) -> None:
-        key: QueueKey = (rank, _micros(due), database_name(job) or "", job._p_oid)
-        lane = self._lane(job)
-        if _KEEP_FIRST not in lane:  # a queue made before lanes kept it
-            lane[_KEEP_FIRST] = None
-        lane[key] = job
+        key: QueueKey = (rank, clock.to_stamp(due), database_name(job) or "", job._p_oid)
+        self._lane(job)[key] = job
         job._queue_key = key
         job.parent = self
         self._length.change(1)
@@ -280,8 +285,9 @@ class Queue(Base):
 
         Without a share: claim order.  With one: the claimer's own lanes'
         jobs, and other lanes' jobs that it may take, each placed as if due
-        ``OWN_LEAD`` later (see :mod:`zasync.lanes`).  Other lanes' jobs are
-        looked at only among their first few, so a scan stays short when
+        ``OWN_LEAD`` later (see :mod:`zasync.lanes`); then the newest due
+        jobs of the lanes it helps from their tail.  Other lanes' first jobs
+        are looked at only among the first few, so a scan stays short when
         others own the head of the queue.
         """
         if share is None:
@@ -295,6 +301,7 @@ class Queue(Base):
         foreign = self._due(
             heapq.merge(*(ln.items(_FIRST_JOB) for ln in others), key=by_key), now_key
         )
+        yielded: set[int] = set()
         next_own = next(own, None)
         window = max(LANE_WINDOW, limit * count)
         for examined, (key, job) in enumerate(foreign):
@@ -304,11 +311,21 @@ class Queue(Base):
                 next_own = next(own, None)
             if examined >= window:
                 break
-            if share.may_take(lane_of(key[3], count), job, now_key - key[1]):
+            if share.may_take(lane_of(key[3], count), key, job, now_key):
+                yielded.add(id(job))
                 yield key, job
         if next_own is not None:
             yield next_own
             yield from own
+        for number, lane in enumerate(self._lanes):
+            if not share.owns(number) and share.helps_from_tail(number, now_key):
+                due = lane.items(_FIRST_JOB, (_NORMAL, now_key + 1), excludemax=True)
+                # Half of what lies beyond the jobs its owner takes next: the
+                # two ends then stay buckets apart, and the last few jobs of a
+                # lane are its owner's.
+                share_of_tail = max(0, len(due) - LANE_WINDOW) // 2
+                newest_first = itertools.islice(reversed(due), share_of_tail)
+                yield from ((k, j) for k, j in newest_first if id(j) not in yielded)
 
     def claim(
         self,
@@ -334,7 +351,7 @@ class Queue(Base):
         cleaned: set[str] = set()
         chosen: list[tuple[Any, Any]] = []  # (queued job, job handed out)
         share = as_share(lane, len(self._lanes))
-        for key, job in self._claim_order(share, _micros(now), limit):
+        for key, job in self._claim_order(share, clock.to_stamp(now), limit):
             if len(chosen) >= limit:
                 break
             if job._queue_key != key:
@@ -355,6 +372,7 @@ class Queue(Base):
             if candidate is not None:
                 chosen.append((job, candidate))
         # Removing only after the scan: the lanes must not change while iterated.
+        touched = {id(self._lane(job)): self._lane(job) for job, _candidate in chosen}
         for job, candidate in chosen:
             self._remove(job)
             if candidate is not job:
@@ -364,6 +382,8 @@ class Queue(Base):
                 logging.getLogger("zasync.events").info(
                     "%r missed its start deadline; claiming a job that fails it", job
                 )
+        for lane in touched.values():
+            _tidy(lane)
         return [candidate for _, candidate in chosen]
 
     def _admits(self, job: Any, filter: Any, cleaned: set[str]) -> bool:
