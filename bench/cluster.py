@@ -187,7 +187,9 @@ def report(
 ) -> None:
     """Run one measurement and print its line (and where its conflicts were)."""
     label = f"w{workers}" + ("" if trickle is None else "-trickle")
-    result = run_once(engine.fresh(label), tmp, workers, jobs, trickle)
+    logs = tmp / kind  # one directory per engine: the logs' names repeat
+    logs.mkdir(exist_ok=True)
+    result = run_once(engine.fresh(label), logs, workers, jobs, trickle)
     rate = result["jobs_per_second"]
     total = result["job_conflicts"] + result["bookkeeping_conflicts"]
     shape = "as a backlog" if trickle is None else f"trickled at {trickle:,.0f}/s"

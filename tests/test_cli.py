@@ -145,3 +145,34 @@ def test_worker_config_file(tmp_path):
         "threads": 2,
         "prefetch": 5,
     }
+
+
+def test_a_config_file_names_the_database_for_every_command(tmp_path):
+    data = tmp_path / "Data.fs"
+    config = tmp_path / "zasync.toml"
+    config.write_text(f'db = "file://{data}"\npoll_interval = 0.2\n')
+    zasync_cli("--config", str(config), "worker", "--burst")  # its settings and db from the file
+    zasync_cli("--config", str(config), "put", "operator.mul", "6", "7")
+    done = subprocess.run(  # the same through the environment
+        [sys.executable, "-m", "zasync", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=python_env(ZASYNC_CONFIG=str(config)),
+        check=True,
+    )
+    assert json.loads(done.stdout)["queues"][0]["pending"] == 1
+    # --db wins over the file.
+    other = f"file://{tmp_path / 'Other.fs'}"
+    zasync_cli("--db", other, "--config", str(config), "worker", "--burst")
+    status = json.loads(zasync_cli("--db", other, "status", "--json").stdout)
+    assert status["queues"][0]["pending"] == 0
+    assert data.exists()
+
+
+def test_a_bad_config_file_is_refused_before_anything_opens(tmp_path):
+    config = tmp_path / "zasync.toml"
+    config.write_text('db = "file://%s"\ncolour = "red"\n' % (tmp_path / "Data.fs"))
+    done = zasync_cli("--config", str(config), "put", "operator.mul", "6", "7", check=False)
+    assert done.returncode == 2 and "unknown setting(s) ['colour']" in done.stderr
+    assert not (tmp_path / "Data.fs").exists()  # nothing was opened, nothing put

@@ -58,16 +58,31 @@ def _setup_logging(verbose: int) -> None:
     envvar="ZASYNC_DB",
     show_envvar=True,
     default=None,
-    help="Database URI: file://PATH (default var/zasync/Data.fs), zeo://HOST:PORT, memory://",
+    help="Database URI: file://PATH (default var/zasync/Data.fs), zeo://HOST:PORT, "
+    "postgresql://USER@HOST/DB (RelStorage), memory://",
+)
+@click.option(
+    "--config",
+    envvar="ZASYNC_CONFIG",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A TOML file (as for `worker --config`): every command takes its `db` when "
+    "--db is not given, and the worker its other settings.",
 )
 @click.option("-v", "--verbose", count=True, help="More logging (-v: job starts/ends, -vv: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.version_option(package_name="zasync")
 @click.pass_context
-def main(ctx: click.Context, db: str | None, verbose: int, quiet: bool) -> None:
+def main(ctx: click.Context, db: str | None, config: str | None, verbose: int, quiet: bool) -> None:
     """zasync: a durable, transactional job queue in a ZODB database."""
     _setup_logging(-1 if quiet else verbose)
-    ctx.obj = {"db": db}
+    try:
+        settings = load_config(config) if config else {}
+    except ZasyncError as e:
+        raise click.UsageError(str(e)) from None
+    # "db": what commands open (--db, else the file's); "db_option": --db alone.
+    ctx.obj = {"db": db or settings.get("db"), "db_option": db, "config": settings}
 
 
 def _fail(message: str) -> None:
@@ -170,8 +185,11 @@ def worker(
 ) -> None:
     """Run a worker: claim and run jobs until stopped (SIGTERM/SIGINT; twice: at once)."""
     try:
-        settings = load_config(config) if config else {}
-        if obj["db"]:
+        # --db, then this command's --config, then the one given to zasync itself.
+        settings = load_config(config) if config else dict(obj["config"])
+        if obj["db_option"]:
+            settings["db"] = obj["db_option"]
+        elif "db" not in settings and obj["db"]:
             settings["db"] = obj["db"]
         if agent_texts:
             settings["agents"] = agents_from_options(agent_texts)
