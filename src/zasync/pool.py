@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 events_log = logging.getLogger("zasync.events")
 #: How long (seconds) a job run here still counts as this pool's for the orphan check.
 FINISHED_MEMORY = 60.0
+#: How many finished jobs a pool remembers at most (the oldest are forgotten first).
+FINISHED_KEPT = 10_000
 trace_log = logging.getLogger("zasync.trace")
 
 WorkItem = tuple[bytes, str]
@@ -110,11 +112,11 @@ class AgentThreadPool:
             return finished is not None and time.monotonic() - finished < FINISHED_MEMORY
 
     def _remember_finished(self, oid: bytes) -> None:
-        """Note a job done here (called with the lock held); forget the old ones."""
-        now = time.monotonic()
-        self._finished[oid] = now
-        if len(self._finished) > 1000:
-            self._finished = {o: t for o, t in self._finished.items() if now - t < FINISHED_MEMORY}
+        """Note a job done here (called with the lock held); forget the oldest beyond a bound."""
+        self._finished.pop(oid, None)  # re-inserted last: the dict stays in finishing order
+        self._finished[oid] = time.monotonic()
+        while len(self._finished) > FINISHED_KEPT:
+            del self._finished[next(iter(self._finished))]
 
     def backlog(self) -> int:
         """Claimed jobs waiting for a thread."""
