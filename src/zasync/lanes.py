@@ -16,9 +16,13 @@ So the claimers of a queue share its lanes out:
   rotation (its owner first, then the next one) as long as one of those has
   room for the job and its filter accepts it.  So at most one dispatcher goes
   for a given job, and the others take it only when that one cannot: when
-  it is full, or its filter refuses the job, or the job has waited
-  :data:`HANDOFF` without it being taken (a dispatcher stuck or dead but not
-  yet known to be).
+  it is full of slow jobs, or its filter refuses the job, or the job has
+  waited :data:`HANDOFF` without it being taken (a dispatcher stuck or dead
+  but not yet known to be).
+* A dispatcher out of work helps an owner that is full but claiming from the
+  other end of its lanes: half of the newest due jobs beyond the next few.
+  The owner's claims at the head and the helper's at the tail then stay
+  buckets apart, and conflicts (one claim retried) stay rare.
 """
 
 from __future__ import annotations
