@@ -358,3 +358,34 @@ def test_jobs_just_finished_here_are_not_taken_for_orphans(zasync_db, zasync_que
         (pool,) = dispatcher.pools.values()
         assert all(pool.owns(job._p_oid) for job in jobs)  # remembered as run here
     assert "never reached a thread" not in caplog.text
+
+
+def test_a_failed_claim_keeps_the_pools_and_their_running_jobs(
+    zasync_db, zasync_queue, monkeypatch, caplog
+):
+    """A claim transaction that gives up must not retire the pools: their jobs run on."""
+    real = dispatcher_module.try_transaction_five_times
+    failures = []
+
+    def claim_fails_once(call, identifier, tm, reraise=()):
+        if "claiming" in str(identifier) and failures == ["armed"]:
+            failures.append("failed")
+            return Failure(zasync.ZasyncError("five conflicts, say"))
+        return real(call, identifier, tm, reraise=reraise)
+
+    monkeypatch.setattr(dispatcher_module, "try_transaction_five_times", claim_fails_once)
+    caplog.set_level(logging.WARNING, "zasync.events")
+    with running_dispatcher(zasync_db, threads=1, poll_interval=0.05) as dispatcher:
+        job = zasync_queue.put(Job(support.annotate_status_then_block, "failed-claim"))
+        transaction.commit()
+        assert wait_for_annotation(job, "status") == ACTIVE
+        pool = dispatcher.pools[("", "main")]
+        failures.append("armed")
+        wait_for(lambda: failures[-1] == "failed", sync=None)
+        wait_for_poll(dispatcher)
+        wait_for_poll(dispatcher)  # polls after the failure see the job held and running
+        assert dispatcher.pools[("", "main")] is pool
+        support.event("failed-claim").set()
+        assert wait_for_result(job) == 42
+    assert "never reached a thread" not in caplog.text
+    assert job._retry_policy is None or "interruptions" not in job._retry_policy.data

@@ -139,6 +139,7 @@ class Dispatcher:
         self.records = Records(polls_size, jobs_size)
         self.activated: datetime.datetime | bool | None = False
         self.pools: dict[tuple[str, str], AgentThreadPool] = {}
+        self._retiring: list[AgentThreadPool] = []  # retired pools still finishing jobs
         self._activated_queues: set[bytes] = set()
         self._refused: dict[str, int] = {}
         self._watched: set[bytes] = set()
@@ -316,12 +317,17 @@ class Dispatcher:
             queues = self.conn.root().get(KEY)
             if queues is None:
                 return info
+            unsure: set[str] = set()  # queues whose claim failed: their agents are unknown
             for name, queue in queues.items():
                 info[name] = None
                 if self._activate_in(queue, tm):
                     info[name] = {}
-                    started.extend(self._claim_in(queue, info[name], tm))
-            self._retire_pools(info)
+                    claimed = self._claim_in(queue, info[name], tm)
+                    if claimed is None:
+                        unsure.add(name)
+                    else:
+                        started.extend(claimed)
+            self._retire_pools(info, unsure)
             return info
         finally:
             abort_quietly(tm)
@@ -404,8 +410,12 @@ class Dispatcher:
             else:
                 agent.size, agent.threads, agent.filter = spec.size, spec.threads, spec.filter
 
-    def _claim_in(self, queue: Any, queue_info: dict[str, Any], tm: Any) -> list[JobId]:
-        """File, claim and ping in one transaction; hand claimed jobs to the pools."""
+    def _claim_in(self, queue: Any, queue_info: dict[str, Any], tm: Any) -> list[JobId] | None:
+        """File, claim and ping in one transaction; hand claimed jobs to the pools.
+
+        None if the transaction failed: then nothing was claimed, and the
+        queue's agents are not known from this poll.
+        """
         da = queue.dispatchers[self.UUID]
 
         def unit() -> tuple[list[tuple[str, Any]], dict[str, Any]]:
@@ -444,7 +454,7 @@ class Dispatcher:
         )
         if isinstance(result, Failure):
             queue_info["error"] = repr(result)
-            return []
+            return None
         claimed, details = result
         queue_info.update(details)
         started: list[JobId] = []
@@ -481,7 +491,8 @@ class Dispatcher:
         a live worker's agent for ever.
         """
         pool = self.pools.get((queue_name, agent_name))
-        return pool is None or not pool.owns(job._p_oid)
+        pools = [*self._retiring, *([] if pool is None else [pool])]
+        return not any(p.owns(job._p_oid) for p in pools)
 
     def _reclaim(self, queue: Any, da: Any, agent: Any, job: Any) -> None:
         """Give an orphaned job back: to the queue if it never started here, else as interrupted."""
@@ -515,12 +526,22 @@ class Dispatcher:
             delta = pool.setSize(threads)
             self.db.setPoolSize(max(1, self.db.getPoolSize() + delta))
 
-    def _retire_pools(self, info: PollInfo) -> None:
+    def _retire_pools(self, info: PollInfo, unsure: Collection[str] = ()) -> None:
+        """Stop the pools of agents this poll saw removed (not of queues it could not read).
+
+        A retired pool's threads finish the jobs it holds; until they are
+        done with them it stays in ``_retiring``, so the orphan check still
+        sees those jobs as this process's.
+        """
+        self._retiring = [pool for pool in self._retiring if pool.holds_anything()]
         for key in list(self.pools):
             queue_name, agent_name = key
             agents = info.get(queue_name)
+            if queue_name in unsure:
+                continue
             if queue_name in info and agents is not None and agent_name not in agents:
                 pool = self.pools.pop(key)
+                self._retiring.append(pool)
                 self.db.setPoolSize(max(1, self.db.getPoolSize() + pool.setSize(0)))
 
     def _replace_dead_threads(self, pool: AgentThreadPool) -> None:

@@ -111,6 +111,14 @@ class AgentThreadPool:
             finished = self._finished.get(oid)
             return finished is not None and time.monotonic() - finished < FINISHED_MEMORY
 
+    def holds_anything(self) -> bool:
+        """Jobs waiting, running, or finished here within the orphan check's memory."""
+        with self._lock:
+            if self._owned:
+                return True
+            now = time.monotonic()
+            return any(now - t < FINISHED_MEMORY for t in self._finished.values())
+
     def _remember_finished(self, oid: bytes) -> None:
         """Note a job done here (called with the lock held); forget the oldest beyond a bound."""
         self._finished.pop(oid, None)  # re-inserted last: the dict stays in finishing order
