@@ -509,15 +509,12 @@ class Job(Base):
 
     def _run_callbacks(self, tm: Any) -> None:
         """Run the callbacks (committing) if the job is not already COMPLETED."""
-
-        def unit() -> None:
-            # Checked on each attempt: after a conflict, another process or
-            # thread (a dispatcher cleaning up, say) may have run them.
-            if self._status == CALLBACKS:
-                self.resumeCallbacks()
-
         if self._status == CALLBACKS:
-            never_fail(unit, lambda: f"performing callbacks of {self!r}", tm)
+            never_fail(
+                self._while((CALLBACKS,), self.resumeCallbacks),
+                lambda: f"performing callbacks of {self!r}",
+                tm,
+            )
 
     def _set_result(self, res: Any, tm: Any, data_cache: dict[str, Any] | None = None) -> bool:
         """Record ``res`` (without committing); return True if it is final."""
@@ -537,12 +534,11 @@ class Job(Base):
         """Receive the final result of the inner job or awaitable this job waited for."""
         tm = self._transaction_manager()
         if self._status == ACTIVE:
-
-            def unit() -> None:
-                if self._status == ACTIVE:  # on each attempt, as in _run_callbacks
-                    self._finish(res)
-
-            never_fail(unit, lambda: f"storing result of {self!r}", tm)
+            never_fail(
+                self._while((ACTIVE,), self._finish, res),
+                lambda: f"storing result of {self!r}",
+                tm,
+            )
             self._log_completion(res)
         self._run_callbacks(tm)
 
