@@ -389,3 +389,29 @@ def test_a_failed_claim_keeps_the_pools_and_their_running_jobs(
         assert wait_for_result(job) == 42
     assert "never reached a thread" not in caplog.text
     assert job._retry_policy is None or "interruptions" not in job._retry_policy.data
+
+
+def test_a_job_handed_to_another_worker_mid_run_is_left_in_its_new_agent(
+    zasync_db, zasync_queue, caplog
+):
+    """Its old worker stops it without parking it: it is not waiting for anything."""
+    caplog.set_level(logging.WARNING, "zasync.events")
+    with running_dispatcher(zasync_db, threads=1, poll_interval=0.05) as dispatcher:
+        job = zasync_queue.put(Job(support.annotate_status_then_block, "handed-over"))
+        transaction.commit()
+        assert wait_for_annotation(job, "status") == ACTIVE
+        # Another worker takes it over (as after a false death), while it runs here.
+        other = zasync_queue.dispatchers.register(uuid.UUID(int=7))
+        other.ping_death_interval = datetime.timedelta(days=1)
+        other["main"] = zasync.Agent(size=3)
+        other.activate()
+        old_agent = job.parent
+        old_agent.remove(job)
+        other["main"]._hold(job)
+        transaction.commit()
+        support.event("handed-over").set()  # its result commit here now conflicts
+        wait_for(lambda: "was handed to another worker" in caplog.text, sync=None)
+        wait_for_poll(dispatcher)
+        transaction.begin()
+        assert job.status == ACTIVE and job in list(other["main"])
+        assert not other["main"].is_parked(job)  # still the new worker's to run

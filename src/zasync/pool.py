@@ -262,7 +262,10 @@ class AgentThreadPool:
         finally:
             local.job = None
             abort_quietly(transaction.manager)
-        waiting = job._status == ACTIVE
+        # A job returns itself when it stopped because it is no longer this
+        # worker's (handed to another, run elsewhere): nothing to wait for
+        # here, and it may be running in another worker's agent.
+        waiting = job._status == ACTIVE and result is not job
         if waiting and IJob.providedBy(result):
             self._park(job)
         text, failed = describe_result(None if waiting else result)
@@ -290,7 +293,7 @@ class AgentThreadPool:
 
         def park() -> None:
             agent = job.parent
-            if job._status == ACTIVE and IAgent.providedBy(agent) and job in list(agent):
+            if job._status == ACTIVE and self._in_our_agent(job) and job in list(agent):
                 agent.park(job)
 
         never_fail(park, f"parking {job!r}", transaction.manager)
