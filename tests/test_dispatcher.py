@@ -415,3 +415,21 @@ def test_a_job_handed_to_another_worker_mid_run_is_left_in_its_new_agent(
         transaction.begin()
         assert job.status == ACTIVE and job in list(other["main"])
         assert not other["main"].is_parked(job)  # still the new worker's to run
+
+
+def test_a_claimed_job_asked_to_stop_before_it_starts_never_runs(zasync_db, zasync_queue):
+    """Cancelled while it waited for a thread: it completes as cancelled, its code unrun."""
+    with running_dispatcher(zasync_db, threads=1, prefetch=4, poll_interval=0.05):
+        busy = zasync_queue.put(Job(support.annotate_status_then_block, "cancel-waiting"))
+        transaction.commit()
+        assert wait_for_annotation(busy, "status") == ACTIVE
+        waiting = zasync_queue.put(Job(support.annotate_status_then_block, "never-released"))
+        transaction.commit()
+        wait_for(lambda: waiting.status == ACTIVE)  # claimed ahead; the only thread is busy
+        assert zasync.cancel(waiting, "not needed") == "requested"
+        support.event("cancel-waiting").set()
+        result = wait_for_result(waiting)
+        assert isinstance(result, Failure) and result.check(zasync.CancelledError)
+        assert "not needed" in result.getErrorMessage()
+        assert waiting.get_annotation("status") is None  # its code never ran
+        assert wait_for_result(busy) == 42

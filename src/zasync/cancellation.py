@@ -102,3 +102,21 @@ def cancel_request(job: Any) -> dict[str, Any] | None:
     """The cancellation request stored on ``job`` (as of its connection's view), or None."""
     value: dict[str, Any] | None = job.get_annotation(CANCEL)
     return value
+
+
+def cancel_before_start(job: Any) -> bool:
+    """Complete a claimed job as cancelled instead of running it, if a stop was asked.
+
+    A worker calls this when a thread picks the job up: a request written
+    while the job waited for a thread (claimed, not started) is honoured
+    before any of its code runs.  Returns True if the job was cancelled.
+    """
+    request = cancel_request(job)
+    if request is None or job.status != ACTIVE:
+        return False
+    tm = job._transaction_manager()
+    failure = Failure(CancelledError(request.get("reason") or "cancelled"))
+    never_fail(job._while((ACTIVE,), job._finish, failure), lambda: f"cancelling {job!r}", tm)
+    job._log_completion(failure)
+    job._run_callbacks(tm)
+    return True

@@ -19,6 +19,7 @@ import transaction
 
 from zasync import _context, clock
 from zasync._local import local
+from zasync.cancellation import cancel_before_start
 from zasync.interfaces import (
     ACTIVE,
     ASSIGNED,
@@ -240,6 +241,11 @@ class AgentThreadPool:
                 trace_log.info("not running %r: it was reassigned", job)
             records.update_job(job_id, reassigned=True, completed=clock.utcnow())
             abort_quietly(transaction.manager)
+            return
+        if cancel_before_start(job):  # asked to stop while it waited for a thread
+            records.update_job(
+                job_id, result=repr(job.result), failed=True, completed=clock.utcnow()
+            )
             return
         trace_log.info("starting in thread %d: %r", thread_id, job)
         local.job = job
