@@ -56,6 +56,17 @@ def blocking_job(tmp_path, name="job"):
     return Job(support.wait_for_file, str(marker), str(release)), marker, release
 
 
+def release_and_restart(uri, log, oid, release, message="never completed"):
+    """Release the job's body, run a worker until the job is COMPLETED; return load()."""
+    touch(release)
+    worker = WorkerProcess(uri, log)  # same UUID (kept beside the file)
+    try:
+        wait_until(lambda: load(uri, oid)[0] == COMPLETED, message=message)
+    finally:
+        worker.stop()
+    return load(uri, oid)
+
+
 def test_graceful_stop_lets_the_running_job_finish(tmp_path, uri):
     job, marker, release = blocking_job(tmp_path)
     worker = WorkerProcess(uri, tmp_path / "worker.log", "--grace", "60")
@@ -91,13 +102,7 @@ def test_stop_after_grace_interrupts_and_restart_retries(tmp_path, uri):
         queue = zasync.get_queue(conn)
         assert conn.get(oid).status == zasync.ACTIVE
         assert [w.callable.__name__ for w in queue] == ["handleInterrupt"]
-    touch(release)
-    worker = WorkerProcess(uri, log)
-    try:
-        wait_until(lambda: load(uri, oid)[0] == COMPLETED, message="never completed")
-    finally:
-        worker.stop()
-    _, result, data = load(uri, oid)
+    _, result, data = release_and_restart(uri, log, oid, release)
     assert result == 42 and data["interruptions"] == 1
     assert callbacks_of(uri, oid) == [(COMPLETED, "I got result 42")]
 
@@ -120,13 +125,7 @@ def test_a_second_signal_stops_at_once(tmp_path, uri):
     with client(uri) as conn:
         assert conn.get(oid).status == zasync.ACTIVE  # handed back, not lost
         assert [w.callable.__name__ for w in zasync.get_queue(conn)] == ["handleInterrupt"]
-    touch(release)
-    worker = WorkerProcess(uri, log)
-    try:
-        wait_until(lambda: load(uri, oid)[0] == COMPLETED, message="never completed")
-    finally:
-        worker.stop()
-    _, result, data = load(uri, oid)
+    _, result, data = release_and_restart(uri, log, oid, release)
     assert result == 42 and data["interruptions"] == 1
 
 
@@ -144,13 +143,7 @@ def test_kill_9_during_a_job_then_restart(tmp_path, uri, policy):
     finally:
         worker.stop()
     assert load(uri, oid)[0] == zasync.ACTIVE  # the crash left it running
-    touch(release)
-    worker = WorkerProcess(uri, log)  # same UUID (kept beside the file)
-    try:
-        wait_until(lambda: load(uri, oid)[0] == COMPLETED, message="never completed")
-    finally:
-        worker.stop()
-    _, result, data = load(uri, oid)
+    _, result, data = release_and_restart(uri, log, oid, release)
     if policy == "never":
         assert isinstance(result, Failure) and result.check(AbortedError)
         assert len(lines(marker)) == 1  # not run again
@@ -223,12 +216,7 @@ def test_callback_interrupted_by_a_crash_is_resumed(tmp_path, uri):
     finally:
         worker.stop()
     assert load(uri, oid)[0] == zasync.CALLBACKS
-    touch(release)
-    worker = WorkerProcess(uri, log)
-    try:
-        wait_until(lambda: load(uri, oid)[0] == COMPLETED, message="callbacks never resumed")
-    finally:
-        worker.stop()
-    assert load(uri, oid)[1] == 42
+    _, result, _ = release_and_restart(uri, log, oid, release, message="callbacks never resumed")
+    assert result == 42
     assert callbacks_of(uri, oid) == [(COMPLETED, 42)]
     assert len(lines(marker)) == 2  # retried by RetryCommonForever
