@@ -113,6 +113,15 @@ def test_durations_and_times(now):
     assert parse_duration("1.5").total_seconds() == 1.5
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("1x")
+    assert parse_duration("36525d").days == 36525  # 100 years: the longest
+    for too_long in ("36526d", "99999999d", "1e400", "inf"):
+        with pytest.raises(ValueError, match="duration too long"):
+            parse_duration(too_long)
+    for negative_or_nan in ("-5", "nan", "-0.1"):
+        with pytest.raises(ValueError, match="durations are >= 0"):
+            parse_duration(negative_or_nan)
+    with pytest.raises(ValueError, match="duration too long"):
+        parse_time("99999999d")  # no OverflowError from the date it is added to
     assert parse_time("10m") == now + parse_duration("10m")
     assert parse_time("2026-01-01T10:00+01:00").hour == 9
     with pytest.raises(ValueError, match="no time zone"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import re
 
 from zasync import clock
@@ -10,21 +11,34 @@ from zasync import clock
 _PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])", re.IGNORECASE)
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
+#: The longest duration accepted: anything longer is a typing mistake, and far
+#: longer ones overflow the dates they are added to.
+MAX_DURATION = datetime.timedelta(days=36525)
+_USE = "use forms like 90s, 5m, 1h30m, 2d"
+
 
 def parse_duration(text: str) -> datetime.timedelta:
-    """``'1h30m'`` -> 1:30:00.  Units d, h, m, s; a bare number means seconds."""
+    """``'1h30m'`` -> 1:30:00.  Units d, h, m, s; a bare number means seconds.
+
+    ValueError for anything else, and for negative, infinite or longer than
+    :data:`MAX_DURATION` (100 years) durations.
+    """
     text = text.strip()
     try:
-        return datetime.timedelta(seconds=float(text))
+        seconds = float(text)
     except ValueError:
-        pass
-    parts = _PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts).lower() != text.lower():
-        raise ValueError(f"not a duration: {text!r} (use forms like 90s, 5m, 1h30m, 2d)")
-    total = datetime.timedelta()
-    for number, unit in parts:
-        total += datetime.timedelta(**{_UNITS[unit.lower()]: float(number)})
-    return total
+        parts = _PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts).lower() != text.lower():
+            raise ValueError(f"not a duration: {text!r} ({_USE})") from None
+        seconds = sum(
+            datetime.timedelta(**{_UNITS[u.lower()]: 1}).total_seconds() * float(n)
+            for n, u in parts
+        )
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"not a duration: {text!r} (durations are >= 0; {_USE})")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"duration too long: {text!r} (at most {MAX_DURATION.days}d, 100 years)")
+    return datetime.timedelta(seconds=seconds)
 
 
 def parse_time(text: str) -> datetime.datetime:
