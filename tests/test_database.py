@@ -41,6 +41,42 @@ def test_unknown_scheme_is_a_clear_error():
         open_database("nosuch://x")
 
 
+def test_what_is_not_a_database_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "notes.txt").write_text("hello\n")
+    (tmp_path / "empty.fs").write_bytes(b"")
+    refusals = [
+        (str(tmp_path / "adir"), {}, "is a directory, not a database file"),
+        (str(tmp_path / "notes.txt"), {}, "is not a database file"),
+        ("/dev/null", {}, "/dev/null is not a regular file"),
+        (str(tmp_path / "empty.fs"), {"create": False}, "is an empty file"),
+        (str(tmp_path / "missing" / "Data.fs"), {"create": False}, "no database at"),
+        ("zeo://127.0.0.1:99999", {}, "Port out of range"),
+    ]
+    for uri, options, message in refusals:
+        with pytest.raises(zasync.ZasyncError, match=message):
+            open_database(uri, **options)
+    # No lock, index or scratch file beside them, no folder made.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "empty.fs", "notes.txt"]
+    assert list((tmp_path / "adir").iterdir()) == []
+
+
+def test_an_unreachable_zeo_server_is_given_up_after_connect_timeout():
+    from workers import free_port
+
+    uri = f"zeo://127.0.0.1:{free_port()}"
+    with pytest.raises(zasync.ZasyncError, match=r"cannot open 'zeo://.*no ZEO server answered"):
+        open_database(uri, connect_timeout=1)
+
+
+def test_passwords_are_not_repeated_in_errors():
+    from zasync.database import redact
+
+    assert redact("postgresql://me:s3cret@db:5432/q") == "postgresql://me:***@db:5432/q"
+    assert redact("postgresql://me@db/q") == "postgresql://me@db/q"
+    assert redact("zeo://db:8100") == "zeo://db:8100"
+
+
 def test_served_file_is_shared_with_other_processes(tmp_path):
     path = tmp_path / "Data.fs"
     opened = open_database(f"file://{path}", serve=True)

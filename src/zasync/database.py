@@ -20,13 +20,20 @@ other schemes                       any zodburi resolver (``zconfig://``, RelSto
 Every scheme but ``file`` and ``memory`` also takes zodburi's database options
 in its query: ``connection_cache_size`` (objects per connection),
 ``connection_pool_size``, ``database_name``.
+
+Whatever goes wrong while opening (a directory or a file that is not a
+database, a missing file when ``create=False``, a server that does not
+answer) raises :class:`~zasync.interfaces.ZasyncError` with one line saying
+what, so that command lines can print it as it is.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +42,8 @@ import ZODB
 import zodburi
 from ZODB.DemoStorage import DemoStorage
 from ZODB.FileStorage import FileStorage
-from ZODB.POSException import ConflictError
+from ZODB.FileStorage.FileStorage import FILESTORAGE_MAGIC
+from ZODB.POSException import ConflictError, POSError
 
 from zasync.embedded import EmbeddedServer, is_served, socket_path
 from zasync.interfaces import ZasyncError
@@ -89,6 +97,8 @@ def open_database(
     uri: str | None = None,
     *,
     serve: bool = False,
+    create: bool = True,
+    connect_timeout: float | None = None,
     cache_size: int | None = None,
     pool_size: int | None = None,
     database_name: str | None = None,
@@ -96,8 +106,12 @@ def open_database(
     """Open the database named by ``uri`` (default: :func:`default_uri`).
 
     ``serve=True`` makes this process the server of an embedded file for other
-    processes (what ``zasync worker`` does).  The keyword options override the
-    URI's database options.
+    processes (what ``zasync worker`` does).  ``create=False`` refuses an
+    embedded file that does not exist yet (and creates no directory) rather
+    than making a new database.  ``connect_timeout`` bounds the wait for a ZEO
+    or PostgreSQL server (seconds; the URI's own ``wait_timeout`` or
+    ``connect_timeout`` wins).  The keyword options override the URI's
+    database options.  ZasyncError, with one line, when it cannot be opened.
     """
     uri = uri or default_uri()
     options = {
@@ -111,19 +125,29 @@ def open_database(
     }
     path = file_path(uri)
     if path is not None:
-        return _open_file(uri, path, serve, options)
+        return _open_file(uri, path, serve, create, options)
     if uri.startswith("memory://"):
         return Database(ZODB.DB(DemoStorage(name="memory"), **options), uri, "memory")
     scheme = uri.split("://", 1)[0]
     resolved = _RELSTORAGE_ALIASES.get(scheme, scheme) + uri[len(scheme) :]
+    if scheme in _MISSING_EXTRA:
+        resolved = _with_default_port(resolved, 5432)
     if scheme == "postgresql" and "keep_history=" not in uri:
         # A queue rewrites its objects all day: keep no history unless asked.
-        resolved += ("&" if "?" in resolved else "?") + "keep_history=false"
+        resolved = _with_query(resolved, "keep_history", "false")
+    if connect_timeout is not None:
+        # ZEO's client waits 30 s for its server by default; psycopg2 for ever.
+        if scheme == "zeo" and "wait_timeout=" not in uri:
+            resolved = _with_query(resolved, "wait_timeout", str(max(1, round(connect_timeout))))
+        elif scheme in _MISSING_EXTRA and "connect_timeout=" not in uri:
+            resolved = _with_query(resolved, "connect_timeout", str(max(1, round(connect_timeout))))
     try:
         factory, dbkw = zodburi.resolve_uri(resolved)
     except KeyError as e:
         hint = _MISSING_EXTRA.get(scheme)
-        raise ZasyncError(f"cannot open {uri!r}: {hint or e}") from None
+        raise ZasyncError(f"cannot open {redact(uri)!r}: {hint or e}") from None
+    except (ValueError, TypeError) as e:  # a bad port, a bad query value
+        raise ZasyncError(f"cannot open {redact(uri)!r}: {one_line(e)}") from None
     dbkw.update(options)
     storage = _make_storage(factory, uri, scheme)
     return Database(_open_db(storage, dbkw), uri, _KINDS.get(scheme, scheme))
@@ -145,21 +169,69 @@ def _open_db(storage: Any, options: dict[str, Any]) -> Any:
     raise AssertionError("unreachable")
 
 
+def _with_query(uri: str, key: str, value: str) -> str:
+    return uri + ("&" if "?" in uri else "?") + f"{key}={value}"
+
+
+def _with_default_port(uri: str, port: int) -> str:
+    # RelStorage's resolver writes a missing port into its DSN as port='None'.
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        missing = parts.port is None and bool(parts.hostname)
+    except ValueError:
+        return uri  # a bad port: the resolver says so
+    if not missing:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
+
+
+def redact(uri: str) -> str:
+    """``uri`` without the password it may hold (``postgresql://u:secret@h`` -> ``u:***@h``)."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", uri)
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error (or a text) on one line: its lines joined, blank ones dropped.
+
+    An exception with an empty message is named by its class.
+    """
+    text = str(error)
+    joined = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    if isinstance(error, BaseException) and not joined:
+        return type(error).__name__
+    return joined
+
+
 def _make_storage(factory: Any, uri: str, scheme: str) -> Any:
     for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
         try:
             return factory()
         except ImportError as e:
             hint = _MISSING_EXTRA.get(scheme, "")
-            raise ZasyncError(f"cannot open {uri!r}: {e}; {hint}") from None
+            raise ZasyncError(f"cannot open {redact(uri)!r}: {e}; {hint}") from None
         except Exception as e:
             # Workers starting together on a new RelStorage database all try to
             # create its tables; the losers fail, and find them made next time.
-            if scheme not in _MISSING_EXTRA or attempt == _SCHEMA_ATTEMPTS:
-                raise
+            if scheme not in _MISSING_EXTRA or attempt == _SCHEMA_ATTEMPTS or _unreachable(e):
+                raise ZasyncError(f"cannot open {redact(uri)!r}: {_why(e, scheme)}") from e
             log.info("opening %s failed (%s); retrying", scheme, type(e).__name__)
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
+
+
+def _unreachable(error: Exception) -> bool:
+    """No connection (refused, no answer, refused login): trying again at once would not help.
+
+    psycopg2 raises its plain OperationalError for those; the errors of
+    creating tables together are other classes (some of them its subclasses).
+    """
+    return type(error).__name__ == "OperationalError"
+
+
+def _why(error: Exception, scheme: str) -> str:
+    if scheme == "zeo" and type(error).__name__ == "ClientDisconnected":
+        return f"no ZEO server answered ({one_line(error)})"
+    return f"{type(error).__name__}: {one_line(error)}"
 
 
 _SCHEMA_ATTEMPTS = 5
@@ -172,7 +244,38 @@ _MISSING_EXTRA = {
 }
 
 
-def _open_file(uri: str, path: str, serve: bool, options: dict[str, Any]) -> Database:
+def _check_file(path: str, create: bool) -> None:
+    """Refuse, before FileStorage leaves its lock and temporary files, what is no database."""
+    if os.path.isdir(path):
+        raise ZasyncError(f"{path} is a directory, not a database file")
+    if not os.path.lexists(path):
+        if create:
+            return
+        raise ZasyncError(
+            f"no database at {path}: a worker creates it when it first starts "
+            f"(`zasync --db file://{path} worker`)"
+        )
+    if not os.path.isfile(path):
+        raise ZasyncError(f"{path} is not a regular file, so not a database file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(FILESTORAGE_MAGIC))
+    except OSError as e:
+        raise ZasyncError(f"cannot read {path}: {e.strerror or one_line(e)}") from None
+    if magic and magic != FILESTORAGE_MAGIC:
+        raise ZasyncError(f"{path} is not a database file (no FileStorage header)")
+    if not magic and not create:
+        raise ZasyncError(f"{path} is an empty file, not a database yet")
+    folder = os.path.dirname(os.path.abspath(path))
+    for needed in (path, folder):
+        if not os.access(needed, os.W_OK):
+            raise ZasyncError(
+                f"{needed} is read-only: zasync writes beside the database (its lock and "
+                "index) even to read it"
+            )
+
+
+def _open_file(uri: str, path: str, serve: bool, create: bool, options: dict[str, Any]) -> Database:
     if not path:
         raise ZasyncError(f"{uri!r} names no file")
     deadline = time.monotonic() + _LOCK_WAIT_SECONDS
@@ -181,9 +284,14 @@ def _open_file(uri: str, path: str, serve: bool, options: dict[str, Any]) -> Dat
         # asked to serve (a second worker on the same machine).
         if is_served(path):
             return _connect_to_worker(uri, path, options)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        _check_file(path, create)
         try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             storage = FileStorage(path)
+        except OSError as e:
+            raise ZasyncError(f"cannot open {path}: {e.strerror or one_line(e)}") from e
+        except POSError as e:  # a damaged file: FileStorageFormatError, CorruptedError
+            raise ZasyncError(f"cannot open {path}: {type(e).__name__}: {one_line(e)}") from e
         except zc.lockfile.LockError:
             # Another process has it; if it is a worker starting, its socket appears soon.
             if time.monotonic() > deadline:
