@@ -82,7 +82,7 @@ def test_put_wait_reports_results_and_failures(db, tmp_path):
         (["put", "operator.mul", "--kw", "novalue"], "bad --kw 'novalue'"),
         (["put", "operator.mul", "--begin-by", "soon"], "not a duration"),
         (["put", "operator.mul", "--begin-after", "2026-01-01T10:00"], "has no time zone"),
-        (["put", "operator.mul", "--quota", "nope"], "unknown quota name"),
+        (["put", "operator.mul", "--quota", "nope"], "no quota named 'nope' in queue ''"),
         (["put", "operator.mul", "--failure-log-level", "LOUD"], "unknown log level"),
         (["worker", "--agent", "q/a:x"], "bad agent"),
     ],
@@ -96,9 +96,10 @@ def test_errors_are_clear_and_change_nothing(db, args, message):
     assert status["queues"][0]["pending"] == 0
 
 
-def test_status_of_an_empty_database_says_what_to_do(db):
+def test_status_of_a_missing_database_says_what_to_do_and_creates_nothing(db, tmp_path):
     done = zasync_cli("--db", db, "status", check=False)
-    assert done.returncode != 0 and "install_queues" in done.stderr
+    assert done.returncode == 1 and "a worker creates it when it first starts" in done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_help_everywhere():
@@ -144,7 +145,7 @@ def test_worker_config_file(tmp_path):
     path.write_text("colour = 'red'\n")
     with pytest.raises(zasync.ZasyncError, match="unknown setting"):
         load_config(path)
-    with pytest.raises(zasync.ZasyncError, match="threads must be >= 1"):
+    with pytest.raises(zasync.ZasyncError, match="threads must be from 1 to 1000"):
         agent_from_config({"threads": 0})
     with pytest.raises(zasync.ZasyncError, match="unknown agent setting"):
         agent_from_config({"size": 3})

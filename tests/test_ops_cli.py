@@ -175,8 +175,12 @@ def test_cancel_pending_and_running_then_remove_and_purge(system):
     assert "CancelledError" in running["traceback"]
     assert cli_json(db, "remove", str(ids["later"])) == {"removed": ids["later"], "queue": ""}
     assert cli_json(db, "count", "--state", "pending") == {"count": 0}
-    kept = cli_json(db, "purge", "--older-than", "1d")
+    kept = cli_json(db, "purge", "--older-than", "1d")  # nothing to purge: no question
     assert kept["purged"] == {"": 0}
     before = cli_json(db, "count", "--state", "completed")["count"]
-    assert cli_json(db, "purge", "--older-than", "0s")["purged"] == {"": before}
+    refused = cli_error(db, "purge", "--older-than", "0s")  # no terminal, no --yes
+    assert f"will delete {before} finished jobs older than 0s from every queue" in refused
+    assert "refusing without --yes" in refused
+    assert cli_json(db, "count", "--state", "completed") == {"count": before}
+    assert cli_json(db, "purge", "--older-than", "0s", "--yes")["purged"] == {"": before}
     assert cli_json(db, "count", "--state", "completed") == {"count": 0}

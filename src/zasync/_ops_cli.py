@@ -3,7 +3,9 @@
 Registered on :data:`zasync.cli.main`.  Read commands print a table (or text)
 and accept ``--json``; act commands print what they did, and ``--json`` too.
 Errors (unknown ids, bad filters, wrong states) exit with status 1 and one
-line saying what is wrong, and change nothing.
+line saying what is wrong, and change nothing.  None of them creates a
+database.  ``purge`` says what it will delete and asks first (``--yes`` skips
+the question; without a terminal to ask on, it refuses).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import click
 import transaction
 
 from zasync import actions, clock, monitor
-from zasync.database import open_database
+from zasync._cli_common import CliError, check_port, database, fail, stdin_is_interactive
+from zasync.database import one_line
 from zasync.durations import parse_duration
 from zasync.interfaces import ZasyncError
+from zasync.worker import MAX_THREADS
 
 F = TypeVar("F", bound=Callable[..., Any])
 ERRORS = (ZasyncError, LookupError, ValueError)
@@ -31,12 +35,8 @@ ERRORS = (ZasyncError, LookupError, ValueError)
 
 @contextlib.contextmanager
 def _database(obj: dict[str, Any]) -> Iterator[Any]:
-    try:
-        opened = open_database(obj["db"])
-    except ZasyncError as e:
-        raise click.ClickException(str(e)) from None
-    with opened:
-        yield opened.db
+    with database(obj) as db:
+        yield db
 
 
 def _read(obj: dict[str, Any], query: Callable[[Any], Any]) -> Any:
@@ -47,7 +47,7 @@ def _read(obj: dict[str, Any], query: Callable[[Any], Any]) -> Any:
         try:
             return query(conn)
         except ERRORS as e:
-            raise click.ClickException(_message(e)) from None
+            raise CliError(one_line(_message(e))) from e
         finally:
             tm.abort()
             conn.close()
@@ -58,7 +58,7 @@ def _act(obj: dict[str, Any], action: Callable[[Any], Any]) -> Any:
         try:
             return action(db)
         except ERRORS as e:
-            raise click.ClickException(_message(e)) from None
+            raise CliError(one_line(_message(e))) from e
 
 
 def _message(error: BaseException) -> str:
@@ -352,7 +352,8 @@ def register(main: click.Group) -> None:
     @click.argument("worker")
     @click.argument("name", default="main")
     @click.option("--size", type=click.IntRange(0), default=None, help="Jobs it may hold.")
-    @click.option("--threads", type=click.IntRange(1), default=None, help="Jobs it runs at once.")
+    @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
+                  help="Jobs it runs at once.")  # fmt: skip
     @click.option("--queue", "queue_name", default="", show_default=True, help="Queue name.")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @click.pass_obj
@@ -379,17 +380,34 @@ def register(main: click.Group) -> None:
     @main.command()
     @click.option("--older-than", required=True, help="A duration: 7d, 12h, 30m.")
     @click.option("--queue", "queue_name", default=None, help="Only this queue.")
+    @click.option("--yes", "-y", is_flag=True, help="Do not ask first.")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @click.pass_obj
-    def purge(obj: dict[str, Any], older_than: str, queue_name: str | None, as_json: bool) -> None:
-        """Forget finished jobs that completed longer ago than --older-than."""
+    def purge(
+        obj: dict[str, Any], older_than: str, queue_name: str | None, yes: bool, as_json: bool
+    ) -> None:
+        """Forget finished jobs that completed longer ago than --older-than.
+
+        Says how many it will delete and asks first; --yes does not ask (scripts, cron).
+        """
         try:
             age = parse_duration(older_than)
         except ValueError as e:
             raise click.UsageError(f"bad --older-than: {e}") from None
-        done = _act(obj, lambda db: actions.purge_completed(db, age, queue_name))
+        where = "every queue" if queue_name is None else f"queue {queue_name!r}"
+        found = _act(obj, lambda db: actions.count_purgeable(db, age, queue_name))
+        total = sum(found.values())
+        if total and not yes:
+            plan = f"will delete {total} finished jobs older than {older_than} from {where}"
+            if not stdin_is_interactive():
+                fail(f"{plan}; refusing without --yes (no terminal to ask on)")
+            click.confirm(f"{plan}. Go on?", abort=True, err=True)
+        if total:
+            done = _act(obj, lambda db: actions.purge_completed(db, age, queue_name))
+        else:
+            done = {"purged": found, "older_than": age.total_seconds()}
         total = sum(done["purged"].values())
-        _done(done, as_json, f"purged {total} finished jobs older than {older_than}")
+        _done(done, as_json, f"purged {total} finished jobs older than {older_than} from {where}")
 
     # -- the dashboard -----------------------------------------------------------------
 
@@ -404,11 +422,12 @@ def register(main: click.Group) -> None:
         """Serve the web dashboard (queues, workers, jobs, charts, actions, /metrics)."""
         from zasync import web as web_module
 
-        if not token:
-            token = web_module.new_token()
-            click.echo(f"dashboard token (shown once): {token}", err=True)
-        click.echo(f"dashboard at http://{host}:{port}/", err=True)
+        check_port(host, port, "--port")
         with _database(obj) as db:
+            if not token:
+                token = web_module.new_token()
+                click.echo(f"dashboard token (shown once): {token}", err=True)
+            click.echo(f"dashboard at http://{host}:{port}/", err=True)
             web_module.serve(db, host, port, token)
 
     # -- a live worker -----------------------------------------------------------------
@@ -437,14 +456,20 @@ def register(main: click.Group) -> None:
         }[what]
         if what == "job" and not job_id:
             raise click.UsageError("live job needs a JOB_ID")
+        if not url.startswith(("http://", "https://")):
+            raise click.BadParameter(f"{url!r} is not an http:// URL", param_hint="'--url'")
         try:
             with urllib.request.urlopen(url.rstrip("/") + path, timeout=10) as response:
                 data = json.loads(response.read())
         except urllib.error.HTTPError as e:
-            raise click.ClickException(json.loads(e.read()).get("error", str(e))) from None
-        except (urllib.error.URLError, OSError) as e:
-            raise click.ClickException(
-                f"no worker answers at {url} ({e}); start it with --http-port"
+            try:
+                message = json.loads(e.read()).get("error", str(e))
+            except (ValueError, AttributeError):
+                message = f"{url} answered {e.code} {e.reason}; is it a zasync worker?"
+            raise CliError(one_line(str(message))) from None
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise CliError(
+                f"no worker answers at {url} ({one_line(e)}); start it with --http-port"
             ) from None
         if as_json:
             _print_json(data)

@@ -138,8 +138,8 @@ def set_quota_size(db: Any, queue_name: str, quota_name: str, size: int) -> dict
         quota = queue.quotas.get(quota_name)
         if quota is None:
             raise LookupError(
-                f"no quota named {quota_name!r} in queue {queue_name!r}; "
-                f"known quotas: {queue.quotas.keys()!r}"
+                f"no quota named {quota_name!r} in queue {queue_name!r}; known quotas: "
+                + (", ".join(repr(k) for k in queue.quotas) or "none")
             )
         old = quota.size
         quota.size = size
@@ -176,7 +176,7 @@ def set_agent_size(
         if agent is None:
             raise LookupError(
                 f"dispatcher {da.UUID} has no agent {agent_name!r} in queue {queue_name!r}; "
-                f"its agents: {da.keys()!r}"
+                f"its agents: {', '.join(repr(k) for k in da) or 'none'}"
             )
         old = {"size": agent.size, "threads": agent.threads}
         if size is not None:
@@ -205,6 +205,38 @@ def _find_uuid(queue: Any, text: str) -> uuid_module.UUID:
     raise LookupError(f"{text!r} matches several dispatchers: {known}; give more of the UUID")
 
 
+def _purge_targets(conn: Any, queue_name: str | None) -> dict[str, list[Any]]:
+    """Per queue, the collections of finished jobs that a purge prunes."""
+    queues = get_queues(conn)
+    names = list(queues.keys()) if queue_name is None else [queue_name]
+    targets: dict[str, list[Any]] = {}
+    for name in names:
+        queue = get_queue(conn, name)
+        collections = [a.completed for da in queue.dispatchers.values() for a in da.values()]
+        if queue.cancelled is not None:
+            collections.append(queue.cancelled)
+        targets[name] = collections
+    return targets
+
+
+def count_purgeable(
+    db: Any, older_than: datetime.timedelta, queue_name: str | None = None
+) -> dict[str, int]:
+    """How many finished jobs, per queue, :func:`purge_completed` would forget now.
+
+    Changes nothing; a purge that follows may forget a few more (jobs that
+    became old enough in between).
+    """
+    if older_than < datetime.timedelta(0):
+        raise ValueError("older_than must not be negative")
+    with _connection(db) as (conn, _tm):
+        cutoff = clock.utcnow() - older_than
+        return {
+            name: sum(sum(1 for _ in c.iter(start=cutoff)) for c in collections)
+            for name, collections in _purge_targets(conn, queue_name).items()
+        }
+
+
 def purge_completed(
     db: Any, older_than: datetime.timedelta, queue_name: str | None = None
 ) -> dict[str, Any]:
@@ -213,15 +245,9 @@ def purge_completed(
         raise ValueError("older_than must not be negative")
 
     def work(conn: Any, tm: Any) -> dict[str, Any]:
-        queues = get_queues(conn)
-        names = list(queues.keys()) if queue_name is None else [queue_name]
         now = clock.utcnow()
         purged: dict[str, int] = {}
-        for name in names:
-            queue = get_queue(conn, name)
-            collections = [a.completed for da in queue.dispatchers.values() for a in da.values()]
-            if queue.cancelled is not None:
-                collections.append(queue.cancelled)
+        for name, collections in _purge_targets(conn, queue_name).items():
             total = 0
             for collection in collections:
                 # prune() cuts what was filed before now - retention.

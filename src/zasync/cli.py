@@ -5,6 +5,11 @@ in :mod:`zasync._ops_cli`; ``web`` in :mod:`zasync.web`.
 
 Every option can also come from the ``ZASYNC_*`` environment variable shown
 in ``--help``.  Read commands accept ``--json``.
+
+Errors reach the user as one line, ``zasync: error: <what>`` (exit status 2
+for a bad command line, 1 otherwise; ``zasync -v`` adds the traceback): see
+:mod:`zasync._cli_common`.  Only ``worker`` creates a database; the other
+commands say so when there is none.
 """
 
 from __future__ import annotations
@@ -20,12 +25,22 @@ import click
 import transaction
 
 from zasync import clock
-from zasync.database import default_uri, open_database
+from zasync._cli_common import (
+    CONNECT_TIMEOUT,
+    Seconds,
+    ZasyncGroup,
+    check_port,
+    database,
+    fail,
+)
+from zasync.database import default_uri, redact
 from zasync.durations import parse_duration, parse_time
 from zasync.interfaces import COMPLETED, ZasyncError
 from zasync.job import Job
 from zasync.queue import get_queue, get_queues
 from zasync.worker import (
+    MAX_PREFETCH,
+    MAX_THREADS,
     WorkerOptions,
     agent_from_config,
     agents_from_options,
@@ -51,7 +66,8 @@ def _setup_logging(verbose: int) -> None:
 
 
 @click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ZASYNC"}
+    cls=ZasyncGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ZASYNC"},
 )
 @click.option(
     "--db",
@@ -70,23 +86,53 @@ def _setup_logging(verbose: int) -> None:
     help="A TOML file (as for `worker --config`): every command takes its `db` when "
     "--db is not given, and the worker its other settings.",
 )
-@click.option("-v", "--verbose", count=True, help="More logging (-v: job starts/ends, -vv: debug).")
+@click.option(
+    "--connect-timeout",
+    type=Seconds(1, 3600),
+    default=CONNECT_TIMEOUT,
+    show_default=True,
+    show_envvar=True,
+    help="Seconds to wait for a ZEO or PostgreSQL server before giving up "
+    "(a URI's own wait_timeout= or connect_timeout= wins).",
+)
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More logging (-v: job starts/ends and tracebacks of errors, -vv: debug).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.version_option(package_name="zasync")
 @click.pass_context
-def main(ctx: click.Context, db: str | None, config: str | None, verbose: int, quiet: bool) -> None:
-    """zasync: a durable, transactional job queue in a ZODB database."""
+def main(
+    ctx: click.Context,
+    db: str | None,
+    config: str | None,
+    connect_timeout: float,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """zasync: a durable, transactional job queue in a ZODB database.
+
+    Errors print one line, "zasync: error: ..." (exit status 2 for a bad
+    command line, 1 otherwise); -v adds the traceback.
+    """
     _setup_logging(-1 if quiet else verbose)
     try:
         settings = load_config(config) if config else {}
     except ZasyncError as e:
         raise click.UsageError(str(e)) from None
     # "db": what commands open (--db, else the file's); "db_option": --db alone.
-    ctx.obj = {"db": db or settings.get("db"), "db_option": db, "config": settings}
+    ctx.obj = {
+        "db": db or settings.get("db"),
+        "db_option": db,
+        "config": settings,
+        "connect_timeout": connect_timeout,
+        "verbose": verbose,
+    }
 
 
-def _fail(message: str) -> None:
-    raise click.ClickException(message)
+_fail = fail
 
 
 # -- worker ------------------------------------------------------------------------
@@ -96,14 +142,14 @@ def _fail(message: str) -> None:
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="A worker TOML file.")
 @click.option(
     "--threads",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_THREADS),
     default=None,
     show_envvar=True,
     help="Threads of the default agent (default 4).",
 )
 @click.option(
     "--prefetch",
-    type=click.IntRange(0),
+    type=click.IntRange(0, MAX_PREFETCH),
     default=None,
     show_envvar=True,
     help="Jobs claimed ahead per agent (default 4 x threads).",
@@ -123,28 +169,28 @@ def _fail(message: str) -> None:
 )
 @click.option(
     "--poll-interval",
-    type=click.FloatRange(0.01),
+    type=Seconds(0.01, 3600),
     default=None,
     show_envvar=True,
     help="Seconds between polls when nothing wakes the worker (default 5).",
 )
 @click.option(
     "--grace",
-    type=click.FloatRange(0),
+    type=Seconds(0, 86400),
     default=None,
     show_envvar=True,
     help="Seconds running jobs get to finish on a stop (default 30).",
 )
 @click.option(
     "--ping-interval",
-    type=click.FloatRange(0.01),
+    type=Seconds(0.01, 86400),
     default=None,
     show_envvar=True,
     help="Seconds between pings (default 30).",
 )
 @click.option(
     "--death-interval",
-    type=click.FloatRange(0.01),
+    type=Seconds(0.01, 7 * 86400),
     default=None,
     show_envvar=True,
     help="Seconds without a ping after which a worker counts as dead (default 60).",
@@ -218,10 +264,10 @@ def worker(
         options = WorkerOptions(**settings)
     except (ZasyncError, ValueError) as e:
         _fail(str(e))
-    try:
-        sys.exit(run_worker(options))
-    except ZasyncError as e:
-        _fail(str(e))
+    if options.http_port is not None:
+        # Before the database opens: a port in use changes nothing.
+        check_port("127.0.0.1", options.http_port, "--http-port")
+    sys.exit(run_worker(options, connect_timeout=obj["connect_timeout"]))
 
 
 # -- put ---------------------------------------------------------------------------
@@ -253,7 +299,10 @@ def _value(text: str) -> Any:
 )
 @click.option("--wait", is_flag=True, help="Wait for the result, with a progress bar.")
 @click.option(
-    "--timeout", type=float, default=None, help="With --wait: give up after this many seconds."
+    "--timeout",
+    type=Seconds(0, 366 * 86400),
+    default=None,
+    help="With --wait: give up after this many seconds.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
@@ -297,8 +346,13 @@ def put(
             options["failure_log_level"] = (
                 int(failure_log_level) if failure_log_level.isdigit() else level
             )
-            if not isinstance(options["failure_log_level"], int):
-                _fail(f"unknown log level {failure_log_level!r}")
+            if not isinstance(options["failure_log_level"], int) or not (
+                0 < options["failure_log_level"] <= 100
+            ):
+                _fail(
+                    f"unknown log level {failure_log_level!r} "
+                    "(DEBUG, INFO, WARNING, ERROR, CRITICAL, or a number from 1 to 100)"
+                )
         if retry_policy:
             options["retry_policy_factory"] = (
                 resolve(retry_policy)
@@ -307,15 +361,17 @@ def put(
             )
     except (ZasyncError, ValueError) as e:
         _fail(str(e))
-    with open_database(obj["db"]) as opened:
-        conn = opened.db.open()
+    with database(obj) as db:
+        conn = db.open()
         try:
             queue = get_queue(conn, queue_name)
+            _check_quotas(queue, quotas)
             job = queue.put(Job(target, *[_value(a) for a in args], **keyword_args), **options)
             transaction.commit()
         except (LookupError, ValueError, TypeError, ZasyncError) as e:
             transaction.abort()
-            _fail(str(e))
+            conn.close()
+            _fail(_message(e))
         oid = int.from_bytes(job._p_oid, "big")
         if not wait:
             if as_json:
@@ -337,6 +393,26 @@ def put(
         click.echo(outcome["result"])
     if outcome.get("failed"):
         sys.exit(1)
+
+
+def _check_quotas(queue: Any, names: tuple[str, ...]) -> None:
+    known = list(queue.quotas.keys())
+    for name in names:
+        if name not in known:
+            _fail(
+                f"no quota named {name!r} in queue {queue.name!r}; known quotas: "
+                + (", ".join(repr(k) for k in known) if known else "none")
+                + " (quotas are made in Python: queue.quotas.create(name, size))"
+            )
+
+
+def _message(error: BaseException) -> str:
+    """A refusal's text: a LookupError's message without the quotes KeyError adds."""
+    if isinstance(error, LookupError) and len(error.args) == 1:
+        return str(error.args[0])
+    if len(error.args) > 1:
+        return ": ".join(str(a) for a in error.args)
+    return str(error)
 
 
 def _wait_with_progress(job: Any, timeout: float | None, quiet: bool) -> dict[str, Any]:
@@ -446,23 +522,19 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    try:
-        opened = open_database(obj["db"])
-    except ZasyncError as e:
-        _fail(str(e))
-    with opened:
-        conn = opened.db.open()
+    with database(obj) as db:
+        tm = transaction.TransactionManager()
+        conn = db.open(transaction_manager=tm)
         try:
             data = _status_data(conn)
-        except LookupError as e:
-            _fail(str(e))
         finally:
+            tm.abort()
             conn.close()
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
     console = Console()
-    console.print(f"database: {obj['db'] or default_uri()}", soft_wrap=True)
+    console.print(f"database: {redact(obj['db'] or default_uri())}", soft_wrap=True)
     table = Table(
         "queue", "pending", "worker", "state", "agent", "threads", "held", "waiting", "done"
     )

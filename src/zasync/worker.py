@@ -81,6 +81,11 @@ def resolve(dotted: str) -> Any:
         raise ZasyncError(f"cannot import {dotted!r}: {e}") from None
 
 
+#: Bounds of an agent's threads and prefetch: beyond them, a typing mistake.
+MAX_THREADS = 1000
+MAX_PREFETCH = 100_000
+
+
 def agent_from_config(entry: dict[str, Any]) -> AgentSpec:
     """An AgentSpec from one ``[[agent]]`` table of a config file."""
     known = {"name", "queue", "threads", "prefetch", "filter"}
@@ -88,9 +93,17 @@ def agent_from_config(entry: dict[str, Any]) -> AgentSpec:
     if unknown:
         raise ZasyncError(f"unknown agent setting(s) {sorted(unknown)}; known: {sorted(known)}")
     threads = entry.get("threads", 4)
-    prefetch = entry.get("prefetch", 4 * threads)
-    if not isinstance(threads, int) or threads < 1 or not isinstance(prefetch, int) or prefetch < 0:
-        raise ZasyncError("agent threads must be >= 1 and prefetch >= 0 (integers)")
+    prefetch = entry.get("prefetch", 4 * threads if isinstance(threads, int) else 0)
+    if (
+        not isinstance(threads, int)
+        or not 1 <= threads <= MAX_THREADS
+        or not isinstance(prefetch, int)
+        or not 0 <= prefetch <= MAX_PREFETCH
+    ):
+        raise ZasyncError(
+            f"agent threads must be from 1 to {MAX_THREADS} and prefetch from 0 to "
+            f"{MAX_PREFETCH} (integers)"
+        )
     filter_name = entry.get("filter")
     return AgentSpec(
         name=str(entry.get("name", "main")),
@@ -174,10 +187,15 @@ class _Signals:
 
 
 def run_worker(
-    options: WorkerOptions, ready: Callable[[Dispatcher, Database], None] | None = None
+    options: WorkerOptions,
+    ready: Callable[[Dispatcher, Database], None] | None = None,
+    connect_timeout: float | None = None,
 ) -> int:
-    """Run a worker until stopped (or, with ``burst``, until no job is due); return 0."""
-    opened = open_database(options.db, serve=options.serve)
+    """Run a worker until stopped (or, with ``burst``, until no job is due); return 0.
+
+    ``connect_timeout``: seconds to wait for a ZEO or PostgreSQL server at start.
+    """
+    opened = open_database(options.db, serve=options.serve, connect_timeout=connect_timeout)
     try:
         conn = opened.db.open()
         try:
