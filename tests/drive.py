@@ -55,7 +55,7 @@ def run_until_idle(db: Any, queue_name: str = "", limit: int = 100, sync: bool =
 
     thread = threading.Thread(target=work)
     thread.start()
-    thread.join(timeout=60)
+    thread.join(timeout=240)
     if errors:
         raise errors[0]
     if sync:

@@ -96,7 +96,7 @@ class PostgresServer:
             "-w",
             "start",
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240
         while not accepting("127.0.0.1", self.port):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"PostgreSQL never listened on {self.port}")

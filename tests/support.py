@@ -381,7 +381,7 @@ def wait_for_file(marker: str, release: str, result: Any = 42, *ignored: Any) ->
     """Append a line to ``marker`` (one per run), then wait until ``release`` exists."""
     with open(marker, "a") as f:
         f.write(f"{os.getpid()}\n")
-    deadline = _time.monotonic() + 120
+    deadline = _time.monotonic() + 900  # a safety net: the test releases it, or stops the worker
     while not os.path.exists(release):
         if _time.monotonic() > deadline:
             raise RuntimeError("never released")
@@ -450,7 +450,9 @@ def apply_effect(number: int, pause: float = 0.01) -> int:
 def until_cancelled(name: str) -> str:
     """Signals '<name>-started', then checks for a cancellation request (or event <name>)."""
     event(f"{name}-started").set()
-    deadline = _time.monotonic() + 60
+    # A safety net, not a test's deadline: the job must outlast every test of a module
+    # on a loaded machine; it ends when cancelled, released, or when its worker stops.
+    deadline = _time.monotonic() + 900
     while _time.monotonic() < deadline:
         local.raise_if_cancelled()
         if event(name).wait(0.05):

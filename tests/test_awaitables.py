@@ -10,7 +10,7 @@ from zasync import ACTIVE, COMPLETED, Failure, Job
 
 import support
 
-TIMEOUT = 30
+TIMEOUT = 240
 
 
 def test_ac6_async_job_completes_through_a_fresh_connection(root):

@@ -81,7 +81,7 @@ def test_dashboard_watch_inspect_and_retry(dashboard):
         broken = queue.put(zasync.Job(support.fail_unless_file, str(marker)))
         transaction.commit()
         for job in [*first, broken]:
-            wait_for_result(job, timeout=60)
+            wait_for_result(job, timeout=240)
         broken_id = int.from_bytes(broken._p_oid, "big")
 
         with sync_playwright() as p:
@@ -94,8 +94,8 @@ def test_dashboard_watch_inspect_and_retry(dashboard):
             more = [queue.put(zasync.Job(operator.add, i, 1)) for i in range(4)]
             transaction.commit()
             for job in more:
-                wait_for_result(job, timeout=60)
-            expect(succeeded).to_have_text("7", timeout=30_000)
+                wait_for_result(job, timeout=240)
+            expect(succeeded).to_have_text("7", timeout=120_000)
             expect(page.locator("#dispatchers td.alive")).to_have_count(1)
             page.screenshot(path=str(shots / "overview.png"), full_page=True)
 
@@ -118,7 +118,7 @@ def test_dashboard_watch_inspect_and_retry(dashboard):
             page.fill("#token", TOKEN)
             page.click("#retry")
             expect(page.locator("#message")).to_contain_text(f"retried job {broken_id}")
-            expect(page.locator("#status")).to_contain_text("succeeded", timeout=30_000)
+            expect(page.locator("#status")).to_contain_text("succeeded", timeout=120_000)
             expect(page.locator("#result")).to_have_text("fixed")
             page.screenshot(path=str(shots / "retried-job.png"), full_page=True)
             browser.close()

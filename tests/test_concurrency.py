@@ -40,7 +40,7 @@ def run_threads(db: Any, body: Any, lanes: bool = False) -> tuple[list[Any], int
         try:
             tm.begin()
             queue = zasync.get_queue(conn)
-            start.wait(timeout=60)
+            start.wait(timeout=240)
             extra = {"lane": index} if lanes else {}
             conflicts[index] = body(queue, tm, results[index], **extra)
         except BaseException as error:

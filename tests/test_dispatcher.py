@@ -237,8 +237,8 @@ def test_put_in_this_process_starts_without_waiting_for_the_poll_interval(zasync
         started = time.monotonic()
         job = zasync_queue.put(support.mock_work)
         transaction.commit()
-        assert wait_for_result(job, timeout=20) == 42
-        assert time.monotonic() - started < 20  # the poll interval is an hour
+        assert wait_for_result(job, timeout=240) == 42
+        assert time.monotonic() - started < 240  # far less than the poll interval, an hour
 
 
 def test_many_jobs_with_prefetch(zasync_db, zasync_queue):

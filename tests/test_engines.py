@@ -66,7 +66,7 @@ def test_a_put_wakes_the_worker_long_before_its_poll_interval(engine_uri, tmp_pa
         worker.wait_for_log("worker ")
         oid = put(engine_uri, support.multiply, 6, 7)
         # Ten minutes between polls: only the commit's wake-up can start it.
-        wait_until(lambda: state(engine_uri, oid)[0] == COMPLETED, timeout=60)
+        wait_until(lambda: state(engine_uri, oid)[0] == COMPLETED)
         assert state(engine_uri, oid)[1] == 42
     finally:
         worker.stop()
@@ -89,7 +89,7 @@ def test_two_workers_with_different_agents_share_the_work(engine_uri, tmp_path):
         general.wait_for_log("worker ")
         oids = [put(engine_uri, support.report_pid, i) for i in range(6)]
         oids += [put(engine_uri, support.plain_pid, i) for i in range(6)]
-        wait_until(lambda: all(state(engine_uri, o)[0] == COMPLETED for o in oids), timeout=60)
+        wait_until(lambda: all(state(engine_uri, o)[0] == COMPLETED for o in oids))
         pids = [state(engine_uri, o)[1] for o in oids]
     finally:
         reports.stop()
@@ -115,7 +115,7 @@ def test_kill_9_and_restart(engine_uri, tmp_path, policy):
     release.write_text("go")
     worker = WorkerProcess(engine_uri, log)
     try:
-        wait_until(lambda: state(engine_uri, oid)[0] == COMPLETED, timeout=90)
+        wait_until(lambda: state(engine_uri, oid)[0] == COMPLETED)
     finally:
         worker.signal(signal.SIGTERM)
         worker.wait()

@@ -43,7 +43,7 @@ def test_metrics_after_a_known_workload(tmp_path):
             )
             transaction.commit()
             for job in good + bad:
-                wait_for_result(job, timeout=60)
+                wait_for_result(job, timeout=240)
             assert later.status == zasync.PENDING
 
             def scrape():

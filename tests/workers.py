@@ -20,6 +20,11 @@ from zasync.database import open_database
 FAST = ["--poll-interval", "0.2", "--ping-interval", "0.3", "--death-interval", "1.5"]
 
 
+#: How long a test waits for a condition before it fails.  Generous, for loaded machines:
+#: a wait ends as soon as its condition holds, so only a failing test waits this long.
+PATIENCE = 240.0
+
+
 class WorkerProcess:
     """A ``zasync worker`` subprocess with its log in a file."""
 
@@ -45,7 +50,7 @@ class WorkerProcess:
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_for_log(self, needle: str, timeout: float = 60) -> None:
+    def wait_for_log(self, needle: str, timeout: float = PATIENCE) -> None:
         deadline = time.monotonic() + timeout
         while needle not in self.text():
             if self.process.poll() is not None:
@@ -61,7 +66,7 @@ class WorkerProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(30)
 
-    def wait(self, timeout: float = 60) -> int:
+    def wait(self, timeout: float = PATIENCE) -> int:
         return self.process.wait(timeout)
 
     def stop(self) -> None:
@@ -86,7 +91,7 @@ def client(uri: str) -> Iterator[Any]:
         opened.close()
 
 
-def wait_until(condition: Any, timeout: float = 60, message: str = "never happened") -> Any:
+def wait_until(condition: Any, timeout: float = PATIENCE, message: str = "never happened") -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

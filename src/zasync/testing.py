@@ -38,7 +38,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-DEFAULT_TIMEOUT = 30.0
+#: Seconds the ``wait_for*`` helpers wait before failing.  Generous on purpose: a wait
+#: ends as soon as its condition holds, and a loaded CI machine is slow.
+DEFAULT_TIMEOUT = 120.0
 
 
 def wait_for(
