@@ -11,7 +11,6 @@ prints its class and message, and suggests ``-v``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import socket
@@ -147,20 +146,10 @@ def database(obj: dict[str, Any], *, create: bool = False, queues: bool = True) 
 
 
 def open_cli_database(obj: dict[str, Any], *, create: bool = False) -> Database:
-    """:func:`zasync.database.open_database` with the command line's URI and timeout.
-
-    RelStorage logs each failed connection; the error that follows says it once.
-    """
-    relstorage_log = logging.getLogger("relstorage")
-    level = relstorage_log.level
-    if not obj.get("verbose"):
-        relstorage_log.setLevel(logging.CRITICAL)
-    try:
-        return open_database(
-            obj["db"], create=create, connect_timeout=obj.get("connect_timeout", CONNECT_TIMEOUT)
-        )
-    finally:
-        relstorage_log.setLevel(level)
+    """:func:`zasync.database.open_database` with the command line's URI and timeout."""
+    return open_database(
+        obj["db"], create=create, connect_timeout=obj.get("connect_timeout", CONNECT_TIMEOUT)
+    )
 
 
 def require_queues(opened: Database) -> None:

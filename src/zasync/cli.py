@@ -128,7 +128,6 @@ def main(
         "db_option": db,
         "config": settings,
         "connect_timeout": connect_timeout,
-        "verbose": verbose,
     }
 
 

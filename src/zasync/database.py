@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -202,7 +203,32 @@ def one_line(error: BaseException | str) -> str:
     return joined
 
 
+class _ThisThread(logging.Filter):
+    """Drops the records of one thread: RelStorage's own report of a failed first connection,
+    which the ZasyncError raised then says once, in one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread
+
+
+_RELSTORAGE_CONNECTIONS = "relstorage.adapters.postgresql.connmanager"
+
+
 def _make_storage(factory: Any, uri: str, scheme: str) -> Any:
+    quiet = _ThisThread()
+    connections_log = logging.getLogger(_RELSTORAGE_CONNECTIONS)
+    connections_log.addFilter(quiet)
+    try:
+        return _try_storage(factory, uri, scheme)
+    finally:
+        connections_log.removeFilter(quiet)
+
+
+def _try_storage(factory: Any, uri: str, scheme: str) -> Any:
     for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
         try:
             return factory()

@@ -326,12 +326,13 @@ def test_an_unreachable_zeo_server_fails_within_the_connect_timeout(tmp_path: Pa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["jobs", "worker"])
 def test_an_unreachable_postgresql_server_is_one_line_without_the_password(
-    tmp_path: Path,
+    tmp_path: Path, command: str
 ) -> None:
     pytest.importorskip("relstorage")
     uri = f"postgresql://someone:s3cret@127.0.0.1:{closed_port()}/zasync"
-    done = run_zasync("--db", uri, "jobs", cwd=tmp_path)
+    done = run_zasync("--db", uri, command, cwd=tmp_path)
     line = assert_one_line_error(done.stderr, done.returncode, 1, "Connection refused")
     assert "someone:***@127.0.0.1" in line and "s3cret" not in done.stderr
     assert list(tmp_path.iterdir()) == []
