@@ -131,9 +131,6 @@ def main(
     }
 
 
-_fail = fail
-
-
 # -- worker ------------------------------------------------------------------------
 
 
@@ -262,7 +259,7 @@ def worker(
             settings["http_port"] = http_port
         options = WorkerOptions(**settings)
     except (ZasyncError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     if options.http_port is not None:
         # Before the database opens: a port in use changes nothing.
         check_port("127.0.0.1", options.http_port, "--http-port")
@@ -331,7 +328,7 @@ def put(
         for item in kwargs:
             name, sep, value = item.partition("=")
             if not sep or not name:
-                _fail(f"bad --kw {item!r}: use NAME=VALUE")
+                fail(f"bad --kw {item!r}: use NAME=VALUE")
             keyword_args[name] = _value(value)
         options: dict[str, Any] = {}
         if begin_after:
@@ -348,7 +345,7 @@ def put(
             if not isinstance(options["failure_log_level"], int) or not (
                 0 < options["failure_log_level"] <= 100
             ):
-                _fail(
+                fail(
                     f"unknown log level {failure_log_level!r} "
                     "(DEBUG, INFO, WARNING, ERROR, CRITICAL, or a number from 1 to 100)"
                 )
@@ -359,7 +356,7 @@ def put(
                 else retry_policy
             )
     except (ZasyncError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     with database(obj) as db:
         conn = db.open()
         try:
@@ -370,7 +367,7 @@ def put(
         except (LookupError, ValueError, TypeError, ZasyncError) as e:
             transaction.abort()
             conn.close()
-            _fail(_message(e))
+            fail(_message(e))
         oid = int.from_bytes(job._p_oid, "big")
         if not wait:
             if as_json:
@@ -384,7 +381,7 @@ def put(
     if as_json:
         click.echo(json.dumps(outcome, default=str))
     elif outcome["status"] != COMPLETED:
-        _fail(f"job {oid} is still {outcome['status']} after {timeout} s")
+        fail(f"job {oid} is still {outcome['status']} after {timeout} s")
     elif outcome["failed"]:
         click.echo(outcome["traceback"], err=True)
         sys.exit(1)
@@ -398,7 +395,7 @@ def _check_quotas(queue: Any, names: tuple[str, ...]) -> None:
     known = list(queue.quotas.keys())
     for name in names:
         if name not in known:
-            _fail(
+            fail(
                 f"no quota named {name!r} in queue {queue.name!r}; known quotas: "
                 + (", ".join(repr(k) for k in known) if known else "none")
                 + " (quotas are made in Python: queue.quotas.create(name, size))"
