@@ -123,6 +123,8 @@ def test_durations_and_times(now):
             parse_duration(negative_or_nan)
     with pytest.raises(ValueError, match="duration too long"):
         parse_time("99999999d")  # no OverflowError from the date it is added to
+    with pytest.raises(ValueError, match="100 years"):
+        parse_time("9999-12-31T23:59:59+00:00")  # begin_after + begin_by would overflow
     assert parse_time("10m") == now + parse_duration("10m")
     assert parse_time("2026-01-01T10:00+01:00").hour == 9
     with pytest.raises(ValueError, match="no time zone"):

@@ -42,11 +42,17 @@ def parse_duration(text: str) -> datetime.timedelta:
 
 
 def parse_time(text: str) -> datetime.datetime:
-    """An ISO time with a time zone (``2026-01-01T09:00+01:00``), or a duration from now."""
+    """An ISO time with a time zone (``2026-01-01T09:00+01:00``), or a duration from now.
+
+    ValueError for a time more than :data:`MAX_DURATION` (100 years) ahead.
+    """
     try:
         value = datetime.datetime.fromisoformat(text)
     except ValueError:
         return clock.utcnow() + parse_duration(text)
     if value.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone; add one, e.g. +00:00 or Z")
-    return value.astimezone(datetime.UTC)
+    value = value.astimezone(datetime.UTC)
+    if value - clock.utcnow() > MAX_DURATION:
+        raise ValueError(f"{text!r} is more than {MAX_DURATION.days}d (100 years) ahead")
+    return value

@@ -82,6 +82,7 @@ CASES: list[tuple[str, int, str]] = [
     # -- put --------------------------------------------------------------------------
     ("--db {ready} put operator.mul --begin-after 99999999d", 1, "duration too long"),
     ("--db {ready} put operator.mul --begin-after nan", 1, "not a duration: 'nan'"),
+    ("--db {ready} put operator.mul --begin-after 9999-12-31T23:59+00:00", 1, "100 years"),
     ("--db {ready} put operator.mul --begin-after 2026-01-01T10:00", 1, "has no time zone"),
     ("--db {ready} put operator.mul --begin-by 1e400", 1, "duration too long"),
     ("--db {ready} put operator.mul --begin-by -5", 1, "durations are >= 0"),
