@@ -133,12 +133,44 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     unknown = set(data) - known
     if unknown:
         raise ZasyncError(f"unknown setting(s) {sorted(unknown)} in {path}; known: {sorted(known)}")
+    for key, value in data.items():
+        _check_setting(path, key, value)
     options: dict[str, Any] = {k: v for k, v in data.items() if k != "agent"}
     if "uuid" in options:
-        options["uuid"] = uuid.UUID(str(options["uuid"]))
+        try:
+            options["uuid"] = uuid.UUID(str(options["uuid"]))
+        except ValueError:
+            raise ZasyncError(f"uuid in {path}: {options['uuid']!r} is not a UUID") from None
     if "agent" in data:
         options["agents"] = [agent_from_config(entry) for entry in data["agent"]]
     return options
+
+
+#: The seconds settings of a config file, and their bounds (as on the command line).
+_SECONDS = {
+    "poll_interval": (0.01, 3600.0),
+    "ping_interval": (0.01, 86400.0),
+    "death_interval": (0.01, 7 * 86400.0),
+    "grace": (0.0, 86400.0),
+}
+
+
+def _check_setting(path: str | os.PathLike[str], key: str, value: Any) -> None:
+    """A ZasyncError naming the file and the setting when ``value`` cannot be right."""
+    if key in _SECONDS:
+        low, high = _SECONDS[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ZasyncError(f"{key} in {path} must be a number of seconds, not {value!r}")
+        if not low <= value <= high:  # NaN fails this too
+            raise ZasyncError(f"{key} in {path} must be from {low:g} to {high:g} s, not {value!r}")
+    elif key in ("db", "uuid") and not isinstance(value, str):
+        raise ZasyncError(f"{key} in {path} must be a string, not {value!r}")
+    elif key == "serve" and not isinstance(value, bool):
+        raise ZasyncError(f"serve in {path} must be true or false, not {value!r}")
+    elif key == "agent" and not (
+        isinstance(value, list) and all(isinstance(entry, dict) for entry in value)
+    ):
+        raise ZasyncError(f"agent in {path} must be [[agent]] tables, not {value!r}")
 
 
 def choose_uuid(opened: Database, explicit: uuid.UUID | None) -> uuid.UUID:

@@ -165,9 +165,35 @@ CASES: list[tuple[str, int, str]] = [
     ("--connect-timeout nan status", 2, "not a number of seconds"),
     ("--config {tmp}/missing.toml status", 2, "does not exist"),
     ("--config {badtoml} status", 2, "unknown setting(s) ['colour']"),
+    *(
+        (command.format(path=f"{{tmp}}/{name}.toml"), code, message)
+        for name, message in (
+            ("db-number", "db in {tmp}/db-number.toml must be a string, not 5"),
+            ("poll-text", "poll_interval in {tmp}/poll-text.toml must be a number of seconds"),
+            ("grace-nan", "grace in {tmp}/grace-nan.toml must be from 0 to 86400 s, not nan"),
+            ("serve-text", "serve in {tmp}/serve-text.toml must be true or false"),
+            ("agent-number", "agent in {tmp}/agent-number.toml must be [[agent]] tables"),
+            ("uuid-bad", "uuid in {tmp}/uuid-bad.toml: 'xyz' is not a UUID"),
+            ("not-toml", "cannot read worker config {tmp}/not-toml.toml"),
+        )
+        # zasync's --config (every command), and the worker's own.
+        for command, code in (("--config {path} status", 2), ("worker --config {path} --burst", 1))
+    ),
     ("nosuchcommand", 2, "No such command 'nosuchcommand'"),
     ("--db {ready} --bogus status", 2, "No such option '--bogus'"),
 ]
+
+
+# Config files (zasync --config, worker --config) with a bad value each.
+CONFIGS = {
+    "db-number": "db = 5\n",
+    "poll-text": 'poll_interval = "often"\n',
+    "grace-nan": "grace = nan\n",
+    "serve-text": 'serve = "yes"\n',
+    "agent-number": "agent = 5\n",
+    "uuid-bad": 'uuid = "xyz"\n',
+    "not-toml": "not toml [[[\n",
+}
 
 
 def make_database(path: Path, queues: bool) -> None:
@@ -190,6 +216,8 @@ def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     (tmp_path / "text.fs").write_text("hello\n")
     (tmp_path / "empty.fs").write_bytes(b"")
     (tmp_path / "bad.toml").write_text('colour = "red"\n')
+    for name, text in CONFIGS.items():
+        (tmp_path / f"{name}.toml").write_text(text)
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     for name in ("ZASYNC_DB", "ZASYNC_CONFIG", "ZASYNC_WORKER_URL", "ZASYNC_WEB_TOKEN"):
@@ -238,6 +266,7 @@ def test_bad_input_is_one_line_and_changes_nothing(
     places: dict[str, str], tmp_path: Path, args: str, code: int, fragment: str
 ) -> None:
     argv = [word.format(**places) for word in args.split()]
+    fragment = fragment.format(**places)
     before = snapshot(tmp_path)
     result = CliRunner().invoke(main, argv, catch_exceptions=False)
     assert_one_line_error(result.stderr, result.exit_code, code, fragment)
