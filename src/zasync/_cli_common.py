@@ -72,6 +72,8 @@ class ZasyncGroup(click.Group):
             raise
         except (EOFError, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            raise  # output piped into `head`: click exits quietly
         except Exception as e:
             raise CliError(describe(e, self.verbose)) from e
 

@@ -322,7 +322,8 @@ def run_zasync(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "zasync", *args],
-        capture_output=True,
+        stdout=kwargs.pop("stdout", subprocess.PIPE),
+        stderr=subprocess.PIPE,
         text=True,
         timeout=300,  # a bound on a hang, not on speed
         env=python_env(),
@@ -466,3 +467,15 @@ def test_purge_with_yes_does_not_ask(finished: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert completed(finished) == 0
+
+
+def test_output_into_a_closed_pipe_is_not_an_error_message(places: dict[str, str]) -> None:
+    """`zasync jobs | head -1`: the reader went away; no 'Broken pipe' error line."""
+    reader, writer = os.pipe()
+    os.close(reader)  # every write now fails with EPIPE
+    try:
+        done = run_zasync("--db", places["ready"], "jobs", "--json", stdout=writer)
+    finally:
+        os.close(writer)
+    assert done.returncode == 1
+    assert done.stderr == ""
