@@ -56,6 +56,8 @@ def status(dispatcher: Any) -> dict[str, Any]:
             "agent": agent,
             "threads": len(getattr(pool, "threads", ())),
             "running": getattr(pool, "running", None),
+            "thread deaths": getattr(pool, "deaths", 0),
+            "errors": getattr(pool, "errors", 0),
         }
         for (queue, agent), pool in sorted(dispatcher.pools.items())
     ]

@@ -19,6 +19,7 @@ import transaction
 
 from zasync import _context, clock
 from zasync._local import local
+from zasync._reprs import safe_repr
 from zasync.cancellation import cancel_before_start
 from zasync.interfaces import (
     ACTIVE,
@@ -32,7 +33,6 @@ from zasync.interfaces import (
 )
 from zasync.records import describe_result
 from zasync.tx import (
-    EXPLOSIVE_ERRORS,
     TRANSACTION_ERRORS,
     abort_quietly,
     backoff,
@@ -72,6 +72,10 @@ class AgentThreadPool:
         # job's result commit), and must not take it for an orphan.
         self._finished: dict[bytes, float] = {}
         self._idle = threading.Condition(self._lock)
+        #: Threads that died (and were replaced), and errors of zasync's own
+        #: bookkeeping while handling a job: both shown by the live view.
+        self.deaths = 0
+        self.errors = 0
 
     def getSize(self) -> int:
         """The declared number of threads."""
@@ -164,8 +168,9 @@ class AgentThreadPool:
         # Only the job this thread was given is checked; its callbacks are not in an agent.
         _context.set_ownership_check(lambda job: job is not local.job or self._still_ours(job))
         local.dispatcher = self.dispatcher
-        conn = self.dispatcher.db.open()
+        conn: Any = None
         try:
+            conn = self.dispatcher.db.open()
             while True:
                 item = self.queue.get()
                 if item is None:
@@ -174,6 +179,20 @@ class AgentThreadPool:
                     self.running += 1
                 try:
                     self._run(conn, item)
+                except BaseException:
+                    # _run turns whatever a job raises into its outcome; this is
+                    # zasync's own bookkeeping failing.  The job stays held in
+                    # the database, and the dispatcher's orphan check hands it
+                    # back once this pool no longer remembers it.
+                    self.errors += 1
+                    events_log.critical(
+                        "worker thread %s: unexpected error handling job %d; "
+                        "the thread goes on, and the job is recovered as orphaned",
+                        threading.current_thread().name,
+                        int.from_bytes(item[0], "big"),
+                        exc_info=True,
+                    )
+                    conn = self._reopen(conn)
                 finally:
                     with self._idle:
                         self.running -= 1
@@ -182,16 +201,33 @@ class AgentThreadPool:
                         self._idle.notify_all()
                     self.dispatcher._job_done(self)
         except BaseException:
+            self.deaths += 1
             events_log.critical(
-                "worker thread %s died", threading.current_thread().name, exc_info=True
+                "worker thread %s died; it is replaced",
+                threading.current_thread().name,
+                exc_info=True,
             )
-            raise
         finally:
             local.dispatcher = None
+            local.job = None
             abort_quietly(transaction.manager)
-            conn.close()
+            if conn is not None:
+                self._close_quietly(conn)
             if self.dispatcher.activated:
                 self.dispatcher._replace_dead_threads(self)
+
+    def _reopen(self, conn: Any) -> Any:
+        """A fresh connection after an unexpected error: the old one may hold a broken state."""
+        abort_quietly(transaction.manager)
+        self._close_quietly(conn)
+        return self.dispatcher.db.open()
+
+    @staticmethod
+    def _close_quietly(conn: Any) -> None:
+        try:
+            conn.close()
+        except Exception:  # a connection with a failed transaction still joined
+            events_log.warning("could not close a worker connection", exc_info=True)
 
     def _load(self, conn: Any, oid: bytes, dbname: str) -> Any:
         """Load the job, retrying forever on conflicts and disconnects (spec P-6)."""
@@ -244,7 +280,7 @@ class AgentThreadPool:
             return
         if cancel_before_start(job):  # asked to stop while it waited for a thread
             records.update_job(
-                job_id, result=repr(job.result), failed=True, completed=clock.utcnow()
+                job_id, result=safe_repr(job.result), failed=True, completed=clock.utcnow()
             )
             return
         trace_log.info("starting in thread %d: %r", thread_id, job)
@@ -257,11 +293,11 @@ class AgentThreadPool:
             events_log.error("job already completed? %r", job, exc_info=True)
             self._settle(job)
             result = job.result
-        except EXPLOSIVE_ERRORS:
+        except BaseException:
+            # Job code cannot get here (the job records what it raises); this
+            # is an error of the job's bookkeeping.  Settle the job, go on.
             abort_quietly(transaction.manager)
-            raise
-        except Exception:
-            abort_quietly(transaction.manager)
+            self.errors += 1
             events_log.critical("unexpected error running %r", job, exc_info=True)
             self._settle(job)
             result = job.result

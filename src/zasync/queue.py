@@ -41,6 +41,7 @@ from zasync.interfaces import KEY, NEW, IJob, IQueue, TimeoutError, ZasyncError
 from zasync.job import Job, as_job
 from zasync.lanes import LANES, OWN_LEAD, Share, as_share, lane_of
 from zasync.quota import Quotas
+from zasync.retry import check_retry_policy_factory
 
 LANE_WINDOW = 2 * LANES
 _PUT_BACK, _NORMAL = 0, 1
@@ -205,10 +206,9 @@ class Queue(Base):
                 raise ValueError("negative values are not allowed")
         if failure_log_level is not None and not isinstance(failure_log_level, int):
             raise TypeError("failure_log_level must be a logging level (an int)")
-        if retry_policy_factory is not None and not (
-            isinstance(retry_policy_factory, str) or callable(retry_policy_factory)
-        ):
-            raise TypeError("retry_policy_factory must be a registered name or a callable")
+        check_retry_policy_factory(
+            job.retry_policy_factory if retry_policy_factory is None else retry_policy_factory
+        )
         check_storable(job)
         jar = self._jar()
 
