@@ -38,9 +38,15 @@ from zasync.identity import get_process_uuid
 from zasync.interfaces import ACTIVE, COMPLETED, KEY, NEW
 from zasync.lanes import DispatcherShare
 from zasync.pool import AgentThreadPool, WorkItem
+from zasync.quarantine import problem_of
 from zasync.records import JobId, PollInfo, Records, new_job_record
 from zasync.retry import needs_start_commit
-from zasync.tx import abort_quietly, disconnect_errors, try_transaction_five_times
+from zasync.tx import (
+    TRANSACTION_ERRORS,
+    abort_quietly,
+    disconnect_errors,
+    try_transaction_five_times,
+)
 
 events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
@@ -417,6 +423,7 @@ class Dispatcher:
         queue's agents are not known from this poll.
         """
         da = queue.dispatchers[self.UUID]
+        careful = False
 
         def unit() -> tuple[list[tuple[str, Any]], dict[str, Any]]:
             now = clock.utcnow()
@@ -433,12 +440,16 @@ class Dispatcher:
                     "active jobs": [_job_id(j) for j in held],
                 }
                 for job in [*held, *agent.parked()]:
-                    if job._status == COMPLETED:
+                    problem = problem_of(job)
+                    if problem is not None:
+                        agent.drop(job)
+                        queue.quarantine(job, problem)
+                    elif job._status == COMPLETED:
                         agent.jobCompleted(job)
                     elif job in held and self._orphaned(queue.name, agent_name, job):
                         self._reclaim(queue, da, agent, job)
                 details[agent_name]["len"] = len(agent)
-                for job in agent.claim_jobs(lane) if self._claiming else ():
+                for job in agent.claim_jobs(lane, careful) if self._claiming else ():
                     if job._status == NEW and not needs_start_commit(job):
                         job._status = ACTIVE.value
                         job._active_start = clock.to_stamp(now)
@@ -446,14 +457,18 @@ class Dispatcher:
             queue.dispatchers.ping(self.UUID)
             return claimed, details
 
-        result = try_transaction_five_times(
-            unit,
-            f"claiming for UUID {self.UUID} in queue {queue.name!r}",
-            tm,
-            reraise=disconnect_errors(),
-        )
+        identifier = f"claiming for UUID {self.UUID} in queue {queue.name!r}"
+        result = try_transaction_five_times(unit, identifier, tm, reraise=disconnect_errors())
+        if isinstance(result, Failure) and not result.check(*TRANSACTION_ERRORS):
+            # Not a conflict: perhaps a job whose state cannot be stored.  Claim
+            # again, checking each job as its commit would (and quarantining).
+            careful = True
+            result = try_transaction_five_times(
+                unit, f"{identifier}, checking each job", tm, reraise=disconnect_errors()
+            )
         if isinstance(result, Failure):
             queue_info["error"] = repr(result)
+            self._ping_alone(queue, tm)
             return None
         claimed, details = result
         queue_info.update(details)
@@ -467,6 +482,15 @@ class Dispatcher:
             started.append(job_id)
             self.pools[(queue.name, agent_name)].assign((job._p_oid, job_id[1]))
         return started
+
+    def _ping_alone(self, queue: Any, tm: Any) -> None:
+        """Ping in a transaction of its own: liveness must not hang on a failed claim."""
+        try_transaction_five_times(
+            lambda: queue.dispatchers.ping(self.UUID),
+            f"pinging for UUID {self.UUID} in queue {queue.name!r}",
+            tm,
+            reraise=disconnect_errors(),
+        )
 
     def _lanes_in(self, queue: Any) -> DispatcherShare | None:
         """This dispatcher's share of ``queue``'s lanes among its active dispatchers.

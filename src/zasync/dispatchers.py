@@ -37,6 +37,7 @@ from zasync.interfaces import (
     IDispatcherAgents,
     IDispatchers,
 )
+from zasync.quarantine import problem_of
 from zasync.retry import RetryCommonForever
 
 events_log = logging.getLogger("zasync.events")
@@ -114,8 +115,13 @@ class DispatcherAgents(MappingBase):
         self.activated = None
         queue = self.parent
         for agent in self.values():
-            while agent:
-                job = agent.pull()
+            for job in list(agent):
+                problem = problem_of(job)
+                if problem is not None:  # handing it back would fail, and this with it
+                    agent.drop(job)
+                    queue.quarantine(job, problem)
+                    continue
+                agent.remove(job)
                 self._hand_back(queue, agent, job)
         zope.event.notify(DispatcherDeactivated(self))
 

@@ -31,6 +31,7 @@ from zasync.interfaces import (
     IAgent,
     IJob,
 )
+from zasync.quarantine import describe, problem_of
 from zasync.records import describe_result
 from zasync.tx import (
     TRANSACTION_ERRORS,
@@ -268,7 +269,19 @@ class AgentThreadPool:
         records = self.dispatcher.records
         thread_id = threading.get_ident()
         records.update_job(job_id, started=clock.utcnow(), thread=thread_id)
-        job = self._load(conn, oid, dbname)
+        try:
+            job = self._load(conn, oid, dbname)
+            problem = problem_of(job)
+        except Exception as error:  # _load waits out conflicts and disconnects
+            problem = f"its record cannot be loaded: {describe(error)}"
+        if problem is not None:
+            # Running or even settling it would fail; the dispatcher's next
+            # poll quarantines it (one ERROR line there).
+            abort_quietly(transaction.manager)
+            trace_log.info("not running job %d: %s", job_id[0], problem)
+            records.update_job(job_id, result=problem, failed=True, completed=clock.utcnow())
+            self.dispatcher.wake()
+            return
         if not self._still_ours(job):
             if self._in_our_agent(job) and job._status in (CALLBACKS, COMPLETED):
                 events_log.error("job already completed? %r", job)
