@@ -100,3 +100,27 @@ class ExitingPolicy(NeverRetry):
 
 def broken_policy_factory(job: Any) -> Any:
     raise RuntimeError("factory bug")
+
+
+RUNS: dict[str, int] = {}
+
+
+def count_then_block(name: str, read_annotations: bool = False) -> str:
+    """Counts its runs, signals '<name>-started', waits for '<name>'; may read its annotations."""
+    from zasync import local
+
+    import support
+
+    RUNS[name] = RUNS.get(name, 0) + 1
+    support.event(f"{name}-started").set()
+    if not support.event(name).wait(60):
+        raise RuntimeError(f"event {name} never set")
+    if read_annotations:
+        annotations = local.getJob().annotations
+        return f"saw {sorted(annotations)} {annotations.get('live')!r}"
+    return "done"
+
+
+def record_result(result: Any) -> str:
+    RUNS["callback"] = RUNS.get("callback", 0) + 1
+    return f"callback got {result!r}"

@@ -15,7 +15,7 @@ import logging
 import threading
 import types
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from BTrees.OOBTree import OOBTree
@@ -218,8 +218,18 @@ class Job(Base):
         return self._callbacks
 
     @property
-    def annotations(self) -> OOBTree:
-        """A mapping for metadata, created on first use."""
+    def annotations(self) -> MutableMapping[str, Any]:
+        """A mapping for metadata; the stored mapping is created by the first write.
+
+        Reading a job's annotations never writes the job: a job reading its
+        own annotations while another connection sets a live annotation
+        would otherwise make its result commit conflict, and run again.
+        """
+        if self._annotations is None:
+            return _AnnotationsOnDemand(self)
+        return self._annotations  # type: ignore[no-any-return]
+
+    def _annotations_for_writing(self) -> OOBTree:
         if self._annotations is None:
             self._annotations = OOBTree()
         return self._annotations
@@ -805,13 +815,26 @@ class Job(Base):
     def _p_resolveConflict(
         self, old: dict[str, Any], committed: dict[str, Any], new: dict[str, Any]
     ) -> dict[str, Any]:
-        """Merge one kind of concurrent change only: creating the annotations mapping.
+        """Merge two kinds of concurrent change, which would otherwise run a job again.
 
-        A job's first live annotation (written from another connection while
-        the job runs) creates ``annotations`` on the job; the job's own commit
-        must not conflict with that, or its policy would run it again.  Any
-        other concurrent change to a job is a real conflict.
+        * A job's first live annotation (written from another connection
+          while the job runs) creates ``annotations`` on the job; the job's
+          own commit must not conflict with that, or its policy would run it
+          again.
+        * A callback added (committed first) while the job stores its result:
+          the result commit keeps the result and takes the callbacks, and the
+          job then runs them (its status becomes CALLBACKS rather than
+          COMPLETED).  Re-running the job for bookkeeping that happened beside
+          it would repeat its effects outside the database.
+
+        Any other concurrent change to a job is a real conflict.
         """
+        try:
+            merged = _merge_late_callbacks(old, committed, new)
+        except ValueError:  # persistent references that cannot be compared
+            merged = None
+        if merged is not None:
+            return merged
         key = "_annotations"
         for created, other in ((committed, new), (new, committed)):
             created_there = old.get(key) is None and created.get(key) is not None
@@ -861,6 +884,63 @@ def is_outcome(error: BaseException) -> bool:
     if isinstance(error, KeyboardInterrupt):
         return threading.current_thread() is not threading.main_thread()
     return True
+
+
+class _AnnotationsOnDemand(MutableMapping[str, Any]):
+    """A job's annotations before any was stored: empty to read, made on first write."""
+
+    __slots__ = ("_job",)
+
+    def __init__(self, job: Job) -> None:
+        self._job = job
+
+    def _stored(self) -> Any:
+        return self._job._annotations  # another transaction may have made it meanwhile
+
+    def __getitem__(self, name: str) -> Any:
+        stored = self._stored()
+        if stored is None:
+            raise KeyError(name)
+        return stored[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._job._annotations_for_writing()[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        stored = self._stored()
+        if stored is None:
+            raise KeyError(name)
+        del stored[name]
+
+    def __iter__(self) -> Iterator[str]:
+        stored = self._stored()
+        return iter(()) if stored is None else iter(stored)
+
+    def __len__(self) -> int:
+        stored = self._stored()
+        return 0 if stored is None else len(stored)
+
+
+_RESULT_STATUSES = (CALLBACKS.value, COMPLETED.value)
+
+
+def _merge_late_callbacks(
+    old: dict[str, Any], committed: dict[str, Any], new: dict[str, Any]
+) -> dict[str, Any] | None:
+    """``new`` (a result commit) with the callbacks ``committed`` appended meanwhile, or None."""
+    key = "_callbacks"
+    before = tuple(old.get(key, ()))
+    added = tuple(committed.get(key, ()))
+    if len(added) <= len(before) or added[: len(before)] != before:
+        return None  # the other transaction did not (only) append callbacks
+    if tuple(new.get(key, ())) != before or _without(committed, key) != _without(old, key):
+        return None
+    if old.get("_status") != ACTIVE.value or new.get("_status") not in _RESULT_STATUSES:
+        return None  # not a result commit racing with addCallback
+    merged = dict(new)
+    merged[key] = committed[key]
+    merged["_status"] = CALLBACKS.value  # the new callbacks still have to run
+    return merged
 
 
 def _without(state: dict[str, Any], key: str) -> dict[str, Any]:
