@@ -54,7 +54,8 @@ def status(dispatcher: Any) -> dict[str, Any]:
         {
             "queue": queue,
             "agent": agent,
-            "threads": len(getattr(pool, "threads", ())),
+            "size": pool.getSize(),  # declared
+            "threads": pool.thread_count(),  # alive, not counting those leaving
             "running": getattr(pool, "running", None),
         }
         for (queue, agent), pool in sorted(dispatcher.pools.items())
