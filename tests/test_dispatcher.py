@@ -493,3 +493,43 @@ def test_resizing_busy_threads_down_and_up_loses_none(zasync_db, zasync_queue):
         assert live.status(d)["pools"][0]["threads"] == 4
         assert _started_together(zasync_queue, "after-resize", 4)
         assert sum(t.is_alive() for t in pool.threads) == 4
+
+
+def test_the_poll_loop_survives_an_error_outside_the_poll(zasync_db):
+    """Only poll() was guarded: an error in the wait between polls ended the thread."""
+    import threading
+
+    class BrokenOnce(threading.Event):
+        broken = False
+
+        def wait(self, timeout=None):
+            if not self.broken:
+                self.broken = True
+                raise RuntimeError("the wait broke")
+            return super().wait(timeout)
+
+    with running_dispatcher(zasync_db, poll_interval=0.1) as d:
+        d._wake = BrokenOnce()
+        d.wake()
+        wait_for(lambda: d._wake.broken, sync=None)
+        count = d.records.poll_count()
+        wait_for_poll(d, count + 2)
+        assert d.thread.is_alive() and not d.poll_thread_died
+        assert d.getStatusInfo()["status"] == Dispatcher.RUNNING
+
+
+def test_a_dead_poll_thread_is_reported(zasync_db, zasync_queue, caplog):
+    from zasync import live
+
+    spec = AgentSpec(threads=1, filter=support.exit_in_poll_thread)
+    with running_dispatcher(zasync_db, agents=[spec], poll_interval=0.1) as d:
+        assert not d.poll_thread_died
+        zasync_queue.put(Job(operator.mul, 6, 7))
+        transaction.commit()
+        wait_for(lambda: d.poll_thread_died, sync=None, message="the poll thread lives on")
+        info = d.getStatusInfo()
+        assert info["status"] == Dispatcher.DEAD == "DEAD"
+        assert "a filter ended the poll thread" in info["poll thread error"]
+        assert live.status(d)["status"] == "DEAD"
+        assert "the poll thread of dispatcher" in caplog.text
+    assert not d.poll_thread_died  # stopped

@@ -102,8 +102,12 @@ class Dispatcher:
     RUNNING = "RUNNING"
     STUCK = "STUCK"
     STARTING = "STARTING"
+    #: The poll thread died: nothing is claimed or pinged any more.
+    DEAD = "DEAD"
 
     thread: threading.Thread | None = None
+    #: What ended the poll thread while the dispatcher was active, if anything did.
+    poll_thread_error: BaseException | None = None
     _change_poller: ChangePoller | None = None
     #: Storages without commit notifications (RelStorage) are checked for
     #: queue changes this often, so a put wakes the dispatcher without
@@ -164,11 +168,13 @@ class Dispatcher:
         if self.activated:
             raise ValueError("already activated")
         events_log.info("attempting to activate dispatcher %s", self.UUID)
+        self.thread = None  # until the new poll thread runs (see poll_thread_died)
         self.activated = clock.utcnow()
         self.records.clear()
         self._activated_queues.clear()
         self._claiming = True
         self._stop_polling = False
+        self.poll_thread_error = None
         self._hurry.clear()
         self.db.setPoolSize(self.db.getPoolSize() + 1)
         self._runner = _awaitables.AwaitableRunner(thread_initializer=_defer_filing)
@@ -184,10 +190,11 @@ class Dispatcher:
                 name=f"zasync-change-poller-{self.UUID}",
             )
             self._change_poller.start()
-        self.thread = threading.Thread(
+        thread = threading.Thread(
             target=self._poll_loop, name=f"zasync-dispatcher-{self.UUID}", daemon=True
         )
-        self.thread.start()
+        thread.start()
+        self.thread = thread
 
     def wake(self) -> None:
         """Ask for a poll now rather than at the next interval."""
@@ -276,36 +283,57 @@ class Dispatcher:
     # -- the poll loop ---------------------------------------------------------------
 
     def _poll_loop(self) -> None:
-        tm = transaction.TransactionManager()
-        self.conn = self.db.open(transaction_manager=tm)
-        self._tm = tm
         try:
-            while self.activated and not self._stop_polling:
-                delay = self.poll_interval
-                try:
-                    self.poll()
-                except Exception:
-                    self._poll_failures += 1
-                    if self._poll_failures == 1 or self._poll_failures % 10 == 0:
-                        events_log.error(
-                            "poll of dispatcher %s failed (%d in a row); retrying",
-                            self.UUID,
-                            self._poll_failures,
-                            exc_info=True,
-                        )
-                    delay = min(delay, 0.1 * 2 ** min(self._poll_failures, 6))
-                else:
-                    if self._poll_failures:
-                        events_log.info("dispatcher %s: polls work again", self.UUID)
-                    self._poll_failures = 0
-                self._wake.wait(delay)
-                self._wake.clear()
-        finally:
+            tm = transaction.TransactionManager()
+            self.conn = self.db.open(transaction_manager=tm)
+            self._tm = tm
             try:
-                abort_quietly(tm)
+                while self.activated and not self._stop_polling:
+                    try:
+                        self._wake.wait(self._poll_once())
+                        self._wake.clear()
+                    except Exception:  # outside the poll itself: log, pause, go on
+                        events_log.exception("poll loop of dispatcher %s failed", self.UUID)
+                        time.sleep(1.0)
             finally:
-                self.conn.close()
-                self.conn = None
+                try:
+                    abort_quietly(tm)
+                finally:
+                    self.conn.close()
+                    self.conn = None
+        except BaseException as e:  # SystemExit, or the database gone for good
+            self.poll_thread_error = e
+            events_log.critical(
+                "the poll thread of dispatcher %s died: this worker claims nothing more",
+                self.UUID,
+                exc_info=True,
+            )
+
+    def _poll_once(self) -> float:
+        """Poll, logging and counting failures; return how long to wait for the next poll."""
+        try:
+            self.poll()
+        except Exception:
+            self._poll_failures += 1
+            if self._poll_failures == 1 or self._poll_failures % 10 == 0:
+                events_log.error(
+                    "poll of dispatcher %s failed (%d in a row); retrying",
+                    self.UUID,
+                    self._poll_failures,
+                    exc_info=True,
+                )
+            return min(self.poll_interval, 0.1 * 2.0 ** min(self._poll_failures, 6))
+        if self._poll_failures:
+            events_log.info("dispatcher %s: polls work again", self.UUID)
+        self._poll_failures = 0
+        return self.poll_interval
+
+    @property
+    def poll_thread_died(self) -> bool:
+        """Active, yet its poll thread has ended: a worker process should exit and restart."""
+        if not self.activated or self._stop_polling or self.thread is None:
+            return False
+        return self.poll_thread_error is not None or not self.thread.is_alive()
 
     def poll(self) -> PollInfo:
         """Run one poll now, in the calling thread (the poll thread, or a test)."""
@@ -604,7 +632,9 @@ class Dispatcher:
     def getStatusInfo(self) -> dict[str, Any]:
         """uuid, poll interval, status, time since last poll and uptime (spec DI-36).
 
-        The status is STOPPED, STARTING, RUNNING or STUCK.
+        The status is STOPPED, STARTING, RUNNING, STUCK (no poll for two
+        intervals) or DEAD (the poll thread ended; ``poll thread error`` says
+        why).
         """
         now = clock.utcnow()
         interval = datetime.timedelta(seconds=self.poll_interval)
@@ -618,6 +648,10 @@ class Dispatcher:
         if not isinstance(self.activated, datetime.datetime):
             return info
         info["uptime"] = now - self.activated
+        if self.poll_thread_died:
+            info["status"] = self.DEAD
+            info["poll thread error"] = repr(self.poll_thread_error)
+            return info
         poll = self.records.latest_poll()
         slack = interval  # a poll in progress is not "stuck"
         if poll is None:

@@ -7,8 +7,9 @@ JSON from a small HTTP server inside the worker, bound to 127.0.0.1, next
 to the worker's Prometheus ``/metrics``:
 
 =========================  ==================================================
-``/live/status``           status (RUNNING, STARTING, STUCK, STOPPED), uptime,
-                           time since the last poll, poll interval, threads
+``/live/status``           status (RUNNING, STARTING, STUCK, DEAD, STOPPED),
+                           uptime, time since the last poll, poll interval,
+                           threads alive and declared size of each pool
 ``/live/jobs``             jobs of the latest poll not completed yet
 ``/live/polls?count=N``    the newest N polls (default 3)
 ``/live/job/ID``           this worker's record of job ID

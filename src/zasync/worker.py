@@ -176,7 +176,12 @@ class _Signals:
 def run_worker(
     options: WorkerOptions, ready: Callable[[Dispatcher, Database], None] | None = None
 ) -> int:
-    """Run a worker until stopped (or, with ``burst``, until no job is due); return 0."""
+    """Run a worker until stopped (or, with ``burst``, until no job is due).
+
+    Return the exit status: 0, or ``POLL_THREAD_DIED`` if the dispatcher's
+    poll thread ended under it (the worker then stops, so that a supervisor
+    starts a new one, rather than stay up without claiming).
+    """
     opened = open_database(options.db, serve=options.serve)
     try:
         conn = opened.db.open()
@@ -215,7 +220,7 @@ def run_worker(
             )
             if ready is not None:
                 ready(dispatcher, opened)
-            _wait(dispatcher, stop, options.burst)
+            status = _wait(dispatcher, stop, options.burst)
         finally:
             if dispatcher.activated:
                 dispatcher.stop(options.grace)
@@ -234,7 +239,7 @@ def run_worker(
             conflicts.get("bookkeeping", 0),
             ", ".join(f"{name} {count}" for name, count in by_class) or "nothing",
         )
-        return 0
+        return status
     finally:
         opened.close()
 
@@ -265,10 +270,23 @@ def _start_http(dispatcher: Dispatcher, opened: Database, port: int | None) -> A
     return server
 
 
-def _wait(dispatcher: Dispatcher, stop: threading.Event, burst: bool) -> None:
+#: The exit status of a worker whose poll thread died.
+POLL_THREAD_DIED = 1
+
+
+def _wait(dispatcher: Dispatcher, stop: threading.Event, burst: bool) -> int:
+    """Wait for a stop signal (or, in burst mode, for no job due); return the exit status."""
     idle_polls = 0
     last_key = None
-    while not stop.wait(0.05 if burst else 1.0):
+    while not stop.wait(0.05 if burst else 0.5):
+        if dispatcher.poll_thread_died:
+            log.error(
+                "worker %s: its poll thread died (%r); stopping with exit status %d",
+                dispatcher.UUID,
+                dispatcher.poll_thread_error,
+                POLL_THREAD_DIED,
+            )
+            return POLL_THREAD_DIED
         if not burst:
             continue
         poll = dispatcher.records.latest_poll()
@@ -279,8 +297,9 @@ def _wait(dispatcher: Dispatcher, stop: threading.Event, burst: bool) -> None:
         idle_polls = idle_polls + 1 if dispatcher.is_idle() else 0
         if idle_polls >= 2:
             log.info("burst mode: no job is due; stopping")
-            return
+            return 0
         dispatcher.wake()
+    return 0
 
 
 def parse_agent_option(text: str) -> dict[str, Any]:
