@@ -25,12 +25,14 @@ import threading
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
 from typing import Any
 
+import pydantic
 import transaction
+from pydantic.dataclasses import dataclass
 
 from zasync import _awaitables, _context, clock
+from zasync._limits import Prefetch, Seconds, Threads, check_intervals
 from zasync._watch import ChangePoller, commit_watcher
 from zasync.agent import Agent
 from zasync.failure import Failure
@@ -46,25 +48,45 @@ events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=pydantic.ConfigDict(strict=True))
 class AgentSpec:
     """An agent that a dispatcher installs (or updates) when it activates in a queue.
 
-    ``threads`` jobs run at once; up to ``prefetch`` more are claimed ahead, so
-    short jobs are claimed in batches.  ``filter`` (a picklable callable taking
-    a job) chooses which jobs this agent takes.
+    ``threads`` jobs run at once (1 to 1000); up to ``prefetch`` more (0 to
+    10000) are claimed ahead, so short jobs are claimed in batches.
+    ``filter`` (a picklable callable taking a job) chooses which jobs this
+    agent takes.  Wrong types or ranges raise a ValueError (pydantic's
+    ValidationError) here, not in a thread later.
     """
 
     name: str = "main"
     queue: str = ""
-    threads: int = 3
-    prefetch: int = 0
+    threads: Threads = 3
+    prefetch: Prefetch = 0
     filter: Callable[[Any], bool] | None = None
 
     @property
     def size(self) -> int:
         """How many jobs the agent may hold: running plus claimed ahead."""
         return self.threads + self.prefetch
+
+
+class _Arguments(pydantic.BaseModel):
+    """The types and ranges of a Dispatcher's settings, checked when it is made."""
+
+    model_config = pydantic.ConfigDict(strict=True)
+
+    uuid: uuid_module.UUID | None
+    poll_interval: Seconds
+    polls_size: pydantic.PositiveInt
+    jobs_size: pydantic.PositiveInt
+    ping_interval: Seconds | None
+    death_interval: Seconds | None
+
+    @pydantic.model_validator(mode="after")
+    def _intervals(self) -> _Arguments:
+        check_intervals(self.poll_interval, self.ping_interval, self.death_interval)
+        return self
 
 
 # -- registry (spec DI-3) -------------------------------------------------------
@@ -125,21 +147,24 @@ class Dispatcher:
         ping_interval: float | None = None,
         death_interval: float | None = None,
     ) -> None:
-        if (
-            ping_interval is not None
-            and death_interval is not None
-            and death_interval <= ping_interval + poll_interval
-        ):
-            raise ValueError(
-                "the death interval must exceed the ping interval by more than a poll "
-                "interval, or live workers will look dead"
-            )
+        _Arguments(
+            uuid=uuid,
+            poll_interval=poll_interval,
+            polls_size=polls_size,
+            jobs_size=jobs_size,
+            ping_interval=ping_interval,
+            death_interval=death_interval,
+        )
+        agents = tuple(agents)
+        for spec in agents:
+            if not isinstance(spec, AgentSpec):
+                raise TypeError(f"agents must be AgentSpec instances, not {spec!r}")
         self.ping_interval = ping_interval
         self.death_interval = death_interval
         self.db = db
         self.UUID = uuid or get_process_uuid()
         self.poll_interval = poll_interval
-        self.agent_specs = tuple(agents)
+        self.agent_specs = agents
         self.records = Records(polls_size, jobs_size)
         self.activated: datetime.datetime | bool | None = False
         self.pools: dict[tuple[str, str], AgentThreadPool] = {}
