@@ -351,8 +351,8 @@ def register(main: click.Group) -> None:
     @agent.command("resize")
     @click.argument("worker")
     @click.argument("name", default="main")
-    @click.option("--size", type=click.IntRange(0), default=None, help="Jobs it may hold.")
-    @click.option("--threads", type=click.IntRange(1), default=None, help="Jobs it runs at once.")
+    @click.option("--size", type=int, default=None, help="Jobs it may hold (0 or more).")
+    @click.option("--threads", type=int, default=None, help="Jobs it runs at once (1 to 1000).")
     @click.option("--queue", "queue_name", default="", show_default=True, help="Queue name.")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @click.pass_obj

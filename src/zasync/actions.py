@@ -20,7 +20,7 @@ import transaction
 from ZODB.POSException import ConflictError
 
 from zasync import clock
-from zasync._base import check_size
+from zasync._base import check_size, check_threads
 from zasync.cancellation import cancel
 from zasync.failure import Failure
 from zasync.interfaces import COMPLETED, PENDING, BadStatusError, UnloadableJobError
@@ -227,7 +227,7 @@ def set_agent_size(
     if size is not None:
         check_size(size, "agent")
     if threads is not None:
-        check_size(threads, "agent thread")
+        check_threads(threads)  # the Agent's own rule, for the CLI and the dashboard alike
 
     def work(conn: Any, tm: Any) -> dict[str, Any]:
         queue = get_queue(conn, queue_name)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from BTrees.LOBTree import LOBTree
 from zope.interface import implementer
 
-from zasync._base import Base, check_size
+from zasync._base import Base, check_size, check_threads
 from zasync.completed import DEFAULT_RETENTION, CompletedCollection, dt_to_long, long_to_dt
 from zasync.interfaces import IAgent
 
@@ -79,7 +79,7 @@ class Agent(Base):
 
     @threads.setter
     def threads(self, value: int | None) -> None:
-        self._threads = None if value is None else check_size(value, "agent thread")
+        self._threads = None if value is None else check_threads(value)
 
     @property
     def queue(self) -> Any:

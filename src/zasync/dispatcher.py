@@ -25,12 +25,14 @@ import threading
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
 from typing import Any
 
+import pydantic
 import transaction
+from pydantic.dataclasses import dataclass
 
 from zasync import _awaitables, _context, clock
+from zasync._limits import Prefetch, Seconds, Threads, check_intervals
 from zasync._watch import ChangePoller, commit_watcher
 from zasync.agent import Agent
 from zasync.failure import Failure
@@ -52,25 +54,45 @@ events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=pydantic.ConfigDict(strict=True))
 class AgentSpec:
     """An agent that a dispatcher installs (or updates) when it activates in a queue.
 
-    ``threads`` jobs run at once; up to ``prefetch`` more are claimed ahead, so
-    short jobs are claimed in batches.  ``filter`` (a picklable callable taking
-    a job) chooses which jobs this agent takes.
+    ``threads`` jobs run at once (1 to 1000); up to ``prefetch`` more (0 to
+    10000) are claimed ahead, so short jobs are claimed in batches.
+    ``filter`` (a picklable callable taking a job) chooses which jobs this
+    agent takes.  Wrong types or ranges raise a ValueError (pydantic's
+    ValidationError) here, not in a thread later.
     """
 
     name: str = "main"
     queue: str = ""
-    threads: int = 3
-    prefetch: int = 0
+    threads: Threads = 3
+    prefetch: Prefetch = 0
     filter: Callable[[Any], bool] | None = None
 
     @property
     def size(self) -> int:
         """How many jobs the agent may hold: running plus claimed ahead."""
         return self.threads + self.prefetch
+
+
+class _Arguments(pydantic.BaseModel):
+    """The types and ranges of a Dispatcher's settings, checked when it is made."""
+
+    model_config = pydantic.ConfigDict(strict=True)
+
+    uuid: uuid_module.UUID | None
+    poll_interval: Seconds
+    polls_size: pydantic.PositiveInt
+    jobs_size: pydantic.PositiveInt
+    ping_interval: Seconds | None
+    death_interval: Seconds | None
+
+    @pydantic.model_validator(mode="after")
+    def _intervals(self) -> _Arguments:
+        check_intervals(self.poll_interval, self.ping_interval, self.death_interval)
+        return self
 
 
 # -- registry (spec DI-3) -------------------------------------------------------
@@ -108,8 +130,12 @@ class Dispatcher:
     RUNNING = "RUNNING"
     STUCK = "STUCK"
     STARTING = "STARTING"
+    #: The poll thread died: nothing is claimed or pinged any more.
+    DEAD = "DEAD"
 
     thread: threading.Thread | None = None
+    #: What ended the poll thread while the dispatcher was active, if anything did.
+    poll_thread_error: BaseException | None = None
     _change_poller: ChangePoller | None = None
     #: Storages without commit notifications (RelStorage) are checked for
     #: queue changes this often, so a put wakes the dispatcher without
@@ -127,21 +153,24 @@ class Dispatcher:
         ping_interval: float | None = None,
         death_interval: float | None = None,
     ) -> None:
-        if (
-            ping_interval is not None
-            and death_interval is not None
-            and death_interval <= ping_interval + poll_interval
-        ):
-            raise ValueError(
-                "the death interval must exceed the ping interval by more than a poll "
-                "interval, or live workers will look dead"
-            )
+        _Arguments(
+            uuid=uuid,
+            poll_interval=poll_interval,
+            polls_size=polls_size,
+            jobs_size=jobs_size,
+            ping_interval=ping_interval,
+            death_interval=death_interval,
+        )
+        agents = tuple(agents)
+        for spec in agents:
+            if not isinstance(spec, AgentSpec):
+                raise TypeError(f"agents must be AgentSpec instances, not {spec!r}")
         self.ping_interval = ping_interval
         self.death_interval = death_interval
         self.db = db
         self.UUID = uuid or get_process_uuid()
         self.poll_interval = poll_interval
-        self.agent_specs = tuple(agents)
+        self.agent_specs = agents
         self.records = Records(polls_size, jobs_size)
         self.activated: datetime.datetime | bool | None = False
         self.pools: dict[tuple[str, str], AgentThreadPool] = {}
@@ -170,11 +199,13 @@ class Dispatcher:
         if self.activated:
             raise ValueError("already activated")
         events_log.info("attempting to activate dispatcher %s", self.UUID)
+        self.thread = None  # until the new poll thread runs (see poll_thread_died)
         self.activated = clock.utcnow()
         self.records.clear()
         self._activated_queues.clear()
         self._claiming = True
         self._stop_polling = False
+        self.poll_thread_error = None
         self._hurry.clear()
         self.db.setPoolSize(self.db.getPoolSize() + 1)
         self._runner = _awaitables.AwaitableRunner(thread_initializer=_defer_filing)
@@ -190,10 +221,11 @@ class Dispatcher:
                 name=f"zasync-change-poller-{self.UUID}",
             )
             self._change_poller.start()
-        self.thread = threading.Thread(
+        thread = threading.Thread(
             target=self._poll_loop, name=f"zasync-dispatcher-{self.UUID}", daemon=True
         )
-        self.thread.start()
+        thread.start()
+        self.thread = thread
 
     def wake(self) -> None:
         """Ask for a poll now rather than at the next interval."""
@@ -282,36 +314,57 @@ class Dispatcher:
     # -- the poll loop ---------------------------------------------------------------
 
     def _poll_loop(self) -> None:
-        tm = transaction.TransactionManager()
-        self.conn = self.db.open(transaction_manager=tm)
-        self._tm = tm
         try:
-            while self.activated and not self._stop_polling:
-                delay = self.poll_interval
-                try:
-                    self.poll()
-                except Exception:
-                    self._poll_failures += 1
-                    if self._poll_failures == 1 or self._poll_failures % 10 == 0:
-                        events_log.error(
-                            "poll of dispatcher %s failed (%d in a row); retrying",
-                            self.UUID,
-                            self._poll_failures,
-                            exc_info=True,
-                        )
-                    delay = min(delay, 0.1 * 2 ** min(self._poll_failures, 6))
-                else:
-                    if self._poll_failures:
-                        events_log.info("dispatcher %s: polls work again", self.UUID)
-                    self._poll_failures = 0
-                self._wake.wait(delay)
-                self._wake.clear()
-        finally:
+            tm = transaction.TransactionManager()
+            self.conn = self.db.open(transaction_manager=tm)
+            self._tm = tm
             try:
-                abort_quietly(tm)
+                while self.activated and not self._stop_polling:
+                    try:
+                        self._wake.wait(self._poll_once())
+                        self._wake.clear()
+                    except Exception:  # outside the poll itself: log, pause, go on
+                        events_log.exception("poll loop of dispatcher %s failed", self.UUID)
+                        time.sleep(1.0)
             finally:
-                self.conn.close()
-                self.conn = None
+                try:
+                    abort_quietly(tm)
+                finally:
+                    self.conn.close()
+                    self.conn = None
+        except BaseException as e:  # SystemExit, or the database gone for good
+            self.poll_thread_error = e
+            events_log.critical(
+                "the poll thread of dispatcher %s died: this worker claims nothing more",
+                self.UUID,
+                exc_info=True,
+            )
+
+    def _poll_once(self) -> float:
+        """Poll, logging and counting failures; return how long to wait for the next poll."""
+        try:
+            self.poll()
+        except Exception:
+            self._poll_failures += 1
+            if self._poll_failures == 1 or self._poll_failures % 10 == 0:
+                events_log.error(
+                    "poll of dispatcher %s failed (%d in a row); retrying",
+                    self.UUID,
+                    self._poll_failures,
+                    exc_info=True,
+                )
+            return min(self.poll_interval, 0.1 * 2.0 ** min(self._poll_failures, 6))
+        if self._poll_failures:
+            events_log.info("dispatcher %s: polls work again", self.UUID)
+        self._poll_failures = 0
+        return self.poll_interval
+
+    @property
+    def poll_thread_died(self) -> bool:
+        """Active, yet its poll thread has ended: a worker process should exit and restart."""
+        if not self.activated or self._stop_polling or self.thread is None:
+            return False
+        return self.poll_thread_error is not None or not self.thread.is_alive()
 
     def poll(self) -> PollInfo:
         """Run one poll now, in the calling thread (the poll thread, or a test)."""
@@ -628,7 +681,9 @@ class Dispatcher:
     def getStatusInfo(self) -> dict[str, Any]:
         """uuid, poll interval, status, time since last poll and uptime (spec DI-36).
 
-        The status is STOPPED, STARTING, RUNNING or STUCK.
+        The status is STOPPED, STARTING, RUNNING, STUCK (no poll for two
+        intervals) or DEAD (the poll thread ended; ``poll thread error`` says
+        why).
         """
         now = clock.utcnow()
         interval = datetime.timedelta(seconds=self.poll_interval)
@@ -642,6 +697,10 @@ class Dispatcher:
         if not isinstance(self.activated, datetime.datetime):
             return info
         info["uptime"] = now - self.activated
+        if self.poll_thread_died:
+            info["status"] = self.DEAD
+            info["poll thread error"] = repr(self.poll_thread_error)
+            return info
         poll = self.records.latest_poll()
         slack = interval  # a poll in progress is not "stuck"
         if poll is None:

@@ -7,8 +7,9 @@ JSON from a small HTTP server inside the worker, bound to 127.0.0.1, next
 to the worker's Prometheus ``/metrics``:
 
 =========================  ==================================================
-``/live/status``           status (RUNNING, STARTING, STUCK, STOPPED), uptime,
-                           time since the last poll, poll interval, threads
+``/live/status``           status (RUNNING, STARTING, STUCK, DEAD, STOPPED),
+                           uptime, time since the last poll, poll interval,
+                           threads alive and declared size of each pool
 ``/live/jobs``             jobs of the latest poll not completed yet
 ``/live/polls?count=N``    the newest N polls (default 3)
 ``/live/job/ID``           this worker's record of job ID
@@ -54,7 +55,8 @@ def status(dispatcher: Any) -> dict[str, Any]:
         {
             "queue": queue,
             "agent": agent,
-            "threads": len(getattr(pool, "threads", ())),
+            "size": pool.getSize(),  # declared
+            "threads": pool.thread_count(),  # alive, not counting those leaving
             "running": getattr(pool, "running", None),
             "thread deaths": getattr(pool, "deaths", 0),
             "errors": getattr(pool, "errors", 0),

@@ -62,8 +62,11 @@ class AgentThreadPool:
         self.queue_name = queue_name
         self.agent_name = agent_name
         self.queue: queue_module.Queue[WorkItem | None] = queue_module.Queue()
+        # The threads that count towards the size: started, and not leaving.
         self.threads: list[threading.Thread] = []
         self._size = 0
+        # Exit requests (``None``) in ``queue`` that no thread has taken yet.
+        self._wakeups = 0
         self._lock = threading.Lock()
         self.running = 0  # jobs being run right now
         # Jobs handed to this pool and not yet done with: waiting or running.
@@ -77,30 +80,63 @@ class AgentThreadPool:
         #: bookkeeping while handling a job: both shown by the live view.
         self.deaths = 0
         self.errors = 0
+        self._started = 0  # threads ever started here, to name them
 
     def getSize(self) -> int:
         """The declared number of threads."""
         return self._size
 
+    def thread_count(self) -> int:
+        """The threads alive and counted towards the size (not those leaving)."""
+        with self._lock:
+            return sum(1 for t in self.threads if t.is_alive())
+
     def setSize(self, size: int | None = None) -> int:
-        """Start or stop threads to reach ``size``; return the change in declared size."""
+        """Start or stop threads to reach ``size``; return the change in declared size.
+
+        Without ``size``, only replaces threads that died.  Shrinking asks
+        surplus threads to leave: an idle one when it takes an exit request
+        from the queue, a busy one when it finishes its job.  Requests are
+        counted, so a shrink followed by a growth, while the threads are busy,
+        neither starts too few threads nor lets the stale requests stop more
+        threads than the size allows (see :meth:`_leave_if_surplus`).
+        """
         with self._lock:
             old = self._size
             if size is not None:
                 self._size = size
-            self.threads = [t for t in self.threads if t.is_alive()]
+            # A thread replacing itself (on its way out) no longer counts.
+            me = threading.current_thread()
+            self.threads = [t for t in self.threads if t.is_alive() and t is not me]
             while len(self.threads) < self._size:
                 thread = threading.Thread(
                     target=self._main,
-                    name=f"zasync-{self.queue_name or 'default'}-{self.agent_name}"
-                    f"-{len(self.threads)}",
+                    name=f"zasync-{self.queue_name or 'default'}-{self.agent_name}-{self._started}",
                     daemon=True,
                 )
+                self._started += 1
                 self.threads.append(thread)
                 thread.start()
-            for _ in range(len(self.threads) - self._size):
+            for _ in range(len(self.threads) - self._size - self._wakeups):
+                self._wakeups += 1
                 self.queue.put(None)
             return self._size - old
+
+    def _leave_if_surplus(self, woken: bool = False) -> bool:
+        """Between jobs: True if this thread must stop (the pool has more than its size).
+
+        A leaving thread stops counting at once.  ``woken``: the thread has
+        just taken an exit request from the queue.
+        """
+        me = threading.current_thread()
+        with self._lock:
+            if woken:
+                self._wakeups -= 1
+            if me in self.threads and len(self.threads) <= self._size:
+                return False
+            if me in self.threads:
+                self.threads.remove(me)
+            return True
 
     def assign(self, item: WorkItem) -> None:
         """Queue a claimed job for the threads."""
@@ -134,19 +170,22 @@ class AgentThreadPool:
 
     def backlog(self) -> int:
         """Claimed jobs waiting for a thread."""
-        return self.queue.qsize()
+        return max(0, self.queue.qsize() - self._wakeups)
 
     def take_backlog(self) -> list[WorkItem]:
         """Remove and return every waiting job (for a graceful stop)."""
         items: list[WorkItem] = []
+        exits = 0
         while True:
             try:
                 item = self.queue.get_nowait()
             except queue_module.Empty:
+                for _ in range(exits):  # keep exit requests for the threads
+                    self.queue.put(None)
                 return items
             if item is None:
-                self.queue.put(None)  # keep exit requests for the threads
-                return items
+                exits += 1
+                continue
             with self._lock:
                 self._owned.discard(item[0])
             items.append(item)
@@ -175,7 +214,9 @@ class AgentThreadPool:
             while True:
                 item = self.queue.get()
                 if item is None:
-                    return
+                    if self._leave_if_surplus(woken=True):
+                        return
+                    continue
                 with self._lock:
                     self.running += 1
                 try:
@@ -201,6 +242,8 @@ class AgentThreadPool:
                         self._remember_finished(item[0])
                         self._idle.notify_all()
                     self.dispatcher._job_done(self)
+                if self._leave_if_surplus():
+                    return
         except BaseException:
             self.deaths += 1
             events_log.critical(
