@@ -466,7 +466,15 @@ def test_shrinking_idle_threads_stops_only_the_surplus(zasync_db, zasync_queue):
         wait_for(lambda: pool.backlog() == 0 and pool.queue.qsize() == 0, sync=None)
         assert sum(t.is_alive() for t in pool.threads) == 1
         assert live.status(d)["pools"] == [
-            {"queue": "", "agent": "main", "size": 1, "threads": 1, "running": 0}
+            {
+                "queue": "",
+                "agent": "main",
+                "size": 1,
+                "threads": 1,
+                "running": 0,
+                "thread deaths": 0,
+                "errors": 0,
+            }
         ]
         assert _started_together(zasync_queue, "idle-shrink", 1)
 
