@@ -250,3 +250,32 @@ def test_a_worker_replaces_a_stale_socket_of_another_user(tmp_path):
         finally:
             opened.close()
         assert not was_contacted(squatter)
+
+
+def test_log_lines_carry_a_prefix_of_large_arguments_and_results(zasync_db, zasync_conn, caplog):
+    import logging
+    import operator
+
+    from zasync.testing import running_dispatcher, wait_for_result
+
+    secret_tail = "END-OF-A-LONG-PRIVATE-ARGUMENT"
+    big = "x" * 100_000 + secret_tail
+    queue = zasync.get_queue(zasync_conn)
+    job = queue.put(
+        zasync.Job(operator.add, big, "!"),
+    )
+    many = queue.put(zasync.Job(sorted, list(range(100_000))))
+    transaction.commit()
+    assert len(repr(job)) <= 1000 and secret_tail not in repr(job)
+    assert len(repr(many)) <= 1000
+    with (
+        caplog.at_level(logging.DEBUG, logger="zasync"),
+        running_dispatcher(zasync_db, poll_interval=0.1),
+    ):
+        assert wait_for_result(job) == big + "!"
+        assert len(wait_for_result(many)) == 100_000
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("succeeded with result" in line for line in lines)
+    assert any("starting in thread" in line for line in lines)
+    for line in lines:
+        assert len(line) < 3000 and secret_tail not in line, line[:200]
