@@ -399,8 +399,13 @@ def register(main: click.Group) -> None:
     @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
     @click.option("--token", envvar="ZASYNC_WEB_TOKEN", show_envvar=True, default=None,
                   help="Secret for actions; printed once if not given.")  # fmt: skip
+    @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME[:PORT]",
+                  help="Also answer requests for this Host (a reverse proxy's name); "
+                  "repeatable.")  # fmt: skip
     @click.pass_obj
-    def web(obj: dict[str, Any], host: str, port: int, token: str | None) -> None:
+    def web(
+        obj: dict[str, Any], host: str, port: int, token: str | None, allowed_hosts: tuple[str, ...]
+    ) -> None:
         """Serve the web dashboard (queues, workers, jobs, charts, actions, /metrics)."""
         from zasync import web as web_module
 
@@ -409,7 +414,7 @@ def register(main: click.Group) -> None:
             click.echo(f"dashboard token (shown once): {token}", err=True)
         click.echo(f"dashboard at http://{host}:{port}/", err=True)
         with _database(obj) as db:
-            web_module.serve(db, host, port, token)
+            web_module.serve(db, host, port, token, allowed_hosts)
 
     # -- a live worker -----------------------------------------------------------------
 

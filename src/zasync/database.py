@@ -34,10 +34,10 @@ import zc.lockfile
 import ZODB
 import zodburi
 from ZODB.DemoStorage import DemoStorage
-from ZODB.FileStorage import FileStorage
 from ZODB.POSException import ConflictError
 
-from zasync.embedded import EmbeddedServer, is_served, socket_path
+from zasync._files import PrivateFileStorage, make_dirs
+from zasync.embedded import EmbeddedServer, served_socket, socket_path
 from zasync.interfaces import ZasyncError
 
 log = logging.getLogger("zasync.events")
@@ -179,11 +179,12 @@ def _open_file(uri: str, path: str, serve: bool, options: dict[str, Any]) -> Dat
     while True:
         # Served by a live worker (its socket answers): be its client, even if
         # asked to serve (a second worker on the same machine).
-        if is_served(path):
-            return _connect_to_worker(uri, path, options)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        address = served_socket(path)  # refuses a socket not owned by the file's owner
+        if address is not None:
+            return _connect_to_worker(uri, path, options, address)
+        make_dirs(os.path.dirname(os.path.abspath(path)))  # new directories: 0700
         try:
-            storage = FileStorage(path)
+            storage = PrivateFileStorage(path)  # its files: 0600
         except zc.lockfile.LockError:
             # Another process has it; if it is a worker starting, its socket appears soon.
             if time.monotonic() > deadline:
@@ -216,11 +217,11 @@ class _SameTidInvalidation(logging.Filter):
         return "same tid as current" not in record.getMessage()
 
 
-def _connect_to_worker(uri: str, path: str, options: dict[str, Any]) -> Database:
+def _connect_to_worker(uri: str, path: str, options: dict[str, Any], address: str) -> Database:
     from ZEO.ClientStorage import ClientStorage
 
     cache_log = logging.getLogger("ZEO.cache")
     if not any(isinstance(f, _SameTidInvalidation) for f in cache_log.filters):
         cache_log.addFilter(_SameTidInvalidation())
-    storage = ClientStorage(socket_path(path), wait_timeout=30)
+    storage = ClientStorage(address, wait_timeout=30)
     return Database(ZODB.DB(storage, **options), uri, "file-client", path)

@@ -25,8 +25,8 @@ from zope.interface import implementer
 from zasync import _awaitables, _context, _counters, clock, retry
 from zasync._arguments import ArgumentList, ArgumentMapping
 from zasync._base import Base, identity_repr
+from zasync._logtext import REPR_LIMIT, RESULT_LIMIT, short_repr, shorten
 from zasync._pickling import check_storable
-from zasync._reprs import safe_repr
 from zasync.completed import completion_key
 from zasync.failure import Failure
 from zasync.interfaces import (
@@ -83,7 +83,7 @@ def _render(value: Any) -> str:
         return identity_repr(value)
     if isinstance(value, types.FunctionType | types.BuiltinFunctionType | type):
         return f"{value.__module__}.{value.__qualname__}"
-    return repr(value)
+    return short_repr(value)  # arguments may be large or private: log lines show a prefix
 
 
 @implementer(IJob)
@@ -661,7 +661,7 @@ class Job(Base):
             logger.info(
                 "%s succeeded with result: %s",
                 prefix,
-                safe_repr(res),
+                short_repr(res, RESULT_LIMIT),
                 extra={"zasync_job": repr(self), "zasync_outcome": "succeeded"},
             )
 
@@ -857,7 +857,7 @@ class Job(Base):
                 call += f" :{self._callable_name}"
             parts = [_render(a) for a in self.args]
             parts.extend(f"{k}={_render(v)}" for k, v in self.kwargs.items())
-            return f"<{identity_repr(self)} ``{call}({', '.join(parts)})``>"
+            return shorten(f"<{identity_repr(self)} ``{call}({', '.join(parts)})``>", REPR_LIMIT)
         except Exception:  # unloadable (the storage is away), or odd arguments
             return f"<{identity_repr(self)}>"
 

@@ -40,6 +40,7 @@ from ZODB.utils import p64
 
 from zasync import clock
 from zasync._local import PROGRESS
+from zasync._logtext import short_repr
 from zasync.cancellation import CANCEL
 from zasync.durations import parse_duration
 from zasync.failure import Failure
@@ -259,11 +260,7 @@ def _iso(value: datetime.datetime | None) -> str | None:
 
 
 def _short_repr(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception as e:  # a broken __repr__ must not break monitoring
-        text = f"<unrepresentable {type(value).__name__}: {e}>"
-    return text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT] + "..."
+    return short_repr(value, _REPR_LIMIT)
 
 
 def _where(job: Any) -> dict[str, Any]:

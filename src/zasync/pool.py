@@ -19,7 +19,7 @@ import transaction
 
 from zasync import _context, clock
 from zasync._local import local
-from zasync._reprs import safe_repr
+from zasync._logtext import short_repr
 from zasync.cancellation import cancel_before_start
 from zasync.interfaces import (
     ACTIVE,
@@ -336,7 +336,7 @@ class AgentThreadPool:
             return
         if cancel_before_start(job):  # asked to stop while it waited for a thread
             records.update_job(
-                job_id, result=safe_repr(job.result), failed=True, completed=clock.utcnow()
+                job_id, result=short_repr(job.result), failed=True, completed=clock.utcnow()
             )
             return
         trace_log.info("starting in thread %d: %r", thread_id, job)

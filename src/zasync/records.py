@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from zasync import clock
-from zasync._reprs import safe_repr
+from zasync._logtext import short_repr
 from zasync.completed import dt_to_long, long_to_dt
 
 JobId = tuple[int, str]
@@ -54,7 +54,7 @@ def describe_result(result: Any) -> tuple[str, bool]:
     from zasync.failure import Failure
 
     failed = isinstance(result, Failure)
-    text = result.getTraceback() if failed else safe_repr(result, TRUNCATE_AT)
+    text = result.getTraceback() if failed else short_repr(result, TRUNCATE_AT)
     if len(text) > TRUNCATE_AT:
         text = text[:TRUNCATE_AT] + "\n[...TRUNCATED...]"
     return text, failed
