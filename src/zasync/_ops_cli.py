@@ -268,7 +268,7 @@ def register(main: click.Group) -> None:
         for d in found:
             for agent in d["agents"] or [None]:
                 rows.append([
-                    repr(d["queue"]), d["uuid"], d["state"], d["last_ping"],
+                    repr(d["queue"]), d["uuid"], _state_text(d), d["last_ping"],
                     agent and agent["name"], agent and f"{agent['threads']}/{agent['size']}",
                     agent and ", ".join(str(j["id"]) for j in agent["jobs"]),
                 ])  # fmt: skip
@@ -461,6 +461,12 @@ def register(main: click.Group) -> None:
                    [[j["id"], j["call"], j["thread"], j["started"]] for j in data])  # fmt: skip
         else:
             _print_json(data)
+
+
+def _state_text(dispatcher: dict[str, Any]) -> str:
+    """A dispatcher's state, with the worker threads that died, if any did."""
+    deaths = dispatcher.get("thread_deaths") or 0
+    return f"{dispatcher['state']} ({deaths} thread deaths)" if deaths else dispatcher["state"]
 
 
 def seconds(value: datetime.timedelta | None) -> float | None:

@@ -507,6 +507,9 @@ class Dispatcher:
                         job._status = ACTIVE.value
                         job._active_start = clock.to_stamp(now)
                     claimed.append((agent_name, job))
+            deaths = sum(p.deaths for (q, _), p in self.pools.items() if q == queue.name)
+            if da.thread_deaths != deaths:  # rare: written only when a thread died
+                da.thread_deaths = deaths
             queue.dispatchers.ping(self.UUID)
             return claimed, details
 

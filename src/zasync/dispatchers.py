@@ -49,6 +49,10 @@ class DispatcherAgents(MappingBase):
 
     ping_interval = datetime.timedelta(seconds=30)
     ping_death_interval = datetime.timedelta(seconds=60)
+    #: Worker threads of this dispatcher that died (and were replaced) since
+    #: it activated here, as its polls report them: operators see it in
+    #: ``zasync dispatchers`` and the dashboard, not only in the worker's log.
+    thread_deaths = 0
 
     def __init__(self, uuid: uuid_module.UUID) -> None:
         self.UUID = uuid
@@ -106,6 +110,8 @@ class DispatcherAgents(MappingBase):
         if self.activated:
             raise ValueError("Already activated")
         self.activated = clock.utcnow()
+        if self.thread_deaths:
+            self.thread_deaths = 0
         zope.event.notify(DispatcherActivated(self))
 
     def deactivate(self) -> None:

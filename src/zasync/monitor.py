@@ -665,6 +665,7 @@ def dispatchers(conn: Any, queue: str | None = None) -> list[dict[str, Any]]:
                     else (now - last_ping).total_seconds(),
                     "ping_interval": da.ping_interval.total_seconds(),
                     "death_interval": da.ping_death_interval.total_seconds(),
+                    "thread_deaths": da.thread_deaths,
                     "agents": [
                         {
                             "name": name,

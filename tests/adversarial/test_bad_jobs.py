@@ -19,7 +19,7 @@ from zasync import COMPLETED, AbortedError, Failure, Job, TimeoutError, clock, m
 from zasync import dispatcher as dispatcher_module
 from zasync.interfaces import RetryPolicyError, UnknownRetryPolicyError, ZasyncError
 from zasync.job import POLICY_TRIES
-from zasync.testing import running_dispatcher, wait_for_result
+from zasync.testing import running_dispatcher, wait_for, wait_for_result
 
 import bad_jobs
 
@@ -242,3 +242,33 @@ def test_a_job_that_missed_its_deadline_is_listed_as_failed(zasync_db, zasync_qu
     with running_dispatcher(zasync_db, threads=1, poll_interval=0.1):
         assert wait_for_result(job).check(TimeoutError)
     assert monitor.job_id(job) in failed_ids(zasync_db)
+
+
+def test_a_thread_that_dies_anyway_is_replaced_and_shown(zasync_db, zasync_queue, monkeypatch):
+    from zasync import live
+
+    real_job_done = dispatcher_module.Dispatcher._job_done
+    calls = []
+
+    def job_done_once_fatal(self, pool):
+        calls.append(pool)
+        if len(calls) == 1:
+            raise SystemExit("zasync's own bug, outside any job")
+        real_job_done(self, pool)
+
+    monkeypatch.setattr(dispatcher_module.Dispatcher, "_job_done", job_done_once_fatal)
+    first, healthy = put_with_healthy(zasync_queue, Job(bad_jobs.healthy, 100))
+    with running_dispatcher(zasync_db, threads=1, poll_interval=0.1) as dispatcher:
+        assert wait_for_result(first) == 200
+        assert [wait_for_result(job) for job in healthy] == [n * 2 for n in range(HEALTHY)]
+        pool = dispatcher.pools[("", "main")]
+        assert pool.deaths == 1 and pool.thread_count() == 1
+        assert live.status(dispatcher)["pools"][0]["thread deaths"] == 1
+        conn = zasync_db.open()
+        try:
+            wait_for(
+                lambda: [d["thread_deaths"] for d in monitor.dispatchers(conn)] == [1],
+                message="the death never reached the database",
+            )
+        finally:
+            conn.close()
