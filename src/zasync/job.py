@@ -47,6 +47,7 @@ from zasync.interfaces import (
     TimeoutError,
     ZasyncError,
 )
+from zasync.quarantine import problem_of
 from zasync.tx import TRANSACTION_ERRORS, abort_quietly, never_fail
 
 events_log = logging.getLogger("zasync.events")
@@ -56,6 +57,8 @@ _TIME_DECISIONS = (datetime.datetime, datetime.timedelta)
 #: What a status-guarded unit returns when another connection moved the job on meanwhile.
 MOVED_ON = object()
 _MICROSECOND = datetime.timedelta(microseconds=1)
+#: The annotation listing ``(callback id, cause)`` of callbacks skipped as unrunnable.
+UNRUNNABLE_CALLBACKS = "zasync.unrunnable_callbacks"
 #: How many times a retry policy that raises is asked before the job fails with its error.
 POLICY_TRIES = 3
 
@@ -768,12 +771,22 @@ class Job(Base):
         if self._status != CALLBACKS:
             raise BadStatusError("can only resumeCallbacks on a job with CALLBACKS status")
         tm = self._transaction_manager()
+        unrunnable: dict[int, str] = {}
         while True:
             for callback in self._callbacks:
-                self._resume_one(callback, tm)
+                problem = problem_of(callback)
+                if problem is None:
+                    self._resume_one(callback, tm)
+                else:
+                    unrunnable[int.from_bytes(callback._p_oid or b"", "big")] = problem
             tm.begin()  # sync: see callbacks other transactions added meanwhile
-            if all(c._status == COMPLETED for c in self._callbacks):
+            if all(c._status == COMPLETED for c in self._callbacks if problem_of(c) is None):
                 break
+        if unrunnable:
+            # Running, or even finishing, such a callback would fail for ever
+            # (its code is gone, or its record is damaged): skip it, say so.
+            events_log.error("%r: callbacks that cannot be run, skipped: %r", self, unrunnable)
+            self.annotations[UNRUNNABLE_CALLBACKS] = sorted(unrunnable.items())
         self._complete()
         tm.commit()
 

@@ -272,3 +272,51 @@ def test_a_thread_that_dies_anyway_is_replaced_and_shown(zasync_db, zasync_queue
             )
         finally:
             conn.close()
+
+
+def test_a_callback_whose_code_is_gone_is_skipped_and_the_job_completes(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+
+    from zasync.job import UNRUNNABLE_CALLBACKS
+
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    (deploy / "gone_callbacks.py").write_text("def note(result):\n    return result\n")
+    monkeypatch.syspath_prepend(str(deploy))
+    import gone_callbacks  # type: ignore[import-not-found]
+
+    path = str(tmp_path / "Data.fs")
+    db = ZODB.DB(FileStorage(path))
+    conn = db.open()
+    queue = zasync.install_queues(conn)[""]
+    job = queue.put(Job(bad_jobs.healthy, 1))
+    job.addCallback(gone_callbacks.note)
+    sound = job.addCallback(bad_jobs.healthy)
+    healthy = [queue.put(Job(bad_jobs.healthy, n)) for n in range(HEALTHY)]
+    transaction.commit()
+    oids = [job._p_oid, sound._p_oid, *(h._p_oid for h in healthy)]
+    conn.close()
+    db.close()
+
+    (deploy / "gone_callbacks.py").unlink()  # a deploy removed the callback's module
+    del sys.modules["gone_callbacks"]
+    importlib.invalidate_caches()
+
+    db = ZODB.DB(FileStorage(path))
+    try:
+        with running_dispatcher(db, threads=1, poll_interval=0.1):
+            conn = db.open()
+            job, sound, *healthy = [conn.get(oid) for oid in oids]
+            assert wait_for_result(job) == 2
+            assert [wait_for_result(h) for h in healthy] == [n * 2 for n in range(HEALTHY)]
+            wait_for(lambda: job.status == COMPLETED, message="the job never completed")
+            assert sound.result == 4
+            [(_callback_id, cause)] = job.get_annotation(UNRUNNABLE_CALLBACKS)
+            assert "gone_callbacks.note cannot be imported" in cause
+            conn.close()
+    finally:
+        db.close()
