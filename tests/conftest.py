@@ -83,6 +83,7 @@ def _reset_process_state() -> Iterator[None]:
     retry.set_default_retry_policy(None)
     retry.set_callback_retry_policy(None)
     retry._named.clear()
+    retry._named.update(retry.BUILTIN_NAMES)
     identity.set_process_uuid(None)
 
 

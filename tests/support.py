@@ -471,3 +471,8 @@ def sleep_then(seconds: float, result: Any = None) -> Any:
     """Takes ``seconds`` (a job that stays active long enough to be seen running)."""
     _time.sleep(seconds)
     return result
+
+
+def exit_in_poll_thread(job: Any) -> bool:
+    """A job filter that ends the thread calling it (the dispatcher's poll thread)."""
+    raise SystemExit("a filter ended the poll thread")

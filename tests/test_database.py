@@ -9,7 +9,7 @@ import zasync
 from processes import run_python
 from zasync._watch import commit_watcher
 from zasync.database import default_uri, file_path, open_database
-from zasync.embedded import is_served, socket_path
+from zasync.embedded import is_served
 
 
 def test_memory_and_file_uris(tmp_path):
@@ -126,13 +126,6 @@ def test_file_locked_by_a_process_that_does_not_serve_it(tmp_path):
                 print(e)
             """
         assert "is locked by another process that does not serve it" in run_python(code)
-
-
-def test_long_paths_get_a_socket_in_tmp(tmp_path):
-    long = tmp_path / ("x" * 120) / "Data.fs"
-    address = socket_path(long)
-    assert len(address) < 100 and address.endswith(".sock")
-    assert socket_path(long) == address
 
 
 def test_clients_see_the_workers_commits_in_order(tmp_path):

@@ -433,3 +433,111 @@ def test_a_claimed_job_asked_to_stop_before_it_starts_never_runs(zasync_db, zasy
         assert "not needed" in result.getErrorMessage()
         assert waiting.get_annotation("status") is None  # its code never ran
         assert wait_for_result(busy) == 42
+
+
+def _resize(db, d, threads):
+    from zasync import actions
+
+    actions.set_agent_size(db, "", str(d.UUID), "main", size=threads, threads=threads)
+    pool = d.pools[("", "main")]
+    wait_for(lambda: pool.getSize() == threads, sync=None, message="resize never applied")
+    return pool
+
+
+def _started_together(queue, prefix, count):
+    """Put ``count`` jobs that block; True once all of them run at the same time."""
+    jobs = [queue.put(Job(support.block_until, f"{prefix}-{i}")) for i in range(count)]
+    transaction.commit()
+    started = all(support.event(f"{prefix}-{i}-started").wait(30) for i in range(count))
+    for i in range(count):
+        support.event(f"{prefix}-{i}").set()
+    for job in jobs:
+        assert wait_for_result(job) == 42
+    return started
+
+
+def test_shrinking_idle_threads_stops_only_the_surplus(zasync_db, zasync_queue):
+    """Each leaving thread used to queue more exit requests: 4 -> 1 ended with none."""
+    from zasync import live
+
+    with running_dispatcher(zasync_db, threads=4, poll_interval=0.2) as d:
+        pool = _resize(zasync_db, d, 1)
+        wait_for(lambda: pool.thread_count() == 1, sync=None, message="surplus never left")
+        wait_for(lambda: pool.backlog() == 0 and pool.queue.qsize() == 0, sync=None)
+        assert sum(t.is_alive() for t in pool.threads) == 1
+        assert live.status(d)["pools"] == [
+            {
+                "queue": "",
+                "agent": "main",
+                "size": 1,
+                "threads": 1,
+                "running": 0,
+                "thread deaths": 0,
+                "errors": 0,
+            }
+        ]
+        assert _started_together(zasync_queue, "idle-shrink", 1)
+
+
+def test_resizing_busy_threads_down_and_up_loses_none(zasync_db, zasync_queue):
+    """4 -> 1 -> 4 while all four run jobs: the exit requests of the shrink must not stop
+    threads the growth kept, and the live view counts threads, not declarations."""
+    from zasync import live
+
+    with running_dispatcher(zasync_db, threads=4, poll_interval=0.2) as d:
+        busy = [zasync_queue.put(Job(support.block_until, f"busy-{i}")) for i in range(4)]
+        transaction.commit()
+        assert all(support.event(f"busy-{i}-started").wait(30) for i in range(4))
+        pool = _resize(zasync_db, d, 1)
+        assert pool.thread_count() == 4  # busy: three of them would leave when done
+        pool = _resize(zasync_db, d, 4)
+        assert pool.thread_count() == 4
+        for i in range(4):
+            support.event(f"busy-{i}").set()
+        for job in busy:
+            assert wait_for_result(job) == 42
+        wait_for(lambda: pool.running == 0 and pool.queue.qsize() == 0, sync=None)
+        assert pool.thread_count() == 4
+        assert live.status(d)["pools"][0]["threads"] == 4
+        assert _started_together(zasync_queue, "after-resize", 4)
+        assert sum(t.is_alive() for t in pool.threads) == 4
+
+
+def test_the_poll_loop_survives_an_error_outside_the_poll(zasync_db):
+    """Only poll() was guarded: an error in the wait between polls ended the thread."""
+    import threading
+
+    class BrokenOnce(threading.Event):
+        broken = False
+
+        def wait(self, timeout=None):
+            if not self.broken:
+                self.broken = True
+                raise RuntimeError("the wait broke")
+            return super().wait(timeout)
+
+    with running_dispatcher(zasync_db, poll_interval=0.1) as d:
+        d._wake = BrokenOnce()
+        d.wake()
+        wait_for(lambda: d._wake.broken, sync=None)
+        count = d.records.poll_count()
+        wait_for_poll(d, count + 2)
+        assert d.thread.is_alive() and not d.poll_thread_died
+        assert d.getStatusInfo()["status"] == Dispatcher.RUNNING
+
+
+def test_a_dead_poll_thread_is_reported(zasync_db, zasync_queue, caplog):
+    from zasync import live
+
+    spec = AgentSpec(threads=1, filter=support.exit_in_poll_thread)
+    with running_dispatcher(zasync_db, agents=[spec], poll_interval=0.1) as d:
+        assert not d.poll_thread_died
+        zasync_queue.put(Job(operator.mul, 6, 7))
+        transaction.commit()
+        wait_for(lambda: d.poll_thread_died, sync=None, message="the poll thread lives on")
+        info = d.getStatusInfo()
+        assert info["status"] == Dispatcher.DEAD == "DEAD"
+        assert "a filter ended the poll thread" in info["poll thread error"]
+        assert live.status(d)["status"] == "DEAD"
+        assert "the poll thread of dispatcher" in caplog.text
+    assert not d.poll_thread_died  # stopped

@@ -96,3 +96,26 @@ def test_reading_beyond_loopback_needs_the_token(zasync_db):
     assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("0.0.0.0")
     with pytest.raises(ValueError):
         make_app(zasync_db, "")
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("threads", "0", "agent threads must be an integer from 1 to 1000, not 0"),
+        ("threads", "1001", "agent threads must be an integer from 1 to 1000, not 1001"),
+        ("size", "-1", "agent size must be an integer >= 0, not -1"),
+    ],
+)
+def test_agent_resize_refuses_what_the_cli_refuses(site, field, value, message):
+    web, _, conn = site
+    header = {"X-Zasync-Token": TOKEN}
+    transaction.begin()
+    (uuid,) = zasync.get_queue(conn).dispatchers.keys()
+    form = {"dispatcher": str(uuid), "agent": "main", field: value}
+    refused = web.post("/agents/resize", data=form, headers=header)
+    assert refused.status_code == 400 and refused.get_json()["error"] == message
+    transaction.begin()
+    agent = zasync.get_queue(conn).dispatchers[uuid]["main"]
+    assert (agent.size, agent.threads) == (3, 3)  # unchanged
+    resized = web.post("/agents/resize", data={**form, field: "2"}, headers=header).get_json()
+    assert resized[field] == 2

@@ -26,9 +26,12 @@ from zasync.interfaces import (
     BadStatusError,
     CancelledError,
     NotPicklableError,
+    RetryPolicyError,
     Status,
     TimeoutError,
     UnknownJobError,
+    UnknownRetryPolicyError,
+    UnloadableJobError,
     ZasyncError,
 )
 from zasync.job import Job, as_job
@@ -100,4 +103,7 @@ __all__ = [
     "NotPicklableError",
     "CancelledError",
     "UnknownJobError",
+    "UnknownRetryPolicyError",
+    "RetryPolicyError",
+    "UnloadableJobError",
 ]

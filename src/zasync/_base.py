@@ -54,6 +54,19 @@ def check_size(value: Any, what: str) -> int:
     return value
 
 
+#: The most threads one agent may run in one worker: a sanity bound (each
+#: thread keeps a database connection), shared by the worker's settings, the
+#: CLI and the dashboard.
+MAX_THREADS = 1000
+
+
+def check_threads(value: Any, what: str = "agent threads") -> int:
+    """Validate an agent's thread count: an integer from 1 to MAX_THREADS."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THREADS:
+        raise ValueError(f"{what} must be an integer from 1 to {MAX_THREADS}, not {value!r}")
+    return value
+
+
 class MappingBase(Base):
     """Read access to a sorted mapping kept in ``self._data`` (an OOBTree).
 

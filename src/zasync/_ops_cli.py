@@ -27,7 +27,6 @@ from zasync._cli_common import CliError, check_port, database, fail, stdin_is_in
 from zasync.database import one_line
 from zasync.durations import parse_duration
 from zasync.interfaces import ZasyncError
-from zasync.worker import MAX_THREADS
 
 F = TypeVar("F", bound=Callable[..., Any])
 ERRORS = (ZasyncError, LookupError, ValueError)
@@ -268,7 +267,7 @@ def register(main: click.Group) -> None:
         for d in found:
             for agent in d["agents"] or [None]:
                 rows.append([
-                    repr(d["queue"]), d["uuid"], d["state"], d["last_ping"],
+                    repr(d["queue"]), d["uuid"], _state_text(d), d["last_ping"],
                     agent and agent["name"], agent and f"{agent['threads']}/{agent['size']}",
                     agent and ", ".join(str(j["id"]) for j in agent["jobs"]),
                 ])  # fmt: skip
@@ -351,9 +350,8 @@ def register(main: click.Group) -> None:
     @agent.command("resize")
     @click.argument("worker")
     @click.argument("name", default="main")
-    @click.option("--size", type=click.IntRange(0), default=None, help="Jobs it may hold.")
-    @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
-                  help="Jobs it runs at once.")  # fmt: skip
+    @click.option("--size", type=int, default=None, help="Jobs it may hold (0 or more).")
+    @click.option("--threads", type=int, default=None, help="Jobs it runs at once (1 to 1000).")
     @click.option("--queue", "queue_name", default="", show_default=True, help="Queue name.")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @click.pass_obj
@@ -417,8 +415,13 @@ def register(main: click.Group) -> None:
     @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
     @click.option("--token", envvar="ZASYNC_WEB_TOKEN", show_envvar=True, default=None,
                   help="Secret for actions; printed once if not given.")  # fmt: skip
+    @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME[:PORT]",
+                  help="Also answer requests for this Host (a reverse proxy's name); "
+                  "repeatable.")  # fmt: skip
     @click.pass_obj
-    def web(obj: dict[str, Any], host: str, port: int, token: str | None) -> None:
+    def web(
+        obj: dict[str, Any], host: str, port: int, token: str | None, allowed_hosts: tuple[str, ...]
+    ) -> None:
         """Serve the web dashboard (queues, workers, jobs, charts, actions, /metrics)."""
         from zasync import web as web_module
 
@@ -428,7 +431,7 @@ def register(main: click.Group) -> None:
                 token = web_module.new_token()
                 click.echo(f"dashboard token (shown once): {token}", err=True)
             click.echo(f"dashboard at http://{host}:{port}/", err=True)
-            web_module.serve(db, host, port, token)
+            web_module.serve(db, host, port, token, allowed_hosts)
 
     # -- a live worker -----------------------------------------------------------------
 
@@ -481,6 +484,12 @@ def register(main: click.Group) -> None:
                    [[j["id"], j["call"], j["thread"], j["started"]] for j in data])  # fmt: skip
         else:
             _print_json(data)
+
+
+def _state_text(dispatcher: dict[str, Any]) -> str:
+    """A dispatcher's state, with the worker threads that died, if any did."""
+    deaths = dispatcher.get("thread_deaths") or 0
+    return f"{dispatcher['state']} ({deaths} thread deaths)" if deaths else dispatcher["state"]
 
 
 def seconds(value: datetime.timedelta | None) -> float | None:

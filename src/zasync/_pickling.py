@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import types
 from typing import TYPE_CHECKING, Any
 
 import persistent
@@ -20,16 +21,35 @@ if TYPE_CHECKING:
     from zasync.job import Job
 
 
+class _FromMain(pickle.PicklingError):
+    """A function or class of the ``__main__`` module: no worker can import it."""
+
+
 class _StopAtPersistent(pickle.Pickler):
     def persistent_id(self, obj: Any) -> Any:
         if isinstance(obj, persistent.Persistent):
             return id(obj)
         return None
 
+    def reducer_override(self, obj: Any) -> Any:
+        # Pickled by reference, a function, class or method of the putting
+        # script is "__main__.name": every worker would load its own __main__.
+        if isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType) and (
+            getattr(obj, "__module__", None) == "__main__"
+        ):
+            raise _FromMain(f"{obj.__qualname__} is defined in the __main__ module")
+        return NotImplemented
+
 
 def _check(label: str, value: Any, job: Job) -> None:
     try:
         _StopAtPersistent(io.BytesIO(), protocol=3).dump(value)
+    except _FromMain as e:
+        raise NotPicklableError(
+            f"{label} of {job!r} cannot be run by a worker: {e}, the script that puts "
+            "the job, which workers do not import. Move it to an importable module "
+            "(one that workers have too) and import it from there."
+        ) from None
     except Exception as e:
         raise NotPicklableError(
             f"{label} of {job!r} cannot be stored in the database ({e}). "

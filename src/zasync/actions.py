@@ -20,12 +20,20 @@ import transaction
 from ZODB.POSException import ConflictError
 
 from zasync import clock
-from zasync._base import check_size
+from zasync._base import check_size, check_threads
 from zasync.cancellation import cancel
 from zasync.failure import Failure
-from zasync.interfaces import COMPLETED, PENDING, BadStatusError
+from zasync.interfaces import COMPLETED, PENDING, BadStatusError, UnloadableJobError
 from zasync.job import Job
-from zasync.monitor import RETRIED_AS, RETRY_OF, get_job, job_id
+from zasync.monitor import (
+    RETRIED_AS,
+    RETRY_OF,
+    find_quarantined,
+    get_job,
+    job_id,
+    load_error,
+    parse_job_id,
+)
 from zasync.queue import get_queue, get_queues
 
 T = TypeVar("T")
@@ -72,6 +80,14 @@ def retry_job(db: Any, ident: str | int) -> dict[str, Any]:
 
     def work(conn: Any, tm: Any) -> dict[str, Any]:
         old = get_job(conn, ident)
+        found = find_quarantined(conn, parse_job_id(ident))
+        if found is not None:  # back to the front of its queue, once its code is there
+            queue, _entry = found
+            queue.release_quarantined(parse_job_id(ident))
+            return {"id": job_id(old), "retried": job_id(old), "queue": queue.name}
+        error = load_error(old)
+        if error is not None:
+            raise UnloadableJobError(f"job {job_id(old)} cannot be loaded: {error}")
         if old._status != COMPLETED or not isinstance(old.result, Failure):
             raise BadStatusError(
                 f"job {job_id(old)} did not fail (it is {old.status}); only failed jobs are retried"
@@ -96,10 +112,17 @@ def retry_job(db: Any, ident: str | int) -> dict[str, Any]:
 
 
 def remove_job(db: Any, ident: str | int) -> dict[str, Any]:
-    """Take a pending job out of its queue for good (it becomes NEW, in no queue)."""
+    """Take a pending job out of its queue for good (it becomes NEW, in no queue).
+
+    A quarantined job, or one whose record cannot be loaded, is dropped
+    without being loaded: the way to clear a job whose code is gone.
+    """
 
     def work(conn: Any, tm: Any) -> dict[str, Any]:
         job = get_job(conn, ident)
+        dropped = _drop_unsound(conn, job)
+        if dropped is not None:
+            return dropped
         if job.status != PENDING:
             raise BadStatusError(
                 f"job {job_id(job)} is {job.status}; only pending jobs can be removed "
@@ -112,13 +135,50 @@ def remove_job(db: Any, ident: str | int) -> dict[str, Any]:
     return _in_transaction(db, work)
 
 
+def _drop_unsound(conn: Any, job: Any) -> dict[str, Any] | None:
+    """Drop a quarantined or unloadable job without loading it; None if it is sound."""
+    number = job_id(job) or 0
+    found = find_quarantined(conn, number)
+    if found is not None:
+        queue, entry = found
+        queue.discard_quarantined(number)
+        return {"removed": number, "queue": queue.name, "was": "quarantined", "cause": entry.cause}
+    error = load_error(job)
+    if error is None:
+        return None
+    for queue in get_queues(conn).values():
+        key = queue.pending_key(number)
+        if key is not None:
+            queue.drop_pending(key)
+            return {"removed": number, "queue": queue.name, "was": "unloadable", "cause": error}
+        for da in queue.dispatchers.values():
+            for agent in da.values():
+                if agent.drop(job):
+                    return {
+                        "removed": number,
+                        "queue": queue.name,
+                        "was": "unloadable",
+                        "cause": error,
+                    }
+    raise UnloadableJobError(
+        f"job {number} cannot be loaded ({error}) and is not pending, held or quarantined"
+    )
+
+
 def cancel_job(db: Any, ident: str | int, reason: str | None = None) -> dict[str, Any]:
-    """Cancel a pending job at once, or ask a running one to stop (see zasync.cancellation)."""
+    """Cancel a pending job at once, or ask a running one to stop (see zasync.cancellation).
+
+    A quarantined or unloadable job never ran and cannot: it is dropped.
+    """
     with _connection(db) as (conn, tm):
         for attempt in range(1, ATTEMPTS + 1):
             tm.begin()
             job = get_job(conn, ident)
             try:
+                dropped = _drop_unsound(conn, job)
+                if dropped is not None:
+                    tm.commit()
+                    return {"id": job_id(job), "outcome": f"dropped ({dropped['was']})"}
                 what = cancel(job, reason)
             except ConflictError:
                 tm.abort()
@@ -167,7 +227,7 @@ def set_agent_size(
     if size is not None:
         check_size(size, "agent")
     if threads is not None:
-        check_size(threads, "agent thread")
+        check_threads(threads)  # the Agent's own rule, for the CLI and the dashboard alike
 
     def work(conn: Any, tm: Any) -> dict[str, Any]:
         queue = get_queue(conn, queue_name)

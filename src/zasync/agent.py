@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from BTrees.LOBTree import LOBTree
 from zope.interface import implementer
 
-from zasync._base import Base, check_size
+from zasync._base import Base, check_size, check_threads
 from zasync.completed import DEFAULT_RETENTION, CompletedCollection, dt_to_long, long_to_dt
 from zasync.interfaces import IAgent
 
@@ -79,7 +79,7 @@ class Agent(Base):
 
     @threads.setter
     def threads(self, value: int | None) -> None:
-        self._threads = None if value is None else check_size(value, "agent thread")
+        self._threads = None if value is None else check_threads(value)
 
     @property
     def queue(self) -> Any:
@@ -97,8 +97,12 @@ class Agent(Base):
             self._hold(job)
         return job
 
-    def claim_jobs(self, lane: Lanes = None) -> list[Any]:
-        """Claim jobs up to the free room, in one scan of the queue; return them."""
+    def claim_jobs(self, lane: Lanes = None, careful: bool = False) -> list[Any]:
+        """Claim jobs up to the free room, in one scan of the queue; return them.
+
+        ``careful`` checks that each job's state can be stored (see
+        ``Queue.claim_batch``), after a claim's commit failed.
+        """
         room = self._size - len(self)
         claimed: list[Any] = []
         if room <= 0:
@@ -107,7 +111,7 @@ class Agent(Base):
             while (job := self.claimJob()) is not None:
                 claimed.append(job)
             return claimed
-        claimed = self.queue.claim_batch(room, self.filter, lane)
+        claimed = self.queue.claim_batch(room, self.filter, lane, careful)
         for job in claimed:
             self._hold(job)
         return claimed
@@ -159,6 +163,19 @@ class Agent(Base):
         """Remove ``job``; ValueError if it is not here."""
         del self._jobs[self._key_of(job)]
         job.parent = None
+
+    def drop(self, job: Any) -> bool:
+        """Forget a held or parked job without loading or writing it; False if absent.
+
+        For jobs that cannot be loaded or stored (see :mod:`zasync.quarantine`):
+        unlike :meth:`remove`, the job's ``parent`` is left as it is.
+        """
+        for tree in (self._jobs, self._waiting):
+            key = None if tree is None else next((k for k, j in tree.items() if j is job), None)
+            if tree is not None and key is not None:
+                del tree[key]
+                return True
+        return False
 
     def __delitem__(self, index: int) -> None:
         self.pull(index)

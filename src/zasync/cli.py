@@ -18,7 +18,6 @@ import json
 import logging
 import sys
 import time
-import uuid
 from typing import Any
 
 import click
@@ -38,16 +37,15 @@ from zasync.durations import parse_duration, parse_time
 from zasync.interfaces import COMPLETED, ZasyncError
 from zasync.job import Job
 from zasync.queue import get_queue, get_queues
-from zasync.worker import (
-    MAX_PREFETCH,
-    MAX_THREADS,
-    WorkerOptions,
+from zasync.settings import (
+    SettingsError,
     agent_from_config,
     agents_from_options,
+    flag_options,
     load_config,
-    resolve,
-    run_worker,
+    worker_options,
 )
+from zasync.worker import resolve, run_worker
 
 PROGRESS = "zasync.progress"
 
@@ -120,8 +118,8 @@ def main(
     _setup_logging(-1 if quiet else verbose)
     try:
         settings = load_config(config) if config else {}
-    except ZasyncError as e:
-        raise click.UsageError(str(e)) from None
+    except SettingsError as e:
+        raise BadSettings(str(e)) from None
     # "db": what commands open (--db, else the file's); "db_option": --db alone.
     ctx.obj = {
         "db": db or settings.get("db"),
@@ -131,6 +129,28 @@ def main(
     }
 
 
+class BadSettings(click.ClickException):
+    """A setting of the wrong type or out of range: one line, exit status 2, nothing started."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        """Print ``zasync: error: MESSAGE`` on standard error."""
+        click.echo(f"zasync: error: {self.format_message()}", err=True, file=file)
+
+
+_AGENT_OPTIONS = (("threads", "threads"), ("prefetch", "prefetch"), ("filter", "filter_name"))
+
+
+def _label(ctx: click.Context, name: str) -> str:
+    """How the user gave option ``name``: ``--flag``, or ``$VARIABLE`` from the environment."""
+    param = next(p for p in ctx.command.params if p.name == name)
+    if ctx.get_parameter_source(name) == click.core.ParameterSource.ENVIRONMENT:
+        envvar = param.envvar or f"{ctx.auto_envvar_prefix}_{name.upper()}"
+        return f"${envvar if isinstance(envvar, str) else envvar[0]}"
+    return param.opts[0]
+
+
 # -- worker ------------------------------------------------------------------------
 
 
@@ -138,17 +158,17 @@ def main(
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="A worker TOML file.")
 @click.option(
     "--threads",
-    type=click.IntRange(1, MAX_THREADS),
+    metavar="N",
     default=None,
     show_envvar=True,
-    help="Threads of the default agent (default 4).",
+    help="Threads of the default agent, 1 to 1000 (default 4).",
 )
 @click.option(
     "--prefetch",
-    type=click.IntRange(0, MAX_PREFETCH),
+    metavar="N",
     default=None,
     show_envvar=True,
-    help="Jobs claimed ahead per agent (default 4 x threads).",
+    help="Jobs claimed ahead per agent, 0 to 10000 (default 4 x threads).",
 )
 @click.option(
     "--agent",
@@ -165,28 +185,28 @@ def main(
 )
 @click.option(
     "--poll-interval",
-    type=Seconds(0.01, 3600),
+    metavar="SECONDS",
     default=None,
     show_envvar=True,
     help="Seconds between polls when nothing wakes the worker (default 5).",
 )
 @click.option(
     "--grace",
-    type=Seconds(0, 86400),
+    metavar="SECONDS",
     default=None,
     show_envvar=True,
     help="Seconds running jobs get to finish on a stop (default 30).",
 )
 @click.option(
     "--ping-interval",
-    type=Seconds(0.01, 86400),
+    metavar="SECONDS",
     default=None,
     show_envvar=True,
     help="Seconds between pings (default 30).",
 )
 @click.option(
     "--death-interval",
-    type=Seconds(0.01, 7 * 86400),
+    metavar="SECONDS",
     default=None,
     show_envvar=True,
     help="Seconds without a ping after which a worker counts as dead (default 60).",
@@ -194,6 +214,8 @@ def main(
 @click.option(
     "--uuid",
     "uuid_text",
+    envvar="ZASYNC_UUID",
+    show_envvar=True,
     default=None,
     help="This worker's UUID (default: kept beside an embedded file, else new).",
 )
@@ -203,29 +225,33 @@ def main(
 @click.option("--burst", is_flag=True, help="Stop when no job is due (batch runs, tests).")
 @click.option(
     "--http-port",
-    type=click.IntRange(0, 65535),
+    metavar="PORT",
     default=None,
     show_envvar=True,
     help="Serve /metrics and the live view (zasync live) on 127.0.0.1:PORT.",
 )
-@click.pass_obj
+@click.pass_context
 def worker(
-    obj: dict[str, Any],
+    ctx: click.Context,
     config: str | None,
-    threads: int | None,
-    prefetch: int | None,
+    threads: str | None,
+    prefetch: str | None,
     agent_texts: tuple[str, ...],
     filter_name: str | None,
-    poll_interval: float | None,
-    ping_interval: float | None,
-    death_interval: float | None,
-    grace: float | None,
+    poll_interval: str | None,
+    ping_interval: str | None,
+    death_interval: str | None,
+    grace: str | None,
     uuid_text: str | None,
     no_serve: bool,
     burst: bool,
-    http_port: int | None,
+    http_port: str | None,
 ) -> None:
-    """Run a worker: claim and run jobs until stopped (SIGTERM/SIGINT; twice: at once)."""
+    """Run a worker: claim and run jobs until stopped (SIGTERM/SIGINT; twice: at once).
+
+    Every setting is checked (zasync.settings) before the database opens.
+    """
+    obj = ctx.obj
     try:
         # --db, then this command's --config, then the one given to zasync itself.
         settings = load_config(config) if config else dict(obj["config"])
@@ -236,30 +262,32 @@ def worker(
         if agent_texts:
             settings["agents"] = agents_from_options(agent_texts)
         elif threads is not None or prefetch is not None or filter_name or "agents" not in settings:
-            entry: dict[str, Any] = {"threads": threads or 4}
+            entry: dict[str, Any] = {"threads": "4" if threads is None else threads}
             if prefetch is not None:
                 entry["prefetch"] = prefetch
             if filter_name:
                 entry["filter"] = filter_name
-            settings["agents"] = [agent_from_config(entry)]
-        for key, value in (
-            ("poll_interval", poll_interval),
-            ("ping_interval", ping_interval),
-            ("death_interval", death_interval),
-            ("grace", grace),
-        ):
-            if value is not None:
-                settings[key] = value
-        if uuid_text:
-            settings["uuid"] = uuid.UUID(uuid_text)
+            labels = {name: _label(ctx, option) for name, option in _AGENT_OPTIONS}
+            settings["agents"] = [agent_from_config(entry, "options", labels)]
+        flags = {
+            name: (value, _label(ctx, option))
+            for name, option, value in (
+                ("poll_interval", "poll_interval", poll_interval),
+                ("ping_interval", "ping_interval", ping_interval),
+                ("death_interval", "death_interval", death_interval),
+                ("grace", "grace", grace),
+                ("uuid", "uuid_text", uuid_text),
+                ("http_port", "http_port", http_port),
+            )
+            if value is not None
+        }
+        settings.update(flag_options(flags))
         if no_serve:
             settings["serve"] = False
         settings["burst"] = burst
-        if http_port is not None:
-            settings["http_port"] = http_port
-        options = WorkerOptions(**settings)
-    except (ZasyncError, ValueError) as e:
-        fail(str(e))
+        options = worker_options(settings)
+    except SettingsError as e:
+        raise BadSettings(str(e)) from None
     if options.http_port is not None:
         # Before the database opens: a port in use changes nothing.
         check_port("127.0.0.1", options.http_port, "--http-port")

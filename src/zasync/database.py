@@ -42,11 +42,11 @@ import zc.lockfile
 import ZODB
 import zodburi
 from ZODB.DemoStorage import DemoStorage
-from ZODB.FileStorage import FileStorage
 from ZODB.FileStorage.FileStorage import FILESTORAGE_MAGIC
 from ZODB.POSException import ConflictError, POSError
 
-from zasync.embedded import EmbeddedServer, is_served, socket_path
+from zasync._files import PrivateFileStorage, make_dirs
+from zasync.embedded import EmbeddedServer, served_socket, socket_path
 from zasync.interfaces import ZasyncError
 
 log = logging.getLogger("zasync.events")
@@ -308,12 +308,13 @@ def _open_file(uri: str, path: str, serve: bool, create: bool, options: dict[str
     while True:
         # Served by a live worker (its socket answers): be its client, even if
         # asked to serve (a second worker on the same machine).
-        if is_served(path):
-            return _connect_to_worker(uri, path, options)
+        address = served_socket(path)  # refuses a socket not owned by the file's owner
+        if address is not None:
+            return _connect_to_worker(uri, path, options, address)
         _check_file(path, create)
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            storage = FileStorage(path)
+            make_dirs(os.path.dirname(os.path.abspath(path)))  # new directories: 0700
+            storage = PrivateFileStorage(path)  # its files: 0600
         except OSError as e:
             raise ZasyncError(f"cannot open {path}: {e.strerror or one_line(e)}") from e
         except POSError as e:  # a damaged file: FileStorageFormatError, CorruptedError
@@ -350,11 +351,11 @@ class _SameTidInvalidation(logging.Filter):
         return "same tid as current" not in record.getMessage()
 
 
-def _connect_to_worker(uri: str, path: str, options: dict[str, Any]) -> Database:
+def _connect_to_worker(uri: str, path: str, options: dict[str, Any], address: str) -> Database:
     from ZEO.ClientStorage import ClientStorage
 
     cache_log = logging.getLogger("ZEO.cache")
     if not any(isinstance(f, _SameTidInvalidation) for f in cache_log.filters):
         cache_log.addFilter(_SameTidInvalidation())
-    storage = ClientStorage(socket_path(path), wait_timeout=30)
+    storage = ClientStorage(address, wait_timeout=30)
     return Database(ZODB.DB(storage, **options), uri, "file-client", path)

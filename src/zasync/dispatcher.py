@@ -25,12 +25,14 @@ import threading
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
 from typing import Any
 
+import pydantic
 import transaction
+from pydantic.dataclasses import dataclass
 
 from zasync import _awaitables, _context, clock
+from zasync._limits import Prefetch, Seconds, Threads, check_intervals
 from zasync._watch import ChangePoller, commit_watcher
 from zasync.agent import Agent
 from zasync.failure import Failure
@@ -38,33 +40,59 @@ from zasync.identity import get_process_uuid
 from zasync.interfaces import ACTIVE, COMPLETED, KEY, NEW
 from zasync.lanes import DispatcherShare
 from zasync.pool import AgentThreadPool, WorkItem
+from zasync.quarantine import problem_of
 from zasync.records import JobId, PollInfo, Records, new_job_record
 from zasync.retry import needs_start_commit
-from zasync.tx import abort_quietly, disconnect_errors, try_transaction_five_times
+from zasync.tx import (
+    TRANSACTION_ERRORS,
+    abort_quietly,
+    disconnect_errors,
+    try_transaction_five_times,
+)
 
 events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=pydantic.ConfigDict(strict=True))
 class AgentSpec:
     """An agent that a dispatcher installs (or updates) when it activates in a queue.
 
-    ``threads`` jobs run at once; up to ``prefetch`` more are claimed ahead, so
-    short jobs are claimed in batches.  ``filter`` (a picklable callable taking
-    a job) chooses which jobs this agent takes.
+    ``threads`` jobs run at once (1 to 1000); up to ``prefetch`` more (0 to
+    10000) are claimed ahead, so short jobs are claimed in batches.
+    ``filter`` (a picklable callable taking a job) chooses which jobs this
+    agent takes.  Wrong types or ranges raise a ValueError (pydantic's
+    ValidationError) here, not in a thread later.
     """
 
     name: str = "main"
     queue: str = ""
-    threads: int = 3
-    prefetch: int = 0
+    threads: Threads = 3
+    prefetch: Prefetch = 0
     filter: Callable[[Any], bool] | None = None
 
     @property
     def size(self) -> int:
         """How many jobs the agent may hold: running plus claimed ahead."""
         return self.threads + self.prefetch
+
+
+class _Arguments(pydantic.BaseModel):
+    """The types and ranges of a Dispatcher's settings, checked when it is made."""
+
+    model_config = pydantic.ConfigDict(strict=True)
+
+    uuid: uuid_module.UUID | None
+    poll_interval: Seconds
+    polls_size: pydantic.PositiveInt
+    jobs_size: pydantic.PositiveInt
+    ping_interval: Seconds | None
+    death_interval: Seconds | None
+
+    @pydantic.model_validator(mode="after")
+    def _intervals(self) -> _Arguments:
+        check_intervals(self.poll_interval, self.ping_interval, self.death_interval)
+        return self
 
 
 # -- registry (spec DI-3) -------------------------------------------------------
@@ -102,8 +130,12 @@ class Dispatcher:
     RUNNING = "RUNNING"
     STUCK = "STUCK"
     STARTING = "STARTING"
+    #: The poll thread died: nothing is claimed or pinged any more.
+    DEAD = "DEAD"
 
     thread: threading.Thread | None = None
+    #: What ended the poll thread while the dispatcher was active, if anything did.
+    poll_thread_error: BaseException | None = None
     _change_poller: ChangePoller | None = None
     #: Storages without commit notifications (RelStorage) are checked for
     #: queue changes this often, so a put wakes the dispatcher without
@@ -121,21 +153,24 @@ class Dispatcher:
         ping_interval: float | None = None,
         death_interval: float | None = None,
     ) -> None:
-        if (
-            ping_interval is not None
-            and death_interval is not None
-            and death_interval <= ping_interval + poll_interval
-        ):
-            raise ValueError(
-                "the death interval must exceed the ping interval by more than a poll "
-                "interval, or live workers will look dead"
-            )
+        _Arguments(
+            uuid=uuid,
+            poll_interval=poll_interval,
+            polls_size=polls_size,
+            jobs_size=jobs_size,
+            ping_interval=ping_interval,
+            death_interval=death_interval,
+        )
+        agents = tuple(agents)
+        for spec in agents:
+            if not isinstance(spec, AgentSpec):
+                raise TypeError(f"agents must be AgentSpec instances, not {spec!r}")
         self.ping_interval = ping_interval
         self.death_interval = death_interval
         self.db = db
         self.UUID = uuid or get_process_uuid()
         self.poll_interval = poll_interval
-        self.agent_specs = tuple(agents)
+        self.agent_specs = agents
         self.records = Records(polls_size, jobs_size)
         self.activated: datetime.datetime | bool | None = False
         self.pools: dict[tuple[str, str], AgentThreadPool] = {}
@@ -164,11 +199,13 @@ class Dispatcher:
         if self.activated:
             raise ValueError("already activated")
         events_log.info("attempting to activate dispatcher %s", self.UUID)
+        self.thread = None  # until the new poll thread runs (see poll_thread_died)
         self.activated = clock.utcnow()
         self.records.clear()
         self._activated_queues.clear()
         self._claiming = True
         self._stop_polling = False
+        self.poll_thread_error = None
         self._hurry.clear()
         self.db.setPoolSize(self.db.getPoolSize() + 1)
         self._runner = _awaitables.AwaitableRunner(thread_initializer=_defer_filing)
@@ -184,10 +221,11 @@ class Dispatcher:
                 name=f"zasync-change-poller-{self.UUID}",
             )
             self._change_poller.start()
-        self.thread = threading.Thread(
+        thread = threading.Thread(
             target=self._poll_loop, name=f"zasync-dispatcher-{self.UUID}", daemon=True
         )
-        self.thread.start()
+        thread.start()
+        self.thread = thread
 
     def wake(self) -> None:
         """Ask for a poll now rather than at the next interval."""
@@ -276,36 +314,57 @@ class Dispatcher:
     # -- the poll loop ---------------------------------------------------------------
 
     def _poll_loop(self) -> None:
-        tm = transaction.TransactionManager()
-        self.conn = self.db.open(transaction_manager=tm)
-        self._tm = tm
         try:
-            while self.activated and not self._stop_polling:
-                delay = self.poll_interval
-                try:
-                    self.poll()
-                except Exception:
-                    self._poll_failures += 1
-                    if self._poll_failures == 1 or self._poll_failures % 10 == 0:
-                        events_log.error(
-                            "poll of dispatcher %s failed (%d in a row); retrying",
-                            self.UUID,
-                            self._poll_failures,
-                            exc_info=True,
-                        )
-                    delay = min(delay, 0.1 * 2 ** min(self._poll_failures, 6))
-                else:
-                    if self._poll_failures:
-                        events_log.info("dispatcher %s: polls work again", self.UUID)
-                    self._poll_failures = 0
-                self._wake.wait(delay)
-                self._wake.clear()
-        finally:
+            tm = transaction.TransactionManager()
+            self.conn = self.db.open(transaction_manager=tm)
+            self._tm = tm
             try:
-                abort_quietly(tm)
+                while self.activated and not self._stop_polling:
+                    try:
+                        self._wake.wait(self._poll_once())
+                        self._wake.clear()
+                    except Exception:  # outside the poll itself: log, pause, go on
+                        events_log.exception("poll loop of dispatcher %s failed", self.UUID)
+                        time.sleep(1.0)
             finally:
-                self.conn.close()
-                self.conn = None
+                try:
+                    abort_quietly(tm)
+                finally:
+                    self.conn.close()
+                    self.conn = None
+        except BaseException as e:  # SystemExit, or the database gone for good
+            self.poll_thread_error = e
+            events_log.critical(
+                "the poll thread of dispatcher %s died: this worker claims nothing more",
+                self.UUID,
+                exc_info=True,
+            )
+
+    def _poll_once(self) -> float:
+        """Poll, logging and counting failures; return how long to wait for the next poll."""
+        try:
+            self.poll()
+        except Exception:
+            self._poll_failures += 1
+            if self._poll_failures == 1 or self._poll_failures % 10 == 0:
+                events_log.error(
+                    "poll of dispatcher %s failed (%d in a row); retrying",
+                    self.UUID,
+                    self._poll_failures,
+                    exc_info=True,
+                )
+            return min(self.poll_interval, 0.1 * 2.0 ** min(self._poll_failures, 6))
+        if self._poll_failures:
+            events_log.info("dispatcher %s: polls work again", self.UUID)
+        self._poll_failures = 0
+        return self.poll_interval
+
+    @property
+    def poll_thread_died(self) -> bool:
+        """Active, yet its poll thread has ended: a worker process should exit and restart."""
+        if not self.activated or self._stop_polling or self.thread is None:
+            return False
+        return self.poll_thread_error is not None or not self.thread.is_alive()
 
     def poll(self) -> PollInfo:
         """Run one poll now, in the calling thread (the poll thread, or a test)."""
@@ -417,6 +476,7 @@ class Dispatcher:
         queue's agents are not known from this poll.
         """
         da = queue.dispatchers[self.UUID]
+        careful = False
 
         def unit() -> tuple[list[tuple[str, Any]], dict[str, Any]]:
             now = clock.utcnow()
@@ -433,27 +493,38 @@ class Dispatcher:
                     "active jobs": [_job_id(j) for j in held],
                 }
                 for job in [*held, *agent.parked()]:
-                    if job._status == COMPLETED:
+                    problem = problem_of(job)
+                    if problem is not None:
+                        agent.drop(job)
+                        queue.quarantine(job, problem)
+                    elif job._status == COMPLETED:
                         agent.jobCompleted(job)
                     elif job in held and self._orphaned(queue.name, agent_name, job):
                         self._reclaim(queue, da, agent, job)
                 details[agent_name]["len"] = len(agent)
-                for job in agent.claim_jobs(lane) if self._claiming else ():
+                for job in agent.claim_jobs(lane, careful) if self._claiming else ():
                     if job._status == NEW and not needs_start_commit(job):
                         job._status = ACTIVE.value
                         job._active_start = clock.to_stamp(now)
                     claimed.append((agent_name, job))
+            deaths = sum(p.deaths for (q, _), p in self.pools.items() if q == queue.name)
+            if da.thread_deaths != deaths:  # rare: written only when a thread died
+                da.thread_deaths = deaths
             queue.dispatchers.ping(self.UUID)
             return claimed, details
 
-        result = try_transaction_five_times(
-            unit,
-            f"claiming for UUID {self.UUID} in queue {queue.name!r}",
-            tm,
-            reraise=disconnect_errors(),
-        )
+        identifier = f"claiming for UUID {self.UUID} in queue {queue.name!r}"
+        result = try_transaction_five_times(unit, identifier, tm, reraise=disconnect_errors())
+        if isinstance(result, Failure) and not result.check(*TRANSACTION_ERRORS):
+            # Not a conflict: perhaps a job whose state cannot be stored.  Claim
+            # again, checking each job as its commit would (and quarantining).
+            careful = True
+            result = try_transaction_five_times(
+                unit, f"{identifier}, checking each job", tm, reraise=disconnect_errors()
+            )
         if isinstance(result, Failure):
             queue_info["error"] = repr(result)
+            self._ping_alone(queue, tm)
             return None
         claimed, details = result
         queue_info.update(details)
@@ -467,6 +538,15 @@ class Dispatcher:
             started.append(job_id)
             self.pools[(queue.name, agent_name)].assign((job._p_oid, job_id[1]))
         return started
+
+    def _ping_alone(self, queue: Any, tm: Any) -> None:
+        """Ping in a transaction of its own: liveness must not hang on a failed claim."""
+        try_transaction_five_times(
+            lambda: queue.dispatchers.ping(self.UUID),
+            f"pinging for UUID {self.UUID} in queue {queue.name!r}",
+            tm,
+            reraise=disconnect_errors(),
+        )
 
     def _lanes_in(self, queue: Any) -> DispatcherShare | None:
         """This dispatcher's share of ``queue``'s lanes among its active dispatchers.
@@ -604,7 +684,9 @@ class Dispatcher:
     def getStatusInfo(self) -> dict[str, Any]:
         """uuid, poll interval, status, time since last poll and uptime (spec DI-36).
 
-        The status is STOPPED, STARTING, RUNNING or STUCK.
+        The status is STOPPED, STARTING, RUNNING, STUCK (no poll for two
+        intervals) or DEAD (the poll thread ended; ``poll thread error`` says
+        why).
         """
         now = clock.utcnow()
         interval = datetime.timedelta(seconds=self.poll_interval)
@@ -618,6 +700,10 @@ class Dispatcher:
         if not isinstance(self.activated, datetime.datetime):
             return info
         info["uptime"] = now - self.activated
+        if self.poll_thread_died:
+            info["status"] = self.DEAD
+            info["poll thread error"] = repr(self.poll_thread_error)
+            return info
         poll = self.records.latest_poll()
         slack = interval  # a poll in progress is not "stuck"
         if poll is None:

@@ -37,6 +37,7 @@ from zasync.interfaces import (
     IDispatcherAgents,
     IDispatchers,
 )
+from zasync.quarantine import problem_of
 from zasync.retry import RetryCommonForever
 
 events_log = logging.getLogger("zasync.events")
@@ -48,6 +49,10 @@ class DispatcherAgents(MappingBase):
 
     ping_interval = datetime.timedelta(seconds=30)
     ping_death_interval = datetime.timedelta(seconds=60)
+    #: Worker threads of this dispatcher that died (and were replaced) since
+    #: it activated here, as its polls report them: operators see it in
+    #: ``zasync dispatchers`` and the dashboard, not only in the worker's log.
+    thread_deaths = 0
 
     def __init__(self, uuid: uuid_module.UUID) -> None:
         self.UUID = uuid
@@ -105,6 +110,8 @@ class DispatcherAgents(MappingBase):
         if self.activated:
             raise ValueError("Already activated")
         self.activated = clock.utcnow()
+        if self.thread_deaths:
+            self.thread_deaths = 0
         zope.event.notify(DispatcherActivated(self))
 
     def deactivate(self) -> None:
@@ -114,8 +121,13 @@ class DispatcherAgents(MappingBase):
         self.activated = None
         queue = self.parent
         for agent in self.values():
-            while agent:
-                job = agent.pull()
+            for job in list(agent):
+                problem = problem_of(job)
+                if problem is not None:  # handing it back would fail, and this with it
+                    agent.drop(job)
+                    queue.quarantine(job, problem)
+                    continue
+                agent.remove(job)
                 self._hand_back(queue, agent, job)
         zope.event.notify(DispatcherDeactivated(self))
 

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import socket
+import stat
 import tempfile
 import threading
 from collections.abc import Collection
@@ -30,51 +31,178 @@ import zc.lockfile
 from ZEO.asyncio.server import Result
 from ZEO.StorageServer import StorageServer, ZEOStorage
 
+from zasync._files import make_dirs, private_umask, tighten
 from zasync._watch import commit_watcher
+from zasync.interfaces import ZasyncError
 
 log = logging.getLogger("zasync.events")
 
 STORAGE_ID = "1"
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
+RUNTIME_ENV_VAR = "ZASYNC_RUNTIME_DIR"
 
 
 def socket_path(data_fs: str | os.PathLike[str]) -> str:
-    """Where the worker serving ``data_fs`` listens: beside it, or in /tmp if too long."""
-    path = os.path.abspath(os.fspath(data_fs))
-    beside = f"{path}.sock"
-    if len(beside.encode()) <= _MAX_SOCKET_PATH:
-        return beside
-    digest = hashlib.sha1(path.encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"zasync-{digest}.sock")
+    """Where a worker serving ``data_fs`` listens (creating a private directory for it if needed).
 
-
-def is_served(data_fs: str | os.PathLike[str]) -> bool:
-    """True if a process holds ``data_fs``'s lock and accepts connections on its socket.
-
-    The lock is tested by trying to take it (and letting it go at once): the
-    lock file's recorded process id outlives the lock.  The socket is tested
-    by connecting, since a worker killed with ``kill -9`` leaves its socket
-    file behind while another process may hold the lock.
+    Beside the file (``Data.fs.sock``) when that name fits a socket address
+    and the file's directory is not writable by others.  Otherwise in the
+    first private runtime directory (see :func:`runtime_dirs`), under a name
+    derived from a hash of the file's absolute path.  Never at a name in a
+    directory others can write to, where another user could take it first.
     """
-    address = socket_path(data_fs)
-    if not os.path.exists(address):
-        return False
+    path = os.path.abspath(os.fspath(data_fs))
+    beside = _beside(path)
+    if beside is not None:
+        return beside
+    refused = []
+    for directory in runtime_dirs():
+        address = os.path.join(directory, _hashed_name(path))
+        if len(address.encode()) > _MAX_SOCKET_PATH:
+            refused.append(f"{directory} (too long)")
+            continue
+        try:
+            _make_private_dir(directory)
+        except OSError as e:
+            refused.append(f"{directory} ({e.strerror or e})")
+            continue
+        problem = _not_private(directory)
+        if problem is None:
+            return address
+        log.warning("not putting the socket of %s in %s: %s", path, directory, problem)
+        refused.append(f"{directory} ({problem})")
+    raise ZasyncError(
+        f"no private directory for the socket of {path} (a socket beside it would be too long "
+        f"or shared): tried {', '.join(refused) or 'nothing'}; set {RUNTIME_ENV_VAR} to a "
+        "directory only you can write to"
+    )
+
+
+def socket_candidates(data_fs: str | os.PathLike[str]) -> list[str]:
+    """Every address a worker serving ``data_fs`` may listen at, most likely first.
+
+    A client looks at each, since its environment (``$XDG_RUNTIME_DIR``) may
+    differ from the worker's.  Nothing is created.
+    """
+    path = os.path.abspath(os.fspath(data_fs))
+    beside = _beside(path)
+    if beside is not None:
+        return [beside]
+    return [
+        os.path.join(directory, _hashed_name(path))
+        for directory in runtime_dirs()
+        if os.path.isdir(directory) and _not_private(directory) is None
+    ]
+
+
+def runtime_dirs() -> list[str]:
+    """Where sockets of long database paths may go, in order of preference.
+
+    ``$ZASYNC_RUNTIME_DIR``, ``$XDG_RUNTIME_DIR``, ``~/.cache/zasync`` (or
+    under ``$XDG_CACHE_HOME``), and ``zasync-UID`` in the temporary
+    directory.  A directory is used only if it is owned by this user, is not
+    a symbolic link and is not writable by anyone else.
+    """
+    found = [os.environ.get(RUNTIME_ENV_VAR, ""), os.environ.get("XDG_RUNTIME_DIR", "")]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if os.path.isabs(cache):
+        found.append(os.path.join(cache, "zasync"))
+    found.append(os.path.join(tempfile.gettempdir(), f"zasync-{os.geteuid()}"))
+    return [os.path.abspath(d) for d in dict.fromkeys(found) if d]
+
+
+def check_socket(data_fs: str | os.PathLike[str], address: str) -> None:
+    """Refuse (ZasyncError) a socket not owned by ``data_fs``'s owner, or not a socket."""
+    try:
+        owner = os.stat(data_fs).st_uid
+        st = os.lstat(address)
+    except FileNotFoundError as e:
+        raise ZasyncError(f"cannot check the socket of {data_fs}: {e}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ZasyncError(f"refusing to connect to {address}: it is not a socket")
+    if st.st_uid != owner:
+        raise ZasyncError(
+            f"refusing to connect to {address}: it is owned by uid {st.st_uid}, but "
+            f"{data_fs} by uid {owner}; another user may be impersonating its worker"
+        )
+
+
+def served_socket(data_fs: str | os.PathLike[str]) -> str | None:
+    """The socket of the live worker serving ``data_fs``, or None if nobody serves it.
+
+    Served means: a process holds the file's lock and accepts connections on
+    one of its :func:`socket_candidates`.  The lock is tested by trying to
+    take it (and letting it go at once): the lock file's recorded process id
+    outlives the lock.  The socket is tested by connecting, since a worker
+    killed with ``kill -9`` leaves its socket file behind while another
+    process may hold the lock.  A socket not owned by the file's owner is
+    refused (ZasyncError) before any connection.
+    """
+    candidates = [a for a in socket_candidates(data_fs) if os.path.lexists(a)]
+    if not candidates:
+        return None
     try:
         lock = zc.lockfile.LockFile(f"{os.fspath(data_fs)}.lock")
     except zc.lockfile.LockError:
         pass
     else:
         lock.close()
-        return False
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2)
+        return None
+    for address in candidates:
+        check_socket(data_fs, address)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(2)
+        try:
+            probe.connect(address)
+        except OSError:
+            continue
+        finally:
+            probe.close()
+        return address
+    return None
+
+
+def is_served(data_fs: str | os.PathLike[str]) -> bool:
+    """True if a live worker serves ``data_fs`` (see :func:`served_socket`)."""
+    return served_socket(data_fs) is not None
+
+
+def _beside(path: str) -> str | None:
+    beside = f"{path}.sock"
+    if len(beside.encode()) > _MAX_SOCKET_PATH:
+        return None
     try:
-        probe.connect(address)
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
+        shared = os.stat(os.path.dirname(path)).st_mode & stat.S_IWOTH
+    except FileNotFoundError:
+        shared = 0  # not created yet: make_dirs creates it private
+    return None if shared else beside
+
+
+def _hashed_name(path: str) -> str:
+    return f"zasync-{hashlib.sha256(path.encode()).hexdigest()[:24]}.sock"
+
+
+def _make_private_dir(directory: str) -> None:
+    if not os.path.lexists(directory):
+        parent = os.path.dirname(directory)
+        if not os.path.isdir(parent):
+            make_dirs(parent)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+
+
+def _not_private(directory: str) -> str | None:
+    """Why ``directory`` is not private to this user, or None if it is."""
+    st = os.lstat(directory)
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory"
+    if st.st_uid != os.geteuid():
+        return f"it is owned by uid {st.st_uid}"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"others can write to it (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
 
 
 class _ClientWentAway(logging.Filter):
@@ -200,11 +328,12 @@ class EmbeddedServer:
         server_log = logging.getLogger("ZEO.asyncio.server")
         if not any(isinstance(f, _ClientWentAway) for f in server_log.filters):
             server_log.addFilter(_ClientWentAway())
-        self._server = _Server(address, storage, db._mvcc_storage)
+        with private_umask():  # bound without a moment open to others
+            self._server = _Server(address, storage, db._mvcc_storage)
         self._watcher = commit_watcher(db)
         self._watcher.subscribe(self._forward_local_commit)
         self._server.start_thread(daemon=True)
-        os.chmod(address, 0o600)  # the owner's processes only
+        tighten(address)  # the owner's processes only (connecting needs write)
         log.info("serving %s to other processes at %s", storage.getName(), address)
 
     def _forward_local_commit(self, tid: bytes, oids: Collection[bytes], local: bool) -> None:
@@ -221,8 +350,15 @@ class EmbeddedServer:
 
 
 def _remove_stale_socket(address: str) -> None:
-    """Remove a socket file left by a dead worker; refuse if a live one answers."""
-    if not os.path.exists(address):
+    """Remove a socket file left by a dead worker or another user; refuse if ours answers."""
+    try:
+        st = os.lstat(address)
+    except FileNotFoundError:
+        return
+    if st.st_uid != os.geteuid() or not stat.S_ISSOCK(st.st_mode):
+        # Not ours: never talk to it, take its place (our clients refuse it anyway).
+        log.warning("removing %s, which belongs to uid %d, to serve there", address, st.st_uid)
+        os.unlink(address)
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -8,9 +8,12 @@ its own former registration.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
+
+from zasync._files import file_mode, tighten
 
 _lock = threading.Lock()
 _uuid: uuid.UUID | None = None
@@ -36,14 +39,22 @@ def set_process_uuid(value: uuid.UUID | str | None) -> None:
 
 
 def load_or_create_uuid_file(path: str | os.PathLike[str]) -> uuid.UUID:
-    """Read the UUID stored in ``path``, creating the file with a new one if missing."""
+    """Read the UUID stored in ``path``, creating the file with a new one if missing.
+
+    The file is created private (see :mod:`zasync._files`).
+    """
     try:
         with open(path, encoding="ascii") as f:
-            return uuid.UUID(f.read().strip())
+            value = uuid.UUID(f.read().strip())
+        tighten(os.fspath(path))
+        return value
     except FileNotFoundError:
         value = uuid.uuid4()
         tmp = f"{os.fspath(path)}.tmp"
-        with open(tmp, "w", encoding="ascii") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # a leftover's mode would stay
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode())
+        with open(fd, "w", encoding="ascii") as f:
             f.write(f"{value}\n")
         os.replace(tmp, path)
         return value

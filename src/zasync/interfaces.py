@@ -95,6 +95,33 @@ class NotPicklableError(ZasyncError, ValueError):
     """
 
 
+class UnknownRetryPolicyError(ZasyncError, LookupError):
+    """A job names a retry policy that is not registered in this process.
+
+    Raised by ``put`` (with the names that are registered), and recorded as
+    the failure of a job whose worker does not know its policy's name.
+    """
+
+
+class RetryPolicyError(ZasyncError):
+    """A job's retry policy raised while deciding what to do with the job.
+
+    The job fails with this error (its cause chained) instead of retrying
+    without end: a policy is code, and code has bugs.
+    """
+
+
+class UnloadableJobError(ZasyncError):
+    """A job's record cannot be loaded or stored: its code or an argument's is gone.
+
+    Typical causes: a deploy removed or renamed the module of the job's
+    callable (or of an argument's class), or the record is damaged.  Such a
+    job is quarantined out of its queue (see ``Queue.quarantined``) so that
+    it stops nothing; ``zasync retry`` puts it back once the code is there,
+    ``zasync remove`` drops it without loading it.
+    """
+
+
 # -- interfaces ---------------------------------------------------------------
 
 

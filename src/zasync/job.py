@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime
 import inspect
 import logging
+import threading
 import types
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from BTrees.OOBTree import OOBTree
@@ -24,6 +25,7 @@ from zope.interface import implementer
 from zasync import _awaitables, _context, _counters, clock, retry
 from zasync._arguments import ArgumentList, ArgumentMapping
 from zasync._base import Base, identity_repr
+from zasync._logtext import REPR_LIMIT, RESULT_LIMIT, short_repr, shorten
 from zasync._pickling import check_storable
 from zasync.completed import completion_key
 from zasync.failure import Failure
@@ -40,11 +42,13 @@ from zasync.interfaces import (
     IDispatcherAgents,
     IJob,
     IQueue,
+    RetryPolicyError,
     Status,
     TimeoutError,
     ZasyncError,
 )
-from zasync.tx import EXPLOSIVE_ERRORS, TRANSACTION_ERRORS, abort_quietly, never_fail
+from zasync.quarantine import problem_of
+from zasync.tx import TRANSACTION_ERRORS, abort_quietly, never_fail
 
 events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
@@ -53,6 +57,19 @@ _TIME_DECISIONS = (datetime.datetime, datetime.timedelta)
 #: What a status-guarded unit returns when another connection moved the job on meanwhile.
 MOVED_ON = object()
 _MICROSECOND = datetime.timedelta(microseconds=1)
+#: The annotation listing ``(callback id, cause)`` of callbacks skipped as unrunnable.
+UNRUNNABLE_CALLBACKS = "zasync.unrunnable_callbacks"
+#: How many times a retry policy that raises is asked before the job fails with its error.
+POLICY_TRIES = 3
+
+
+class PolicyBroke:
+    """What :meth:`Job._getRetry` answers when the policy itself failed: fail with ``failure``."""
+
+    __slots__ = ("failure",)
+
+    def __init__(self, failure: Failure) -> None:
+        self.failure = failure
 
 
 def _bound_parts(value: Any) -> tuple[Any, str | None]:
@@ -69,7 +86,7 @@ def _render(value: Any) -> str:
         return identity_repr(value)
     if isinstance(value, types.FunctionType | types.BuiltinFunctionType | type):
         return f"{value.__module__}.{value.__qualname__}"
-    return repr(value)
+    return short_repr(value)  # arguments may be large or private: log lines show a prefix
 
 
 @implementer(IJob)
@@ -204,8 +221,18 @@ class Job(Base):
         return self._callbacks
 
     @property
-    def annotations(self) -> OOBTree:
-        """A mapping for metadata, created on first use."""
+    def annotations(self) -> MutableMapping[str, Any]:
+        """A mapping for metadata; the stored mapping is created by the first write.
+
+        Reading a job's annotations never writes the job: a job reading its
+        own annotations while another connection sets a live annotation
+        would otherwise make its result commit conflict, and run again.
+        """
+        if self._annotations is None:
+            return _AnnotationsOnDemand(self)
+        return self._annotations  # type: ignore[no-any-return]
+
+    def _annotations_for_writing(self) -> OOBTree:
         if self._annotations is None:
             self._annotations = OOBTree()
         return self._annotations
@@ -298,6 +325,7 @@ class Job(Base):
         """Add a callback job, called with this job's result; see IJob."""
         job: Job = as_job(callback)
         check_storable(job)
+        retry.check_retry_policy_factory(retry_policy_factory)
         _apply_callback_defaults(job, failure_log_level, retry_policy_factory)
         self._callbacks = (*self._callbacks, job)
         job.parent = self
@@ -315,6 +343,7 @@ class Job(Base):
         """Add a wrapper calling ``success`` or ``failure`` with the result; see IJob."""
         if success is None and failure is None:
             return self
+        retry.check_retry_policy_factory(retry_policy_factory)
         if success is not None:
             success = as_job(success)
             _apply_callback_defaults(success, failure_log_level, retry_policy_factory)
@@ -345,11 +374,28 @@ class Job(Base):
         return policy
 
     def _getRetry(self, call_name: str, tm: Any, *args: Any, commit: bool = True) -> Any:
+        """Ask the job's policy ``call_name(*args)``; a :class:`PolicyBroke` if it cannot answer.
+
+        Making the policy and calling it are user code: an error there (an
+        unknown policy name, a bug) is tried :data:`POLICY_TRIES` times and
+        then becomes the job's failure, instead of retrying for ever.
+        """
+
         def policy_unless_expired() -> Any:
             # Reading the job may itself meet the outage that made it fail.
             return None if self._expired() else self.getRetryPolicy()
 
-        policy = never_fail(policy_unless_expired, lambda: f"getting retry policy for {self!r}", tm)
+        try:
+            policy = never_fail(
+                policy_unless_expired,
+                lambda: f"getting retry policy for {self!r}",
+                tm,
+                limit=POLICY_TRIES,
+            )
+        except BaseException as error:
+            if not is_outcome(error):
+                raise
+            return self._policy_broke(f"making the retry policy of {self!r}", error, args)
         if policy is None:
             return False
         method = getattr(policy, call_name, None)
@@ -358,11 +404,30 @@ class Job(Base):
                 "retry policy %r for %r does not have required %s method", policy, self, call_name
             )
             return None
-        if not commit:
-            return method(*args)
-        return never_fail(
-            lambda: method(*args), lambda: f"getting result for {call_name} retry for {self!r}", tm
-        )
+        try:
+            if not commit:
+                return method(*args)
+            return never_fail(
+                lambda: method(*args),
+                lambda: f"getting result for {call_name} retry for {self!r}",
+                tm,
+                limit=POLICY_TRIES,
+            )
+        except BaseException as error:
+            if not is_outcome(error):
+                raise
+            return self._policy_broke(f"{policy!r}.{call_name}() for {self!r}", error, args)
+
+    def _policy_broke(self, what: str, error: BaseException, args: tuple[Any, ...]) -> PolicyBroke:
+        about = next((f" deciding on {a}" for a in args if isinstance(a, Failure)), "")
+        try:
+            raise RetryPolicyError(
+                f"{what} raised {type(error).__name__}{about}: {error}"
+            ) from error
+        except RetryPolicyError:
+            failure = Failure()
+        events_log.error("%s failed; the job fails:\n%s", what, failure.getTraceback())
+        return PolicyBroke(failure)
 
     # -- calling ---------------------------------------------------------------
 
@@ -419,16 +484,18 @@ class Job(Base):
             first = False
             try:
                 res = self.callable(*call_args, **call_kwargs)
-            except EXPLOSIVE_ERRORS:
+            except BaseException as error:
                 abort_quietly(tm)
-                raise
-            except Exception:
+                if not is_outcome(error):
+                    raise
                 res = Failure()
                 abort_quietly(tm)
                 if res.check(*TRANSACTION_ERRORS):
                     _counters.count_conflict("job", res.value)
                 decision = self._getRetry("jobError", tm, res, data_cache)
-                if isinstance(decision, _TIME_DECISIONS):
+                if isinstance(decision, PolicyBroke):
+                    res = decision.failure
+                elif isinstance(decision, _TIME_DECISIONS):
                     if self._reschedule_committed(decision, data_cache, tm) is self:
                         return self
                 elif decision:
@@ -436,17 +503,19 @@ class Job(Base):
             try:
                 final = self._set_result(res, tm, data_cache)
                 tm.commit()
-            except EXPLOSIVE_ERRORS:
+            except BaseException as error:
                 abort_quietly(tm)
-                raise
-            except Exception:
+                if not is_outcome(error):
+                    raise
                 commit_failure = Failure()
                 abort_quietly(tm)
                 if commit_failure.check(*TRANSACTION_ERRORS):
                     _counters.count_conflict("job", commit_failure.value)
                 _discard(res)
                 decision = self._getRetry("commitError", tm, commit_failure, data_cache)
-                if isinstance(decision, _TIME_DECISIONS):
+                if isinstance(decision, PolicyBroke):
+                    commit_failure = decision.failure
+                elif isinstance(decision, _TIME_DECISIONS):
                     if self._reschedule_committed(decision, data_cache, tm) is self:
                         return self
                 elif decision:
@@ -456,6 +525,17 @@ class Job(Base):
                 never_fail(
                     self._while((ACTIVE,), self._finish, commit_failure, data_cache),
                     lambda: f"storing failure at commit of {self!r}",
+                    tm,
+                )
+                final = True
+            if not final and IJob.providedBy(res) and res._p_jar is None:
+                # The commit stores what stored objects refer to: a returned job
+                # it left out is in no queue and referred to by nothing that
+                # could ever run it, so this job would wait for ever.
+                res = Failure(ZasyncError(_orphan_result_message(self, res)))
+                never_fail(
+                    self._while((ACTIVE,), self._finish, res),
+                    lambda: f"failing {self!r}, which returned an orphan job",
                     tm,
                 )
                 final = True
@@ -483,6 +563,14 @@ class Job(Base):
     def _complete(self) -> None:
         self._status = COMPLETED.value
         agent = self.parent
+        if IJob.providedBy(agent) and agent._callable_root is self:
+            # Finished by a job wrapping one of its methods (handleInterrupt
+            # after a crash, fail after a missed deadline): file it where
+            # that job runs, so that listings find it with its outcome.
+            home = agent.agent
+            if home is not None:
+                home.completed.add(self)
+            return
         # Held jobs are filed by their dispatcher when one runs them (to keep
         # worker commits off the shared agent); parked ones, rare, at once.
         if not IAgent.providedBy(agent):
@@ -518,7 +606,14 @@ class Job(Base):
 
     def _set_result(self, res: Any, tm: Any, data_cache: dict[str, Any] | None = None) -> bool:
         """Record ``res`` (without committing); return True if it is final."""
-        if IJob.providedBy(res):
+        if res is self:
+            self._finish(Failure(ZasyncError(_orphan_result_message(self, res))))
+            final = True
+        elif IJob.providedBy(res):
+            if res.status == NEW:  # stored, but in no queue: someone must call it (spec AC-5)
+                events_log.warning(
+                    "%r waits for %r, which is in no queue: it runs only when called", self, res
+                )
             res.addCallback(self._callback)
             final = False
         elif inspect.isawaitable(res):
@@ -567,9 +662,9 @@ class Job(Base):
             )
         else:
             logger.info(
-                "%s succeeded with result: %r",
+                "%s succeeded with result: %s",
                 prefix,
-                res,
+                short_repr(res, RESULT_LIMIT),
                 extra={"zasync_job": repr(self), "zasync_outcome": "succeeded"},
             )
 
@@ -600,6 +695,9 @@ class Job(Base):
             # Counted in the same transaction as the rescheduling: if that
             # conflicts, the count rolls back too, and the retry counts once.
             decision = self._getRetry("interrupted", tm, commit=False)
+            if isinstance(decision, PolicyBroke):
+                self._abort_interrupted(tm, decision.failure)
+                return
             if isinstance(decision, _TIME_DECISIONS) or decision:
                 when = decision if isinstance(decision, _TIME_DECISIONS) else datetime.timedelta(0)
                 queue = self.queue
@@ -615,8 +713,8 @@ class Job(Base):
         else:
             raise BadStatusError("can only call ``handleInterrupt`` on a job with ACTIVE status")
 
-    def _abort_interrupted(self, tm: Any) -> None:
-        failure = Failure(AbortedError())
+    def _abort_interrupted(self, tm: Any, failure: Failure | None = None) -> None:
+        failure = Failure(AbortedError()) if failure is None else failure
         never_fail(self._while((ACTIVE,), self._finish, failure), lambda: f"aborting {self!r}", tm)
         self._log_completion(failure)
         self._run_callbacks(tm)
@@ -673,12 +771,22 @@ class Job(Base):
         if self._status != CALLBACKS:
             raise BadStatusError("can only resumeCallbacks on a job with CALLBACKS status")
         tm = self._transaction_manager()
+        unrunnable: dict[int, str] = {}
         while True:
             for callback in self._callbacks:
-                self._resume_one(callback, tm)
+                problem = problem_of(callback)
+                if problem is None:
+                    self._resume_one(callback, tm)
+                else:
+                    unrunnable[int.from_bytes(callback._p_oid or b"", "big")] = problem
             tm.begin()  # sync: see callbacks other transactions added meanwhile
-            if all(c._status == COMPLETED for c in self._callbacks):
+            if all(c._status == COMPLETED for c in self._callbacks if problem_of(c) is None):
                 break
+        if unrunnable:
+            # Running, or even finishing, such a callback would fail for ever
+            # (its code is gone, or its record is damaged): skip it, say so.
+            events_log.error("%r: callbacks that cannot be run, skipped: %r", self, unrunnable)
+            self.annotations[UNRUNNABLE_CALLBACKS] = sorted(unrunnable.items())
         self._complete()
         tm.commit()
 
@@ -693,6 +801,10 @@ class Job(Base):
                 callback(self._result)
         elif status == ACTIVE:
             decision = callback._getRetry("interrupted", tm)
+            if isinstance(decision, PolicyBroke):
+                trace_log.debug("aborting interrupted callback %r of %r", callback, self)
+                callback._abort_interrupted(tm, decision.failure)
+                return
             if isinstance(decision, _TIME_DECISIONS):
                 events_log.error(
                     "retry policy of %r asked to reschedule a callback; "
@@ -716,13 +828,26 @@ class Job(Base):
     def _p_resolveConflict(
         self, old: dict[str, Any], committed: dict[str, Any], new: dict[str, Any]
     ) -> dict[str, Any]:
-        """Merge one kind of concurrent change only: creating the annotations mapping.
+        """Merge two kinds of concurrent change, which would otherwise run a job again.
 
-        A job's first live annotation (written from another connection while
-        the job runs) creates ``annotations`` on the job; the job's own commit
-        must not conflict with that, or its policy would run it again.  Any
-        other concurrent change to a job is a real conflict.
+        * A job's first live annotation (written from another connection
+          while the job runs) creates ``annotations`` on the job; the job's
+          own commit must not conflict with that, or its policy would run it
+          again.
+        * A callback added (committed first) while the job stores its result:
+          the result commit keeps the result and takes the callbacks, and the
+          job then runs them (its status becomes CALLBACKS rather than
+          COMPLETED).  Re-running the job for bookkeeping that happened beside
+          it would repeat its effects outside the database.
+
+        Any other concurrent change to a job is a real conflict.
         """
+        try:
+            merged = _merge_late_callbacks(old, committed, new)
+        except ValueError:  # persistent references that cannot be compared
+            merged = None
+        if merged is not None:
+            return merged
         key = "_annotations"
         for created, other in ((committed, new), (new, committed)):
             created_there = old.get(key) is None and created.get(key) is not None
@@ -745,9 +870,90 @@ class Job(Base):
                 call += f" :{self._callable_name}"
             parts = [_render(a) for a in self.args]
             parts.extend(f"{k}={_render(v)}" for k, v in self.kwargs.items())
-            return f"<{identity_repr(self)} ``{call}({', '.join(parts)})``>"
+            return shorten(f"<{identity_repr(self)} ``{call}({', '.join(parts)})``>", REPR_LIMIT)
         except Exception:  # unloadable (the storage is away), or odd arguments
             return f"<{identity_repr(self)}>"
+
+
+def _orphan_result_message(job: Job, res: Job) -> str:
+    if res is job:
+        return f"{job!r} returned itself: a job cannot wait for its own result"
+    return (
+        f"{job!r} returned {res!r}, which no queue holds and nothing stored refers "
+        "to, so nothing would ever run it: put a job in a queue (queue.put(job)) "
+        "before returning it to wait for it"
+    )
+
+
+def is_outcome(error: BaseException) -> bool:
+    """Whether an exception raised while running a job's code is that job's outcome.
+
+    Everything a job raises (``SystemExit``, ``GeneratorExit`` and any other
+    ``BaseException`` included) becomes its Failure, so no job can end a
+    worker's thread.  The one exception is ``KeyboardInterrupt`` in the main
+    thread: there it is the user pressing Ctrl-C (a job run in a script or a
+    test), and it propagates.  Signals never reach a worker's job threads.
+    """
+    if isinstance(error, KeyboardInterrupt):
+        return threading.current_thread() is not threading.main_thread()
+    return True
+
+
+class _AnnotationsOnDemand(MutableMapping[str, Any]):
+    """A job's annotations before any was stored: empty to read, made on first write."""
+
+    __slots__ = ("_job",)
+
+    def __init__(self, job: Job) -> None:
+        self._job = job
+
+    def _stored(self) -> Any:
+        return self._job._annotations  # another transaction may have made it meanwhile
+
+    def __getitem__(self, name: str) -> Any:
+        stored = self._stored()
+        if stored is None:
+            raise KeyError(name)
+        return stored[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._job._annotations_for_writing()[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        stored = self._stored()
+        if stored is None:
+            raise KeyError(name)
+        del stored[name]
+
+    def __iter__(self) -> Iterator[str]:
+        stored = self._stored()
+        return iter(()) if stored is None else iter(stored)
+
+    def __len__(self) -> int:
+        stored = self._stored()
+        return 0 if stored is None else len(stored)
+
+
+_RESULT_STATUSES = (CALLBACKS.value, COMPLETED.value)
+
+
+def _merge_late_callbacks(
+    old: dict[str, Any], committed: dict[str, Any], new: dict[str, Any]
+) -> dict[str, Any] | None:
+    """``new`` (a result commit) with the callbacks ``committed`` appended meanwhile, or None."""
+    key = "_callbacks"
+    before = tuple(old.get(key, ()))
+    added = tuple(committed.get(key, ()))
+    if len(added) <= len(before) or added[: len(before)] != before:
+        return None  # the other transaction did not (only) append callbacks
+    if tuple(new.get(key, ())) != before or _without(committed, key) != _without(old, key):
+        return None
+    if old.get("_status") != ACTIVE.value or new.get("_status") not in _RESULT_STATUSES:
+        return None  # not a result commit racing with addCallback
+    merged = dict(new)
+    merged[key] = committed[key]
+    merged["_status"] = CALLBACKS.value  # the new callbacks still have to run
+    return merged
 
 
 def _without(state: dict[str, Any], key: str) -> dict[str, Any]:

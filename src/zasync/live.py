@@ -7,8 +7,9 @@ JSON from a small HTTP server inside the worker, bound to 127.0.0.1, next
 to the worker's Prometheus ``/metrics``:
 
 =========================  ==================================================
-``/live/status``           status (RUNNING, STARTING, STUCK, STOPPED), uptime,
-                           time since the last poll, poll interval, threads
+``/live/status``           status (RUNNING, STARTING, STUCK, DEAD, STOPPED),
+                           uptime, time since the last poll, poll interval,
+                           threads alive and declared size of each pool
 ``/live/jobs``             jobs of the latest poll not completed yet
 ``/live/polls?count=N``    the newest N polls (default 3)
 ``/live/job/ID``           this worker's record of job ID
@@ -18,6 +19,10 @@ to the worker's Prometheus ``/metrics``:
 
 ``zasync live status|jobs|polls|job ID|jobstats --url http://127.0.0.1:PORT``
 prints them.  It has no token: it only listens on loopback, and only reads.
+It answers only requests whose ``Host`` is its loopback address (DNS
+rebinding), sends the headers of :mod:`zasync._http`, runs at most
+:data:`MAX_HANDLERS` connections at once (more wait in a long listen
+backlog) and drops a connection silent for :data:`IDLE_TIMEOUT` seconds.
 """
 
 from __future__ import annotations
@@ -26,11 +31,16 @@ import datetime
 import json
 import threading
 import urllib.parse
+from collections.abc import Collection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from zasync import monitor
+from zasync import _http, monitor
 from zasync.metrics import CONTENT_TYPE, WorkerMetrics
+
+MAX_HANDLERS = 256  # connections served at once (a thread each); more wait to be accepted
+IDLE_TIMEOUT = 10.0  # seconds a connection may stay silent
+BACKLOG = 1024  # connections the kernel holds until accepted
 
 
 def _plain(value: Any) -> Any:
@@ -54,8 +64,11 @@ def status(dispatcher: Any) -> dict[str, Any]:
         {
             "queue": queue,
             "agent": agent,
-            "threads": len(getattr(pool, "threads", ())),
+            "size": pool.getSize(),  # declared
+            "threads": pool.thread_count(),  # alive, not counting those leaving
             "running": getattr(pool, "running", None),
+            "thread deaths": getattr(pool, "deaths", 0),
+            "errors": getattr(pool, "errors", 0),
         }
         for (queue, agent), pool in sorted(dispatcher.pools.items())
     ]
@@ -93,16 +106,61 @@ def jobstats(dispatcher: Any) -> dict[str, Any]:
     return dict(_plain(dispatcher.getStatistics()))
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``MAX_HANDLERS`` at once; the rest wait in the backlog.
+
+    The stock server starts a thread for every connection and listens with a
+    backlog of 5: under a burst the kernel refuses connections, and idle
+    connections pile up threads without end.
+    """
+
+    request_queue_size = BACKLOG
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_HANDLERS)
+        self.closing = False
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        while not self._slots.acquire(timeout=0.2):
+            if self.closing:
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            self.shutdown_request(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class LiveServer:
-    """The worker's loopback HTTP server (a daemon thread); ``close()`` stops it."""
+    """The worker's loopback HTTP server (a daemon thread); ``close()`` stops it.
+
+    It answers the ``Host`` names of :func:`zasync._http.allowed_hosts` for
+    its address, and ``allowed_names``.
+    """
 
     def __init__(
-        self, dispatcher: Any, metrics: WorkerMetrics, port: int, host: str = "127.0.0.1"
+        self,
+        dispatcher: Any,
+        metrics: WorkerMetrics,
+        port: int,
+        host: str = "127.0.0.1",
+        allowed_names: Collection[str] = (),
     ) -> None:
-        handler = _handler(dispatcher, metrics)
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
+        self.allowed_hosts = frozenset[str]()
+        handler = _handler(dispatcher, metrics, self)
+        self.server = _BoundedServer((host, port), handler)
         self.address = self.server.server_address
+        self.allowed_hosts = _http.allowed_hosts(host, self.address[1], allowed_names)
         self.thread = threading.Thread(
             target=self.server.serve_forever, name="zasync-live", daemon=True
         )
@@ -110,12 +168,17 @@ class LiveServer:
 
     def close(self) -> None:
         """Stop serving and release the port."""
+        self.server.closing = True
         self.server.shutdown()
         self.server.server_close()
 
 
-def _handler(dispatcher: Any, metrics: WorkerMetrics) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    dispatcher: Any, metrics: WorkerMetrics, live: LiveServer
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = IDLE_TIMEOUT  # a socket timeout: a silent connection is dropped
+
         def log_message(self, format: str, *args: Any) -> None:
             pass  # requests are not worth a log line each
 
@@ -123,6 +186,9 @@ def _handler(dispatcher: Any, metrics: WorkerMetrics) -> type[BaseHTTPRequestHan
             self.send_response(code)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in _http.SECURITY_HEADERS.items():
+                self.send_header(name, value)
+            self.send_header("Content-Security-Policy", _http.DATA_CSP)
             self.end_headers()
             self.wfile.write(body)
 
@@ -130,6 +196,10 @@ def _handler(dispatcher: Any, metrics: WorkerMetrics) -> type[BaseHTTPRequestHan
             self._send(code, json.dumps(data, default=str).encode(), "application/json")
 
         def do_GET(self) -> None:
+            if not _http.host_allowed(self.headers.get("Host"), live.allowed_hosts):
+                body = _http.MISDIRECTED_BODY.encode()
+                self._send(_http.MISDIRECTED, body, "text/plain; charset=utf-8")
+                return
             url = urllib.parse.urlsplit(self.path)
             query = urllib.parse.parse_qs(url.query)
             try:

@@ -13,7 +13,10 @@ hexadecimal is accepted on input.
 **Where jobs are found**: pending jobs in their queue; claimed, running and
 waiting jobs in the agents of each registered dispatcher; finished jobs in
 the agents' completed collections and in the queue's ``cancelled``
-collection, for their retention window.
+collection, for their retention window; jobs that cannot be loaded or stored
+in the queue's quarantine (see :mod:`zasync.quarantine`).  Every function
+here copes with a job whose record cannot be loaded: it is shown as
+``unloadable`` with the reason, never an exception.
 
 **Filters** (``JobFilter``): states (``pending``, ``assigned``, ``active``,
 ``callbacks``, ``completed``, and the outcomes ``succeeded``, ``failed``,
@@ -37,6 +40,7 @@ from ZODB.utils import p64
 
 from zasync import clock
 from zasync._local import PROGRESS
+from zasync._logtext import short_repr
 from zasync.cancellation import CANCEL
 from zasync.durations import parse_duration
 from zasync.failure import Failure
@@ -49,7 +53,10 @@ from zasync.interfaces import (
     IJob,
     UnknownJobError,
 )
+from zasync.lanes import lane_of
+from zasync.quarantine import QuarantinedJob, describe
 from zasync.queue import get_queues
+from zasync.tx import TRANSACTION_ERRORS, disconnect_errors
 
 STATES = (
     "pending",
@@ -60,8 +67,12 @@ STATES = (
     "succeeded",
     "failed",
     "cancelled",
+    "quarantined",
+    "unloadable",
 )
-"""The states a filter accepts: the statuses, and the outcomes of completed jobs."""
+"""The states a filter accepts: the statuses, the outcomes of completed jobs, and the
+jobs taken out of the way because they cannot be loaded or stored (``quarantined``;
+``unloadable`` for one found elsewhere whose record cannot be read)."""
 
 RETRY_OF = "zasync.retry_of"
 RETRIED_AS = "zasync.retried_as"
@@ -102,9 +113,92 @@ def get_job(conn: Any, ident: str | int) -> Any:
         is_job = IJob.providedBy(obj)
     except (POSKeyError, KeyError):
         is_job = False
+    except (*TRANSACTION_ERRORS, *disconnect_errors()):
+        raise
+    except Exception:
+        # The record itself cannot be read (not even its class): reach the
+        # job through what refers to it, which knows its class.
+        obj = _referred_to(conn, number)
+        is_job = obj is not None
     if not is_job:
         raise UnknownJobError(f"no job with id {number} in this database")
     return obj
+
+
+# -- jobs that cannot be loaded -----------------------------------------------------------
+
+
+def load_error(job: Any) -> str | None:
+    """Why the job's record cannot be loaded, or None if it loads."""
+    try:
+        job._p_activate()
+    except (*TRANSACTION_ERRORS, *disconnect_errors()):
+        raise
+    except Exception as error:
+        return describe(error)
+    return None
+
+
+def quarantined_oids(conn: Any, queue: str | None = None) -> frozenset[bytes]:
+    """The object ids of every quarantined job (of one queue, or all)."""
+    return frozenset(entry.job._p_oid for q in _queues(conn, queue) for entry in q.quarantined)
+
+
+def find_quarantined(conn: Any, number: int) -> tuple[Any, QuarantinedJob] | None:
+    """The queue and entry of the quarantined job with this id, or None."""
+    for q in _queues(conn, None):
+        for entry in q.quarantined:
+            if entry.id == number:
+                return q, entry
+    return None
+
+
+def _bare_summary(job: Any, status: str, cause: str, queue: str | None = None) -> dict[str, Any]:
+    """What a listing shows of a job without reading its state."""
+    return {
+        "id": job_id(job),
+        "status": status,
+        "outcome": None,
+        "callable": _safe_callable_name(job),
+        "call": f"<job {job_id(job)}: {cause}>",
+        "begin_after": None,
+        "active_start": None,
+        "active_end": None,
+        "duration": None,
+        "cancel_requested": False,
+        "cause": cause,
+        "queue": queue,
+        "dispatcher": None,
+        "agent": None,
+    }
+
+
+def _safe_callable_name(job: Any) -> str:
+    """The callable's dotted name, from a ``Broken`` stand-in too; ``?`` if unreadable."""
+    if load_error(job) is not None:
+        return "?"
+    try:
+        return callable_name(job)
+    except Exception:
+        return "?"
+
+
+def _referred_to(conn: Any, number: int) -> Any:
+    """The job with this id as its queue, quarantine or an agent refers to it, or None."""
+    found = find_quarantined(conn, number)
+    if found is not None:
+        return found[1].job
+    oid = p64(number)
+    for q in _queues(conn, None):
+        key = q.pending_key(number)
+        if key is not None:
+            return q._lanes[lane_of(oid, q.lane_count)][key]
+        for da in q.dispatchers.values():
+            for agent in da.values():
+                for job in [*agent, *agent.parked()]:
+                    if job._p_oid == oid:
+                        return job
+    return None
 
 
 # -- describing one job ----------------------------------------------------------------
@@ -166,11 +260,7 @@ def _iso(value: datetime.datetime | None) -> str | None:
 
 
 def _short_repr(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception as e:  # a broken __repr__ must not break monitoring
-        text = f"<unrepresentable {type(value).__name__}: {e}>"
-    return text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT] + "..."
+    return short_repr(value, _REPR_LIMIT)
 
 
 def _where(job: Any) -> dict[str, Any]:
@@ -185,8 +275,17 @@ def _where(job: Any) -> dict[str, Any]:
     }
 
 
-def summary(job: Any) -> dict[str, Any]:
-    """One line's worth of a job, for lists."""
+def summary(job: Any, quarantined: frozenset[bytes] = frozenset()) -> dict[str, Any]:
+    """One line's worth of a job, for lists (any job: quarantined and unloadable too)."""
+    if job._p_oid in quarantined:
+        cause = "quarantined"
+        entry = find_quarantined(job._p_jar, job_id(job) or 0)
+        if entry is not None:
+            return _bare_summary(job, "quarantined", entry[1].cause, entry[0].name)
+        return _bare_summary(job, "quarantined", cause)
+    error = load_error(job)
+    if error is not None:
+        return _bare_summary(job, "unloadable", f"its record cannot be loaded: {error}")
     data: dict[str, Any] = {
         "id": job_id(job),
         "status": str(job.status),
@@ -236,6 +335,21 @@ def history(job: Any) -> list[dict[str, Any]]:
 def job_info(conn: Any, ident: str | int) -> dict[str, Any]:
     """Everything about one job: call, arguments, times, result or traceback, progress, tree."""
     job = get_job(conn, ident)
+    found = find_quarantined(conn, job_id(job) or 0)
+    error = load_error(job)
+    if found is not None or error is not None:
+        if found is not None:
+            queue, entry = found
+            data = _bare_summary(job, "quarantined", entry.cause, queue.name)
+            data["quarantined_at"] = _iso(entry.when)
+        else:
+            data = _bare_summary(job, "unloadable", f"its record cannot be loaded: {error}")
+        # The same keys as a sound job's, read from nothing but the quarantine.
+        data.update(
+            dict.fromkeys(["result", "traceback", "error_type", "progress", "cancel_request"])
+        )
+        data.update(history=[], callbacks=[], args=[], kwargs={}, error=data["cause"])
+        return data
     data = summary(job)
     result = job.result
     failed = isinstance(result, Failure)
@@ -272,6 +386,9 @@ def job_info(conn: Any, ident: str | int) -> dict[str, Any]:
 
 def traceback(conn: Any, ident: str | int) -> str:
     """The traceback of a failed job; ValueError if the job did not fail."""
+    info = job_info(conn, ident)
+    if info["status"] in ("quarantined", "unloadable"):
+        raise ValueError(f"job {info['id']} has no traceback: {info['cause']}")
     job = get_job(conn, ident)
     result = job.result
     if not isinstance(result, Failure):
@@ -308,16 +425,17 @@ class JobFilter:
     before: datetime.datetime | None = None
     queue: str | None = None
 
-    def matches(self, job: Any) -> bool:
+    def matches(self, job: Any, quarantined: frozenset[bytes] = frozenset()) -> bool:
         """True if ``job`` passes every condition."""
-        if self.states and not self.states & _states_of(job):
+        states = _states_of(job, quarantined)
+        if self.states and not self.states & states:
             return False
         if self.callable_glob is not None and not fnmatch.fnmatchcase(
-            callable_name(job), self.callable_glob
+            _safe_callable_name(job), self.callable_glob
         ):
             return False
         if self.since is not None or self.before is not None:
-            when = job_time(job)
+            when = None if states & _NOT_READ else job_time(job)
             if when is None:
                 return False
             if self.since is not None and when < self.since:
@@ -327,7 +445,14 @@ class JobFilter:
         return True
 
 
-def _states_of(job: Any) -> set[str]:
+_NOT_READ = frozenset({"quarantined", "unloadable"})
+
+
+def _states_of(job: Any, quarantined: frozenset[bytes] = frozenset()) -> set[str]:
+    if job._p_oid in quarantined:
+        return {"quarantined"}
+    if load_error(job) is not None:
+        return {"unloadable"}
     states = {str(job.status)}
     finished = outcome(job)
     if finished is not None:
@@ -386,6 +511,7 @@ def iter_jobs(conn: Any, queue: str | None = None) -> Iterator[Any]:
                 yield from agent
                 yield from agent.parked()
         yield from q
+        yield from (entry.job for entry in q.quarantined)
         finished = [agent.completed for da in q.dispatchers.values() for agent in da.values()]
         if q.cancelled is not None:
             finished.append(q.cancelled)
@@ -407,9 +533,10 @@ def list_jobs(
     """Summaries of the jobs that ``filter`` keeps, at most ``limit`` (None: all)."""
     chosen = filter or JobFilter()
     found: list[dict[str, Any]] = []
+    quarantined = quarantined_oids(conn, chosen.queue)
     for job in iter_jobs(conn, chosen.queue):
-        if chosen.matches(job):
-            found.append(summary(job))
+        if chosen.matches(job, quarantined):
+            found.append(summary(job, quarantined))
             if limit is not None and len(found) >= limit:
                 break
     return found
@@ -418,7 +545,8 @@ def list_jobs(
 def count_jobs(conn: Any, filter: JobFilter | None = None) -> int:
     """How many jobs ``filter`` keeps."""
     chosen = filter or JobFilter()
-    return sum(1 for job in iter_jobs(conn, chosen.queue) if chosen.matches(job))
+    quarantined = quarantined_oids(conn, chosen.queue)
+    return sum(1 for job in iter_jobs(conn, chosen.queue) if chosen.matches(job, quarantined))
 
 
 def counts_by_queue(conn: Any) -> dict[str, dict[str, int]]:
@@ -427,6 +555,7 @@ def counts_by_queue(conn: Any) -> dict[str, dict[str, int]]:
     for q in _queues(conn, None):
         entry = dict.fromkeys(STATES, 0)
         entry["pending"] = len(q)
+        entry["quarantined"] = len(q.quarantined)
         for da in q.dispatchers.values():
             for agent in da.values():
                 for job in [*agent, *agent.parked()]:
@@ -451,7 +580,7 @@ def last_completed(conn: Any, filter: JobFilter | None = None) -> dict[str, Any]
         if q.cancelled is not None:
             finished.append(q.cancelled)
         for job in _newest_first(finished):
-            if chosen.matches(job):
+            if chosen.matches(job) and load_error(job) is None:
                 if newest is None or (job.key or 0) < (newest.key or 0):
                     newest = job
                 break
@@ -464,7 +593,7 @@ def next_pending(conn: Any, filter: JobFilter | None = None) -> dict[str, Any] |
     best: Any = None
     for q in _queues(conn, chosen.queue):
         for job in q:
-            if chosen.matches(job):
+            if chosen.matches(job) and load_error(job) is None:
                 if best is None or job._queue_key < best._queue_key:
                     best = job
                 break
@@ -476,13 +605,14 @@ def job_stats(conn: Any, filter: JobFilter | None = None) -> dict[str, Any]:
     chosen = filter or JobFilter()
     counts = dict.fromkeys(STATES, 0)
     extremes: dict[str, dict[str, Any]] = {}
+    quarantined = quarantined_oids(conn, chosen.queue)
     for job in iter_jobs(conn, chosen.queue):
-        if not chosen.matches(job):
+        if not chosen.matches(job, quarantined):
             continue
-        states = _states_of(job)
+        states = _states_of(job, quarantined)
         for state in states:
             counts[state] += 1
-        seconds = duration(job)
+        seconds = None if states & _NOT_READ else duration(job)
         if seconds is None:
             continue
         kind = outcome(job) or "active"
@@ -535,6 +665,7 @@ def dispatchers(conn: Any, queue: str | None = None) -> list[dict[str, Any]]:
                     else (now - last_ping).total_seconds(),
                     "ping_interval": da.ping_interval.total_seconds(),
                     "death_interval": da.ping_death_interval.total_seconds(),
+                    "thread_deaths": da.thread_deaths,
                     "agents": [
                         {
                             "name": name,
@@ -598,6 +729,8 @@ def timeline(
         if q.cancelled is not None:
             finished.append(q.cancelled)
         for job in _newest_first(finished):
+            if load_error(job) is not None:
+                continue
             ended = job.active_end
             if ended is None:
                 continue

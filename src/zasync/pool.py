@@ -19,6 +19,7 @@ import transaction
 
 from zasync import _context, clock
 from zasync._local import local
+from zasync._logtext import short_repr
 from zasync.cancellation import cancel_before_start
 from zasync.interfaces import (
     ACTIVE,
@@ -30,9 +31,9 @@ from zasync.interfaces import (
     IAgent,
     IJob,
 )
+from zasync.quarantine import describe, problem_of
 from zasync.records import describe_result
 from zasync.tx import (
-    EXPLOSIVE_ERRORS,
     TRANSACTION_ERRORS,
     abort_quietly,
     backoff,
@@ -61,8 +62,11 @@ class AgentThreadPool:
         self.queue_name = queue_name
         self.agent_name = agent_name
         self.queue: queue_module.Queue[WorkItem | None] = queue_module.Queue()
+        # The threads that count towards the size: started, and not leaving.
         self.threads: list[threading.Thread] = []
         self._size = 0
+        # Exit requests (``None``) in ``queue`` that no thread has taken yet.
+        self._wakeups = 0
         self._lock = threading.Lock()
         self.running = 0  # jobs being run right now
         # Jobs handed to this pool and not yet done with: waiting or running.
@@ -72,30 +76,67 @@ class AgentThreadPool:
         # job's result commit), and must not take it for an orphan.
         self._finished: dict[bytes, float] = {}
         self._idle = threading.Condition(self._lock)
+        #: Threads that died (and were replaced), and errors of zasync's own
+        #: bookkeeping while handling a job: both shown by the live view.
+        self.deaths = 0
+        self.errors = 0
+        self._started = 0  # threads ever started here, to name them
 
     def getSize(self) -> int:
         """The declared number of threads."""
         return self._size
 
+    def thread_count(self) -> int:
+        """The threads alive and counted towards the size (not those leaving)."""
+        with self._lock:
+            return sum(1 for t in self.threads if t.is_alive())
+
     def setSize(self, size: int | None = None) -> int:
-        """Start or stop threads to reach ``size``; return the change in declared size."""
+        """Start or stop threads to reach ``size``; return the change in declared size.
+
+        Without ``size``, only replaces threads that died.  Shrinking asks
+        surplus threads to leave: an idle one when it takes an exit request
+        from the queue, a busy one when it finishes its job.  Requests are
+        counted, so a shrink followed by a growth, while the threads are busy,
+        neither starts too few threads nor lets the stale requests stop more
+        threads than the size allows (see :meth:`_leave_if_surplus`).
+        """
         with self._lock:
             old = self._size
             if size is not None:
                 self._size = size
-            self.threads = [t for t in self.threads if t.is_alive()]
+            # A thread replacing itself (on its way out) no longer counts.
+            me = threading.current_thread()
+            self.threads = [t for t in self.threads if t.is_alive() and t is not me]
             while len(self.threads) < self._size:
                 thread = threading.Thread(
                     target=self._main,
-                    name=f"zasync-{self.queue_name or 'default'}-{self.agent_name}"
-                    f"-{len(self.threads)}",
+                    name=f"zasync-{self.queue_name or 'default'}-{self.agent_name}-{self._started}",
                     daemon=True,
                 )
+                self._started += 1
                 self.threads.append(thread)
                 thread.start()
-            for _ in range(len(self.threads) - self._size):
+            for _ in range(len(self.threads) - self._size - self._wakeups):
+                self._wakeups += 1
                 self.queue.put(None)
             return self._size - old
+
+    def _leave_if_surplus(self, woken: bool = False) -> bool:
+        """Between jobs: True if this thread must stop (the pool has more than its size).
+
+        A leaving thread stops counting at once.  ``woken``: the thread has
+        just taken an exit request from the queue.
+        """
+        me = threading.current_thread()
+        with self._lock:
+            if woken:
+                self._wakeups -= 1
+            if me in self.threads and len(self.threads) <= self._size:
+                return False
+            if me in self.threads:
+                self.threads.remove(me)
+            return True
 
     def assign(self, item: WorkItem) -> None:
         """Queue a claimed job for the threads."""
@@ -129,19 +170,22 @@ class AgentThreadPool:
 
     def backlog(self) -> int:
         """Claimed jobs waiting for a thread."""
-        return self.queue.qsize()
+        return max(0, self.queue.qsize() - self._wakeups)
 
     def take_backlog(self) -> list[WorkItem]:
         """Remove and return every waiting job (for a graceful stop)."""
         items: list[WorkItem] = []
+        exits = 0
         while True:
             try:
                 item = self.queue.get_nowait()
             except queue_module.Empty:
+                for _ in range(exits):  # keep exit requests for the threads
+                    self.queue.put(None)
                 return items
             if item is None:
-                self.queue.put(None)  # keep exit requests for the threads
-                return items
+                exits += 1
+                continue
             with self._lock:
                 self._owned.discard(item[0])
             items.append(item)
@@ -164,16 +208,33 @@ class AgentThreadPool:
         # Only the job this thread was given is checked; its callbacks are not in an agent.
         _context.set_ownership_check(lambda job: job is not local.job or self._still_ours(job))
         local.dispatcher = self.dispatcher
-        conn = self.dispatcher.db.open()
+        conn: Any = None
         try:
+            conn = self.dispatcher.db.open()
             while True:
                 item = self.queue.get()
                 if item is None:
-                    return
+                    if self._leave_if_surplus(woken=True):
+                        return
+                    continue
                 with self._lock:
                     self.running += 1
                 try:
                     self._run(conn, item)
+                except BaseException:
+                    # _run turns whatever a job raises into its outcome; this is
+                    # zasync's own bookkeeping failing.  The job stays held in
+                    # the database, and the dispatcher's orphan check hands it
+                    # back once this pool no longer remembers it.
+                    self.errors += 1
+                    events_log.critical(
+                        "worker thread %s: unexpected error handling job %d; "
+                        "the thread goes on, and the job is recovered as orphaned",
+                        threading.current_thread().name,
+                        int.from_bytes(item[0], "big"),
+                        exc_info=True,
+                    )
+                    conn = self._reopen(conn)
                 finally:
                     with self._idle:
                         self.running -= 1
@@ -181,17 +242,36 @@ class AgentThreadPool:
                         self._remember_finished(item[0])
                         self._idle.notify_all()
                     self.dispatcher._job_done(self)
+                if self._leave_if_surplus():
+                    return
         except BaseException:
+            self.deaths += 1
             events_log.critical(
-                "worker thread %s died", threading.current_thread().name, exc_info=True
+                "worker thread %s died; it is replaced",
+                threading.current_thread().name,
+                exc_info=True,
             )
-            raise
         finally:
             local.dispatcher = None
+            local.job = None
             abort_quietly(transaction.manager)
-            conn.close()
+            if conn is not None:
+                self._close_quietly(conn)
             if self.dispatcher.activated:
                 self.dispatcher._replace_dead_threads(self)
+
+    def _reopen(self, conn: Any) -> Any:
+        """A fresh connection after an unexpected error: the old one may hold a broken state."""
+        abort_quietly(transaction.manager)
+        self._close_quietly(conn)
+        return self.dispatcher.db.open()
+
+    @staticmethod
+    def _close_quietly(conn: Any) -> None:
+        try:
+            conn.close()
+        except Exception:  # a connection with a failed transaction still joined
+            events_log.warning("could not close a worker connection", exc_info=True)
 
     def _load(self, conn: Any, oid: bytes, dbname: str) -> Any:
         """Load the job, retrying forever on conflicts and disconnects (spec P-6)."""
@@ -232,7 +312,19 @@ class AgentThreadPool:
         records = self.dispatcher.records
         thread_id = threading.get_ident()
         records.update_job(job_id, started=clock.utcnow(), thread=thread_id)
-        job = self._load(conn, oid, dbname)
+        try:
+            job = self._load(conn, oid, dbname)
+            problem = problem_of(job)
+        except Exception as error:  # _load waits out conflicts and disconnects
+            problem = f"its record cannot be loaded: {describe(error)}"
+        if problem is not None:
+            # Running or even settling it would fail; the dispatcher's next
+            # poll quarantines it (one ERROR line there).
+            abort_quietly(transaction.manager)
+            trace_log.info("not running job %d: %s", job_id[0], problem)
+            records.update_job(job_id, result=problem, failed=True, completed=clock.utcnow())
+            self.dispatcher.wake()
+            return
         if not self._still_ours(job):
             if self._in_our_agent(job) and job._status in (CALLBACKS, COMPLETED):
                 events_log.error("job already completed? %r", job)
@@ -244,7 +336,7 @@ class AgentThreadPool:
             return
         if cancel_before_start(job):  # asked to stop while it waited for a thread
             records.update_job(
-                job_id, result=repr(job.result), failed=True, completed=clock.utcnow()
+                job_id, result=short_repr(job.result), failed=True, completed=clock.utcnow()
             )
             return
         trace_log.info("starting in thread %d: %r", thread_id, job)
@@ -257,11 +349,11 @@ class AgentThreadPool:
             events_log.error("job already completed? %r", job, exc_info=True)
             self._settle(job)
             result = job.result
-        except EXPLOSIVE_ERRORS:
+        except BaseException:
+            # Job code cannot get here (the job records what it raises); this
+            # is an error of the job's bookkeeping.  Settle the job, go on.
             abort_quietly(transaction.manager)
-            raise
-        except Exception:
-            abort_quietly(transaction.manager)
+            self.errors += 1
             events_log.critical("unexpected error running %r", job, exc_info=True)
             self._settle(job)
             result = job.result

@@ -37,10 +37,27 @@ from zasync.completed import CompletedCollection
 from zasync.dispatchers import Dispatchers
 from zasync.events import ObjectAdded
 from zasync.identity import get_process_uuid
-from zasync.interfaces import KEY, NEW, IJob, IQueue, TimeoutError, ZasyncError
+from zasync.interfaces import (
+    KEY,
+    NEW,
+    IJob,
+    IQueue,
+    TimeoutError,
+    UnloadableJobError,
+    ZasyncError,
+)
 from zasync.job import Job, as_job
 from zasync.lanes import LANES, OWN_LEAD, Share, as_share, lane_of
+from zasync.quarantine import (
+    QuarantinedJob,
+    log_quarantined,
+    problem_of,
+    stamp_now,
+    storing_problem,
+)
 from zasync.quota import Quotas
+from zasync.retry import check_retry_policy_factory
+from zasync.tx import TRANSACTION_ERRORS, disconnect_errors
 
 LANE_WINDOW = 2 * LANES
 _PUT_BACK, _NORMAL = 0, 1
@@ -110,6 +127,7 @@ class Queue(Base):
 
     name: str | None = None
     _cancelled: CompletedCollection | None = None
+    _quarantine: OOBTree | None = None
 
     def __init__(self) -> None:
         self.quotas = Quotas(self)
@@ -205,10 +223,9 @@ class Queue(Base):
                 raise ValueError("negative values are not allowed")
         if failure_log_level is not None and not isinstance(failure_log_level, int):
             raise TypeError("failure_log_level must be a logging level (an int)")
-        if retry_policy_factory is not None and not (
-            isinstance(retry_policy_factory, str) or callable(retry_policy_factory)
-        ):
-            raise TypeError("retry_policy_factory must be a registered name or a callable")
+        check_retry_policy_factory(
+            job.retry_policy_factory if retry_policy_factory is None else retry_policy_factory
+        )
         check_storable(job)
         jar = self._jar()
 
@@ -257,6 +274,81 @@ class Queue(Base):
             raise ValueError(f"{item!r} is not in this queue")
         self._remove(item)
         item.assignerUUID = None
+
+    # -- quarantine (see zasync.quarantine) ---------------------------------------
+
+    def quarantine(self, job: Any, cause: str, key: QueueKey | None = None) -> None:
+        """Move a job that cannot be loaded or stored into :attr:`quarantined`.
+
+        The job itself is neither loaded nor written (it may be unable to be
+        either).  With ``key``, it is taken out of its lane by that key first.
+        """
+        if key is not None:
+            self.drop_pending(key)
+        if self._quarantine is None:
+            self._quarantine = OOBTree()
+        oid = job._p_oid
+        self._quarantine[(database_name(job) or "", oid)] = (job, cause, stamp_now())
+        log_quarantined(int.from_bytes(oid, "big"), self.name, cause)
+
+    @property
+    def quarantined(self) -> list[QuarantinedJob]:
+        """The quarantined jobs, oldest first."""
+        if self._quarantine is None:
+            return []
+        found = [
+            QuarantinedJob(int.from_bytes(oid, "big"), dbname, job, cause, clock.from_stamp(when))
+            for (dbname, oid), (job, cause, when) in self._quarantine.items()
+        ]
+        return sorted(found, key=lambda entry: entry.when)
+
+    def _quarantine_key(self, oid: int) -> tuple[str, bytes] | None:
+        if self._quarantine is None:
+            return None
+        wanted = oid.to_bytes(8, "big")
+        return next((key for key in self._quarantine if key[1] == wanted), None)
+
+    def discard_quarantined(self, oid: int) -> str | None:
+        """Drop a quarantined job for good, without loading it; its cause, or None if absent."""
+        key = self._quarantine_key(oid)
+        if key is None or self._quarantine is None:
+            return None
+        _job, cause, _when = self._quarantine.pop(key)
+        return str(cause)
+
+    def release_quarantined(self, oid: int) -> Any:
+        """Put a quarantined job back at the front of the queue, if it is sound now.
+
+        Returns the job, or None if no job with this id is quarantined here;
+        UnloadableJobError if it still cannot be loaded or stored.
+        """
+        key = self._quarantine_key(oid)
+        if key is None or self._quarantine is None:
+            return None
+        job = self._quarantine[key][0]
+        problem = storing_problem(job)
+        if problem is not None:
+            raise UnloadableJobError(f"job {oid} still cannot be run: {problem}")
+        del self._quarantine[key]
+        job._status = NEW.value
+        job._active_start = None
+        job._queue_key = None
+        job.parent = None
+        if job.begin_after is None:
+            job.begin_after = clock.utcnow()
+        self.putBack(job)
+        return job
+
+    def pending_key(self, oid: int) -> QueueKey | None:
+        """The lane key of the pending job with this id, found without loading any job."""
+        wanted = oid.to_bytes(8, "big")
+        lane = self._lanes[lane_of(wanted, len(self._lanes))]
+        return next((key for key in lane.keys(_FIRST_JOB) if key[3] == wanted), None)
+
+    def drop_pending(self, key: QueueKey) -> None:
+        """Delete a pending job's lane entry without loading or writing the job."""
+        del self._lanes[lane_of(key[3], len(self._lanes))][key]
+        self._length.change(-1)
 
     @property
     def cancelled(self) -> CompletedCollection | None:
@@ -344,16 +436,31 @@ class Queue(Base):
         return taken[0] if taken else default
 
     def claim_batch(
-        self, limit: int, filter: Callable[[Any], Any] | None = None, lane: Lanes = None
+        self,
+        limit: int,
+        filter: Callable[[Any], Any] | None = None,
+        lane: Lanes = None,
+        careful: bool = False,
     ) -> list[Any]:
-        """Claim up to ``limit`` jobs in one scan of the queue (as ``claim`` would, in turn)."""
+        """Claim up to ``limit`` jobs in one scan of the queue (as ``claim`` would, in turn).
+
+        A job that cannot be loaded is quarantined instead (see
+        :mod:`zasync.quarantine`); with ``careful`` (after a claim's commit
+        failed), so is a job whose state cannot be stored.
+        """
         now = clock.utcnow()
         cleaned: set[str] = set()
         chosen: list[tuple[Any, Any]] = []  # (queued job, job handed out)
+        unsound: list[tuple[QueueKey, Any, str]] = []
+        check = storing_problem if careful else problem_of
         share = as_share(lane, len(self._lanes))
         for key, job in self._claim_order(share, clock.to_stamp(now), limit):
             if len(chosen) >= limit:
                 break
+            problem = check(job)
+            if problem is not None:
+                unsound.append((key, job, problem))
+                continue
             if job._queue_key != key:
                 # The lane and the job disagree: this connection's copies are
                 # from different moments.  Leave it; a later poll sees both anew.
@@ -372,6 +479,8 @@ class Queue(Base):
             if candidate is not None:
                 chosen.append((job, candidate))
         # Removing only after the scan: the lanes must not change while iterated.
+        for key, job, problem in unsound:
+            self.quarantine(job, problem, key)
         touched = {id(self._lane(job)): self._lane(job) for job, _candidate in chosen}
         for job, candidate in chosen:
             self._remove(job)
@@ -395,7 +504,7 @@ class Queue(Base):
                 cleaned.add(quota.name)
             if quota.filled and job not in quota:
                 return False
-        if filter is not None and not filter(job):
+        if filter is not None and not filter_accepts(filter, job):
             return False
         for quota in quotas:
             quota.add(job)
@@ -407,12 +516,39 @@ class Queue(Base):
         wrapper.begin_after = now
         wrapper.parent = self  # seen by the filter as PENDING
         wrapper.assignerUUID = get_process_uuid()
-        if filter is not None and not filter(wrapper):
+        if filter is not None and not filter_accepts(filter, wrapper):
             return None
         return wrapper
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} pending={len(self)}>"
+
+
+_filter_errors_logged: set[tuple[str, str]] = set()
+
+
+def filter_accepts(filter: Callable[[Any], Any], job: Any) -> bool:
+    """``filter(job)``, with an error in the filter meaning "not this job".
+
+    A filter is user code: its bug must not fail the claim of every other
+    job.  The first error of each kind per filter is logged at ERROR.
+    """
+    try:
+        return bool(filter(job))
+    except (*TRANSACTION_ERRORS, *disconnect_errors()):
+        raise
+    except Exception as error:
+        seen = (repr(filter), type(error).__name__)
+        if seen not in _filter_errors_logged:
+            _filter_errors_logged.add(seen)
+            logging.getLogger("zasync.events").error(
+                "agent filter %r raised on %r; it is taken to refuse the job "
+                "(logged once per filter and error type)",
+                filter,
+                job,
+                exc_info=True,
+            )
+        return False
 
 
 def install_queues(connection: Any, *names: str) -> Queues:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from zasync import clock
+from zasync._logtext import short_repr
 from zasync.completed import dt_to_long, long_to_dt
 
 JobId = tuple[int, str]
@@ -53,7 +54,7 @@ def describe_result(result: Any) -> tuple[str, bool]:
     from zasync.failure import Failure
 
     failed = isinstance(result, Failure)
-    text = result.getTraceback() if failed else repr(result)
+    text = result.getTraceback() if failed else short_repr(result, TRUNCATE_AT)
     if len(text) > TRUNCATE_AT:
         text = text[:TRUNCATE_AT] + "\n[...TRUNCATED...]"
     return text, failed
@@ -71,12 +72,14 @@ class Records:
         self._polls: collections.deque[PollInfo] = collections.deque(maxlen=polls_size)
         self._jobs: collections.OrderedDict[JobId, dict[str, Any]] = collections.OrderedDict()
         self._jobs_size = jobs_size
+        self._polls_seen = 0  # every poll ever added, not bounded like ``_polls``
 
     def clear(self) -> None:
         """Forget everything (on activation)."""
         with self._lock:
             self._polls.clear()
             self._jobs.clear()
+            self._polls_seen = 0
 
     # -- writing -----------------------------------------------------------------
 
@@ -88,6 +91,7 @@ class Records:
                 key = self._polls[0].key - 1  # keys must strictly decrease
             info.key = key
             self._polls.appendleft(info)
+            self._polls_seen += 1
             for job_id in started:
                 record = self._jobs.get(job_id)
                 if record is not None:
@@ -128,9 +132,13 @@ class Records:
             return self._polls[0] if self._polls else None
 
     def poll_count(self) -> int:
-        """How many polls are remembered."""
+        """How many polls were added since the last :meth:`clear`.
+
+        Counts every poll, not just the ``polls_size`` newest that are kept,
+        so waiting for "one more poll" works however long a dispatcher ran.
+        """
         with self._lock:
-            return len(self._polls)
+            return self._polls_seen
 
     def iter_polls(
         self,

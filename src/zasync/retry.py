@@ -30,7 +30,7 @@ from zope.interface import implementer
 from zasync import _counters, clock
 from zasync._base import Base
 from zasync.failure import Failure
-from zasync.interfaces import IRetryPolicy
+from zasync.interfaces import IRetryPolicy, UnknownRetryPolicyError
 from zasync.tx import TRANSACTION_ERRORS, disconnect_errors
 
 if TYPE_CHECKING:
@@ -246,12 +246,38 @@ def unregister_retry_policy(name: str) -> None:
     del _named[name]
 
 
+def registered_retry_policies() -> list[str]:
+    """The names that ``retry_policy_factory=name`` may use in this process, sorted."""
+    return sorted(_named)
+
+
 def named_retry_policy(name: str) -> RetryPolicyFactory:
-    """Return the factory registered as ``name``, or raise a LookupError that says so."""
+    """Return the factory registered as ``name``; UnknownRetryPolicyError lists the known ones."""
     try:
         return _named[name]
     except KeyError:
-        raise LookupError(
-            f"no retry policy registered as {name!r}; "
-            "call zasync.register_retry_policy() in every process first"
+        raise UnknownRetryPolicyError(
+            f"no retry policy registered as {name!r} in this process "
+            f"(registered: {', '.join(registered_retry_policies()) or 'none'}); "
+            "register it with zasync.register_retry_policy() in every process "
+            "that puts or runs such jobs, or pass a factory instead of a name"
         ) from None
+
+
+def check_retry_policy_factory(factory: Any) -> None:
+    """Refuse, before anything changes, a factory a job could not use: TypeError or LookupError."""
+    if factory is None:
+        return
+    if isinstance(factory, str):
+        named_retry_policy(factory)
+    elif not callable(factory):
+        raise TypeError("retry_policy_factory must be a registered name or a callable")
+
+
+#: The policies that come with zasync, registered under these names in every process.
+BUILTIN_NAMES: dict[str, RetryPolicyFactory] = {
+    "common": RetryCommonFourTimes,
+    "forever": RetryCommonForever,
+    "never": NeverRetry,
+}
+_named.update(BUILTIN_NAMES)

@@ -103,13 +103,20 @@ def _text(identifier: Identifier) -> str:
     return identifier if isinstance(identifier, str) else identifier()
 
 
-def never_fail(call: Callable[[], T], identifier: Identifier, tm: Any) -> T:
+def never_fail(
+    call: Callable[[], T], identifier: Identifier, tm: Any, limit: int | None = None
+) -> T:
     """Run ``call()`` and commit, repeating until the commit succeeds.
 
     Transaction errors are retried at once (a warning every 5th time).  Other
     errors are logged (ERROR for storage errors, CRITICAL otherwise, on the 1st
     and every 10th occurrence) and retried after a backoff of 5 s growing to
     60 s.  ``SystemExit`` and ``KeyboardInterrupt`` abort and propagate.
+
+    With a ``limit``, an error that is neither a transaction error nor a
+    storage error (so, a bug in ``call``) is tried at most ``limit`` times,
+    without backoff, and then re-raised: for calls into user code, such as a
+    retry policy, which must not wedge a thread by failing for ever.
     """
     conflicts = 0
     other = 0
@@ -132,6 +139,10 @@ def never_fail(call: Callable[[], T], identifier: Identifier, tm: Any) -> T:
             _abort(tm)
             other += 1
             is_system = isinstance(error, system_errors())
+            if limit is not None and not is_system:
+                if other >= limit:
+                    raise
+                continue
             if other == 1 or other % 10 == 0:
                 events_log.log(
                     logging.ERROR if is_system else logging.CRITICAL,

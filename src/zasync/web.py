@@ -14,7 +14,10 @@ Built by :func:`make_app` (no module-level state).  Pages read through
 Security: every action is a POST that must carry the secret token (form
 field ``token`` or header ``X-Zasync-Token``), compared in constant time.
 Reading needs the token too when the server is bound beyond loopback
-(``?token=`` once sets a cookie).  The token is never logged.
+(``?token=`` once sets a cookie).  The token is never logged.  Requests
+whose ``Host`` is not the bound address or an allowed name are refused,
+and every response forbids framing and carries a Content-Security-Policy
+(see :mod:`zasync._http`); waitress bounds and times out connections.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
+from collections.abc import Collection
 from typing import Any
 
 import transaction
-from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
+from flask import Flask, Response, g, jsonify, redirect, render_template, request, url_for
 
-from zasync import actions, monitor
+from zasync import _http, actions, monitor
 from zasync.interfaces import ZasyncError
 from zasync.metrics import CONTENT_TYPE, database_exposition
 
@@ -50,12 +54,22 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def make_app(db: Any, token: str, read_needs_token: bool = False) -> Flask:
-    """The dashboard for ``db``; actions need ``token``, and reads too if asked."""
+def make_app(
+    db: Any,
+    token: str,
+    read_needs_token: bool = False,
+    allowed_hosts: Collection[str] | None = None,
+) -> Flask:
+    """The dashboard for ``db``; actions need ``token``, and reads too if asked.
+
+    ``allowed_hosts`` (see :func:`zasync._http.allowed_hosts`) are the
+    ``Host`` values it answers; None answers any (Flask's test client).
+    """
     if not token:
         raise ValueError("the dashboard needs a non-empty token")
     app = Flask(__name__)
     app.config["ZASYNC_DB"] = db
+    app.config["ZASYNC_ALLOWED_HOSTS"] = None if allowed_hosts is None else frozenset(allowed_hosts)
 
     def token_ok(given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(str(given).encode(), token.encode())
@@ -69,8 +83,16 @@ def make_app(db: Any, token: str, read_needs_token: bool = False) -> Flask:
             tm.abort()
             conn.close()
 
+    @app.context_processor
+    def nonce() -> dict[str, str]:
+        return {"csp_nonce": g.get("csp_nonce", "")}
+
     @app.before_request
     def guard() -> Any:
+        g.csp_nonce = secrets.token_urlsafe(16)
+        hosts = app.config["ZASYNC_ALLOWED_HOSTS"]
+        if hosts is not None and not _http.host_allowed(request.host, hosts):
+            return Response(_http.MISDIRECTED_BODY, _http.MISDIRECTED, mimetype="text/plain")
         if request.method == "POST":
             given = request.headers.get(TOKEN_HEADER) or request.form.get("token")
             if not token_ok(given):
@@ -87,7 +109,10 @@ def make_app(db: Any, token: str, read_needs_token: bool = False) -> Flask:
     def remember(response: Response) -> Response:
         if read_needs_token and token_ok(request.args.get("token")):
             response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
-        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.update(_http.SECURITY_HEADERS)
+        is_page = response.mimetype == "text/html"
+        csp = _http.PAGE_CSP.format(nonce=g.get("csp_nonce", "")) if is_page else _http.DATA_CSP
+        response.headers["Content-Security-Policy"] = csp
         return response
 
     @app.errorhandler(ZasyncError)
@@ -242,9 +267,43 @@ def _chart(timeline: dict[str, Any], width: int = 600, height: int = 120) -> dic
     }
 
 
-def serve(db: Any, host: str, port: int, token: str) -> None:
-    """Serve the dashboard with waitress until interrupted."""
-    from waitress import serve as waitress_serve
+# Waitress: idle connections cost no thread, so allow many and drop them soon.
+CONNECTION_LIMIT = 500
+IDLE_TIMEOUT = 20  # seconds a connection may stay silent
+THREADS = 4
+BACKLOG = 1024
 
-    app = make_app(db, token, read_needs_token=not is_loopback(host))
-    waitress_serve(app, host=host, port=port, threads=4, ident="zasync")
+
+def make_server(
+    db: Any, host: str, port: int, token: str, allowed_names: Collection[str] = ()
+) -> Any:
+    """A waitress server for the dashboard (``run()`` serves, ``close()`` stops).
+
+    ``port`` 0 takes a free port (``effective_port`` tells which).  The
+    allowed ``Host`` names are the bound address with the real port, the
+    loopback names, and ``allowed_names`` (a reverse proxy's public name).
+    """
+    from waitress import create_server
+
+    app = make_app(db, token, read_needs_token=not is_loopback(host), allowed_hosts=())
+    server = create_server(
+        app,
+        host=host,
+        port=port,
+        threads=THREADS,
+        connection_limit=CONNECTION_LIMIT,
+        channel_timeout=IDLE_TIMEOUT,
+        cleanup_interval=min(IDLE_TIMEOUT, 5),
+        backlog=BACKLOG,
+        ident="zasync",
+    )
+    # Known once bound (port 0 takes a free one); no request is served before run().
+    app.config["ZASYNC_ALLOWED_HOSTS"] = _http.allowed_hosts(
+        host, int(server.effective_port), allowed_names
+    )
+    return server
+
+
+def serve(db: Any, host: str, port: int, token: str, allowed_names: Collection[str] = ()) -> None:
+    """Serve the dashboard with waitress until interrupted."""
+    make_server(db, host, port, token, allowed_names).run()

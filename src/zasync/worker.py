@@ -23,6 +23,9 @@ Configuration comes from options or a TOML file::
     threads = 4
     prefetch = 16
     filter = "myapp.jobs:is_report"   # optional: dotted name of a callable(job) -> bool
+
+:mod:`zasync.settings` reads and checks it (types and ranges, before anything
+starts).  A worker whose poll thread dies stops with exit status 1.
 """
 
 from __future__ import annotations
@@ -32,16 +35,18 @@ import os
 import pkgutil
 import signal
 import threading
-import tomllib
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import field
 from typing import Any
+from uuid import UUID
 
+import pydantic
 import transaction
+from pydantic.dataclasses import dataclass
 
 from zasync import _counters
+from zasync._limits import Grace, Port, Seconds, check_intervals
 from zasync.database import Database, open_database
 from zasync.dispatcher import AgentSpec, Dispatcher
 from zasync.identity import ENV_VAR as UUID_ENV_VAR
@@ -52,20 +57,23 @@ from zasync.queue import install_queues
 log = logging.getLogger("zasync.events")
 
 
-@dataclass
+@dataclass(config=pydantic.ConfigDict(strict=True))
 class WorkerOptions:
-    """Everything a worker process needs to know."""
+    """Everything a worker process needs to know, checked when made (see zasync.settings)."""
 
     db: str | None = None
     agents: list[AgentSpec] = field(default_factory=lambda: [AgentSpec(threads=4, prefetch=16)])
-    poll_interval: float = 5.0
-    ping_interval: float | None = None
-    death_interval: float | None = None
-    grace: float = 30.0
-    uuid: uuid.UUID | None = None
+    poll_interval: Seconds = 5.0
+    ping_interval: Seconds | None = None
+    death_interval: Seconds | None = None
+    grace: Grace = 30.0
+    uuid: UUID | None = None
     serve: bool = True
     burst: bool = False
-    http_port: int | None = None  # serve /metrics and /live/* on 127.0.0.1 (0: any free port)
+    http_port: Port | None = None  # serve /metrics and /live/* on 127.0.0.1 (0: any free port)
+
+    def __post_init__(self) -> None:
+        check_intervals(self.poll_interval, self.ping_interval, self.death_interval)
 
     @property
     def queue_names(self) -> list[str]:
@@ -79,98 +87,6 @@ def resolve(dotted: str) -> Any:
         return pkgutil.resolve_name(dotted)
     except (ImportError, AttributeError, ValueError) as e:
         raise ZasyncError(f"cannot import {dotted!r}: {e}") from None
-
-
-#: Bounds of an agent's threads and prefetch: beyond them, a typing mistake.
-MAX_THREADS = 1000
-MAX_PREFETCH = 100_000
-
-
-def agent_from_config(entry: dict[str, Any]) -> AgentSpec:
-    """An AgentSpec from one ``[[agent]]`` table of a config file."""
-    known = {"name", "queue", "threads", "prefetch", "filter"}
-    unknown = set(entry) - known
-    if unknown:
-        raise ZasyncError(f"unknown agent setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    threads = entry.get("threads", 4)
-    prefetch = entry.get("prefetch", 4 * threads if isinstance(threads, int) else 0)
-    if (
-        not isinstance(threads, int)
-        or not 1 <= threads <= MAX_THREADS
-        or not isinstance(prefetch, int)
-        or not 0 <= prefetch <= MAX_PREFETCH
-    ):
-        raise ZasyncError(
-            f"agent threads must be from 1 to {MAX_THREADS} and prefetch from 0 to "
-            f"{MAX_PREFETCH} (integers)"
-        )
-    filter_name = entry.get("filter")
-    return AgentSpec(
-        name=str(entry.get("name", "main")),
-        queue=str(entry.get("queue", "")),
-        threads=threads,
-        prefetch=prefetch,
-        filter=resolve(filter_name) if filter_name else None,
-    )
-
-
-def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a worker TOML file into WorkerOptions keyword arguments."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ZasyncError(f"cannot read worker config {path}: {e}") from None
-    known = {
-        "db",
-        "poll_interval",
-        "ping_interval",
-        "death_interval",
-        "grace",
-        "uuid",
-        "serve",
-        "agent",
-    }
-    unknown = set(data) - known
-    if unknown:
-        raise ZasyncError(f"unknown setting(s) {sorted(unknown)} in {path}; known: {sorted(known)}")
-    for key, value in data.items():
-        _check_setting(path, key, value)
-    options: dict[str, Any] = {k: v for k, v in data.items() if k != "agent"}
-    if "uuid" in options:
-        try:
-            options["uuid"] = uuid.UUID(str(options["uuid"]))
-        except ValueError:
-            raise ZasyncError(f"uuid in {path}: {options['uuid']!r} is not a UUID") from None
-    if "agent" in data:
-        options["agents"] = [agent_from_config(entry) for entry in data["agent"]]
-    return options
-
-
-#: The seconds settings of a config file, and their bounds (as on the command line).
-_SECONDS = {
-    "poll_interval": (0.01, 3600.0),
-    "ping_interval": (0.01, 86400.0),
-    "death_interval": (0.01, 7 * 86400.0),
-    "grace": (0.0, 86400.0),
-}
-
-
-def _check_setting(path: str | os.PathLike[str], key: str, value: Any) -> None:
-    """A ZasyncError naming the file and the setting when ``value`` cannot be right."""
-    if key in _SECONDS:
-        low, high = _SECONDS[key]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ZasyncError(f"{key} in {path} must be a number of seconds, not {value!r}")
-        if not low <= value <= high:  # NaN fails this too
-            raise ZasyncError(f"{key} in {path} must be from {low:g} to {high:g} s, not {value!r}")
-    elif key in ("db", "uuid") and not isinstance(value, str):
-        raise ZasyncError(f"{key} in {path} must be a string, not {value!r}")
-    elif key == "serve" and not isinstance(value, bool):
-        raise ZasyncError(f"serve in {path} must be true or false, not {value!r}")
-    elif key == "agent" and not (
-        isinstance(value, list) and all(isinstance(entry, dict) for entry in value)
-    ):
-        raise ZasyncError(f"agent in {path} must be [[agent]] tables, not {value!r}")
 
 
 def choose_uuid(opened: Database, explicit: uuid.UUID | None) -> uuid.UUID:
@@ -223,8 +139,11 @@ def run_worker(
     ready: Callable[[Dispatcher, Database], None] | None = None,
     connect_timeout: float | None = None,
 ) -> int:
-    """Run a worker until stopped (or, with ``burst``, until no job is due); return 0.
+    """Run a worker until stopped (or, with ``burst``, until no job is due).
 
+    Return the exit status: 0, or ``POLL_THREAD_DIED`` if the dispatcher's
+    poll thread ended under it (the worker then stops, so that a supervisor
+    starts a new one, rather than stay up without claiming).
     ``connect_timeout``: seconds to wait for a ZEO or PostgreSQL server at start.
     """
     opened = open_database(options.db, serve=options.serve, connect_timeout=connect_timeout)
@@ -265,7 +184,7 @@ def run_worker(
             )
             if ready is not None:
                 ready(dispatcher, opened)
-            _wait(dispatcher, stop, options.burst)
+            status = _wait(dispatcher, stop, options.burst)
         finally:
             if dispatcher.activated:
                 dispatcher.stop(options.grace)
@@ -284,7 +203,7 @@ def run_worker(
             conflicts.get("bookkeeping", 0),
             ", ".join(f"{name} {count}" for name, count in by_class) or "nothing",
         )
-        return 0
+        return status
     finally:
         opened.close()
 
@@ -315,10 +234,23 @@ def _start_http(dispatcher: Dispatcher, opened: Database, port: int | None) -> A
     return server
 
 
-def _wait(dispatcher: Dispatcher, stop: threading.Event, burst: bool) -> None:
+#: The exit status of a worker whose poll thread died.
+POLL_THREAD_DIED = 1
+
+
+def _wait(dispatcher: Dispatcher, stop: threading.Event, burst: bool) -> int:
+    """Wait for a stop signal (or, in burst mode, for no job due); return the exit status."""
     idle_polls = 0
     last_key = None
-    while not stop.wait(0.05 if burst else 1.0):
+    while not stop.wait(0.05 if burst else 0.5):
+        if dispatcher.poll_thread_died:
+            log.error(
+                "worker %s: its poll thread died (%r); stopping with exit status %d",
+                dispatcher.UUID,
+                dispatcher.poll_thread_error,
+                POLL_THREAD_DIED,
+            )
+            return POLL_THREAD_DIED
         if not burst:
             continue
         poll = dispatcher.records.latest_poll()
@@ -329,29 +261,6 @@ def _wait(dispatcher: Dispatcher, stop: threading.Event, burst: bool) -> None:
         idle_polls = idle_polls + 1 if dispatcher.is_idle() else 0
         if idle_polls >= 2:
             log.info("burst mode: no job is due; stopping")
-            return
+            return 0
         dispatcher.wake()
-
-
-def parse_agent_option(text: str) -> dict[str, Any]:
-    """``queue/name:threads+prefetch`` (each part optional) as a config entry."""
-    entry: dict[str, Any] = {}
-    where, _, sizes = text.partition(":")
-    if "/" in where:
-        entry["queue"], entry["name"] = where.split("/", 1)
-    elif where:
-        entry["name"] = where
-    if sizes:
-        threads, _, prefetch = sizes.partition("+")
-        try:
-            entry["threads"] = int(threads)
-            if prefetch:
-                entry["prefetch"] = int(prefetch)
-        except ValueError:
-            raise ZasyncError(f"bad agent {text!r}; use queue/name:threads+prefetch") from None
-    return entry
-
-
-def agents_from_options(argv_agents: Sequence[str]) -> list[AgentSpec]:
-    """AgentSpecs from repeated ``--agent`` options."""
-    return [agent_from_config(parse_agent_option(text)) for text in argv_agents]
+    return 0
