@@ -98,6 +98,11 @@ CASES: list[tuple[str, int, str]] = [
     ("--db {ready} put operator.mul --queue nope", 1, "no queue named 'nope'"),
     ("--db {ready} put operator.mul --kw novalue", 1, "bad --kw 'novalue'"),
     ("--db {ready} put operator.mul --retry-policy no.such.factory", 1, "cannot import"),
+    (
+        "--db {ready} put operator.mul --retry-policy nosuch",
+        1,
+        "no retry policy registered as 'nosuch'",
+    ),
     ("--db {ready} put", 2, "Missing argument 'DOTTED.NAME'"),
     # -- read commands ----------------------------------------------------------------
     ("--db {ready} jobs --state done", 2, "unknown state 'done'"),
