@@ -340,7 +340,7 @@ def put_through_local_queue() -> Any:
 def live_conversation() -> str:
     calls.append("live_conversation")
     local.setLiveAnnotation("hello", "from thread!")
-    reply = local.getLiveAnnotation("reply", timeout=30, poll=0.05)
+    reply = local.getLiveAnnotation("reply", timeout=240, poll=0.05)
     mine = local.getJob().get_annotation("reply", "MISSING")
     return f"reply is {reply!r}.  Locally it is {mine}."
 

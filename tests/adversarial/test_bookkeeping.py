@@ -102,7 +102,7 @@ def test_wait_for_poll_works_after_the_poll_records_are_full(zasync_db, zasync_q
     dispatcher.activate()
     try:
         for _ in range(8):  # more polls than are kept
-            wait_for_poll(dispatcher, timeout=30)
+            wait_for_poll(dispatcher, timeout=240)
         assert dispatcher.records.poll_count() >= 8
     finally:
         dispatcher.stop(5)
