@@ -333,12 +333,12 @@ class Dispatcher:
                     self.conn.close()
                     self.conn = None
         except BaseException as e:  # SystemExit, or the database gone for good
-            self.poll_thread_error = e
             events_log.critical(
                 "the poll thread of dispatcher %s died: this worker claims nothing more",
                 self.UUID,
                 exc_info=True,
             )
+            self.poll_thread_error = e  # after the log line: watchers act on this
 
     def _poll_once(self) -> float:
         """Poll, logging and counting failures; return how long to wait for the next poll."""
