@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,9 +77,21 @@ def sleeps() -> Iterator[list[float]]:
     clock.set_sleep(None)
 
 
+_LOGGERS = ("", "zasync", "zasync.events", "zasync.trace", "zasync.conflicts")
+
+
 @pytest.fixture(autouse=True)
 def _reset_process_state() -> Iterator[None]:
+    # The CLI, run in-process by CliRunner, configures logging for a user's
+    # terminal: restore it, or later tests' caplog misses records.
+    levels = {name: logging.getLogger(name).level for name in _LOGGERS}
+    handlers = list(logging.getLogger().handlers)
     yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
     clock.reset_now()
     retry.set_default_retry_policy(None)
     retry.set_callback_retry_policy(None)
