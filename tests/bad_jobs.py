@@ -124,3 +124,79 @@ def count_then_block(name: str, read_annotations: bool = False) -> str:
 def record_result(result: Any) -> str:
     RUNS["callback"] = RUNS.get("callback", 0) + 1
     return f"callback got {result!r}"
+
+
+def return_lambda(result: Any) -> Any:
+    RUNS["return_lambda"] = RUNS.get("return_lambda", 0) + 1
+    return lambda: result
+
+
+async def async_system_exit() -> None:
+    raise SystemExit(4)
+
+
+async def async_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+async def async_healthy(number: int) -> int:
+    return number * 2
+
+
+class AnswerPolicy(NeverRetry):
+    """A policy whose every answer is ``ANSWER['value']``."""
+
+    def jobError(self, failure: Failure, data_cache: dict[str, Any]) -> Any:
+        RUNS["answered"] = RUNS.get("answered", 0) + 1
+        return ANSWER["value"]
+
+    def interrupted(self) -> Any:
+        return ANSWER["value"]
+
+
+ANSWER: dict[str, Any] = {}
+
+
+def close_own_connection() -> str:
+    import transaction
+
+    from zasync import local
+
+    jar = local.getJob()._p_jar
+    transaction.abort()
+    jar.close()
+    return "closed"
+
+
+def doom_own_transaction() -> str:
+    import transaction
+
+    RUNS["doom"] = RUNS.get("doom", 0) + 1
+    transaction.get().doom()
+    return "doomed"
+
+
+def _make_lock() -> Any:
+    import threading
+
+    return threading.Lock()
+
+
+class BecomesALock:
+    """Pickles at put, and loads as a thread lock, which cannot be pickled again."""
+
+    def __reduce__(self) -> Any:
+        return (_make_lock, ())
+
+
+def slow_filter(job: Any) -> bool:
+    """An agent filter that takes 5 s over jobs of ``slow_filter_target``."""
+    import time
+
+    if job.callable is slow_filter_target:
+        time.sleep(5)
+    return True
+
+
+def slow_filter_target() -> str:
+    return "filtered slowly"

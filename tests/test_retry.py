@@ -77,8 +77,17 @@ def test_ac27_retry_forever_and_never_retry():
     assert all(forever.commitError(conflict, data) for _ in range(50))
     runtime = failure_of(RuntimeError)
     assert forever.jobError(runtime, {}) is False
-    assert all(forever.commitError(runtime, data) for _ in range(10))
-    assert data["other"] == 10
+    # zc.async retried other commit errors for ever (AC-27): an outcome that
+    # cannot be stored re-ran its callback without end.  Bounded here.
+    limit = RetryCommonForever.max_other_commit_errors
+    assert [forever.commitError(runtime, data) for _ in range(limit)] == [True] * (limit - 1) + [
+        False
+    ]
+    assert data["other"] == limit
+    assert forever.commitError(failure_of(TypeError), {}) is False  # cannot pickle: never
+    disk_full = {}
+    assert all(forever.commitError(failure_of(OSError), disk_full) for _ in range(20))
+    assert disk_full["storage_io"] == 20
     assert all(forever.interrupted() for _ in range(20))
     never = NeverRetry(Job(support.mock_work))
     for f in (conflict, runtime, failure_of(ClientDisconnected)):

@@ -24,8 +24,25 @@ from zasync.failure import Failure
 from zasync.interfaces import ZasyncError
 
 
+class _Raised(Exception):
+    """Carries a ``BaseException`` an awaitable raised, which asyncio would not keep.
+
+    asyncio re-raises ``SystemExit`` and ``KeyboardInterrupt`` out of the
+    loop, which would end the loop's thread and every awaitable job on it.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
 async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
+    try:
+        return await awaitable
+    except Exception:
+        raise
+    except BaseException as error:  # the job's outcome, like any other error
+        raise _Raised(error) from None
 
 
 class AwaitableRunner:
@@ -97,6 +114,8 @@ def submit(job: Any, awaitable: Awaitable[Any]) -> concurrent.futures.Future[Any
     def deliver(outcome_future: concurrent.futures.Future[Any]) -> None:
         try:
             outcome = outcome_future.result()
+        except _Raised as raised:
+            outcome = Failure(raised.error)
         except BaseException as error:  # the awaitable's failure is the job's result
             outcome = Failure(error)
         try:

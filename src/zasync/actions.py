@@ -34,6 +34,7 @@ from zasync.monitor import (
     load_error,
     parse_job_id,
 )
+from zasync.quarantine import storing_problem
 from zasync.queue import get_queue, get_queues
 
 T = TypeVar("T")
@@ -143,7 +144,7 @@ def _drop_unsound(conn: Any, job: Any) -> dict[str, Any] | None:
         queue, entry = found
         queue.discard_quarantined(number)
         return {"removed": number, "queue": queue.name, "was": "quarantined", "cause": entry.cause}
-    error = load_error(job)
+    error = storing_problem(job)  # cannot be loaded, or not written back as it loads
     if error is None:
         return None
     for queue in get_queues(conn).values():
@@ -161,7 +162,7 @@ def _drop_unsound(conn: Any, job: Any) -> dict[str, Any] | None:
                         "cause": error,
                     }
     raise UnloadableJobError(
-        f"job {number} cannot be loaded ({error}) and is not pending, held or quarantined"
+        f"job {number} cannot be run ({error}) and is not pending, held or quarantined"
     )
 
 

@@ -40,7 +40,7 @@ from zasync.identity import get_process_uuid
 from zasync.interfaces import ACTIVE, COMPLETED, KEY, NEW
 from zasync.lanes import DispatcherShare
 from zasync.pool import AgentThreadPool, WorkItem
-from zasync.quarantine import problem_of
+from zasync.quarantine import unsound
 from zasync.records import JobId, PollInfo, Records, new_job_record
 from zasync.retry import needs_start_commit
 from zasync.tx import (
@@ -177,6 +177,9 @@ class Dispatcher:
         self._retiring: list[AgentThreadPool] = []  # retired pools still finishing jobs
         self._activated_queues: set[bytes] = set()
         self._refused: dict[str, int] = {}
+        self._heartbeat: threading.Thread | None = None
+        self._heartbeat_stop = threading.Event()
+        self._unsettled: dict[bytes, str] = {}  # held jobs to quarantine: oid -> cause
         self._watched: set[bytes] = set()
         self._wake = threading.Event()
         self._hurry = threading.Event()
@@ -226,6 +229,11 @@ class Dispatcher:
         )
         thread.start()
         self.thread = thread
+        self._heartbeat_stop.clear()
+        self._heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name=f"zasync-heartbeat-{self.UUID}", daemon=True
+        )
+        self._heartbeat.start()
 
     def wake(self) -> None:
         """Ask for a poll now rather than at the next interval."""
@@ -310,6 +318,47 @@ class Dispatcher:
         self._wake.set()
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(timeout=60)
+        self._heartbeat_stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join(timeout=60)
+
+    # -- the heartbeat -----------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        """Keep this worker's pings fresh in a thread and transaction of their own.
+
+        Polls ping too, but a poll can take long (an agent filter that is
+        slow, a large claim) or fail; a live worker must not look dead to
+        its siblings meanwhile, or they would run its jobs a second time.
+        Only the ping is written here; judging siblings stays with polls.
+        """
+        tm = transaction.TransactionManager()
+        conn: Any = None
+        while not self._heartbeat_stop.is_set():
+            interval = self.ping_interval if self.ping_interval is not None else 30.0
+            try:
+                if conn is None:
+                    conn = self.db.open(transaction_manager=tm)
+                tm.begin()
+                self._beat(conn.root().get(KEY))
+                tm.commit()
+            except Exception:  # conflicts, outages: the next beat (or poll) tries again
+                abort_quietly(tm)
+                trace_log.debug("heartbeat of %s failed", self.UUID, exc_info=True)
+            self._heartbeat_stop.wait(max(0.05, interval / 3))
+        if conn is not None:
+            abort_quietly(tm)
+            conn.close()
+
+    def _beat(self, queues: Any) -> None:
+        now = clock.utcnow()
+        for queue in [] if queues is None else queues.values():
+            da = queue.dispatchers.get(self.UUID)
+            if da is None or not da.activated or queue._p_oid not in self._activated_queues:
+                continue
+            last = da.last_ping.value
+            if last is None or last + da.ping_interval <= now:
+                da.last_ping.value = now
 
     # -- the poll loop ---------------------------------------------------------------
 
@@ -493,10 +542,11 @@ class Dispatcher:
                     "active jobs": [_job_id(j) for j in held],
                 }
                 for job in [*held, *agent.parked()]:
-                    problem = problem_of(job)
-                    if problem is not None:
+                    cause = self._unsettled.get(job._p_oid)
+                    bad = (job, cause) if cause is not None else unsound(job)
+                    if bad is not None:
                         agent.drop(job)
-                        queue.quarantine(job, problem)
+                        queue.quarantine(*bad)
                     elif job._status == COMPLETED:
                         agent.jobCompleted(job)
                     elif job in held and self._orphaned(queue.name, agent_name, job):
@@ -514,6 +564,7 @@ class Dispatcher:
             return claimed, details
 
         identifier = f"claiming for UUID {self.UUID} in queue {queue.name!r}"
+        unsettled = dict(self._unsettled)
         result = try_transaction_five_times(unit, identifier, tm, reraise=disconnect_errors())
         if isinstance(result, Failure) and not result.check(*TRANSACTION_ERRORS):
             # Not a conflict: perhaps a job whose state cannot be stored.  Claim
@@ -526,6 +577,9 @@ class Dispatcher:
             queue_info["error"] = repr(result)
             self._ping_alone(queue, tm)
             return None
+        for oid in unsettled:
+            if not any(job._p_oid == oid for agent in da.values() for job in agent):
+                self._unsettled.pop(oid, None)  # quarantined (or gone)
         claimed, details = result
         queue_info.update(details)
         started: list[JobId] = []
@@ -538,6 +592,11 @@ class Dispatcher:
             started.append(job_id)
             self.pools[(queue.name, agent_name)].assign((job._p_oid, job_id[1]))
         return started
+
+    def quarantine_later(self, oid: bytes, cause: str) -> None:
+        """Have the next poll quarantine a held job that a thread could not settle."""
+        self._unsettled[oid] = cause
+        self.wake()
 
     def _ping_alone(self, queue: Any, tm: Any) -> None:
         """Ping in a transaction of its own: liveness must not hang on a failed claim."""

@@ -37,7 +37,7 @@ from zasync.interfaces import (
     IDispatcherAgents,
     IDispatchers,
 )
-from zasync.quarantine import problem_of
+from zasync.quarantine import unsound
 from zasync.retry import RetryCommonForever
 
 events_log = logging.getLogger("zasync.events")
@@ -122,10 +122,10 @@ class DispatcherAgents(MappingBase):
         queue = self.parent
         for agent in self.values():
             for job in list(agent):
-                problem = problem_of(job)
-                if problem is not None:  # handing it back would fail, and this with it
+                bad = unsound(job)
+                if bad is not None:  # handing it back would fail, and this with it
                     agent.drop(job)
-                    queue.quarantine(job, problem)
+                    queue.quarantine(*bad)
                     continue
                 agent.remove(job)
                 self._hand_back(queue, agent, job)

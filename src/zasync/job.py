@@ -63,6 +63,32 @@ UNRUNNABLE_CALLBACKS = "zasync.unrunnable_callbacks"
 POLICY_TRIES = 3
 
 
+def _checked_decision(decision: Any) -> Any:
+    """A retry policy's answer if it is usable; else a ValueError saying why.
+
+    True/False (or None), a timedelta of 0 or more from now, or a datetime
+    (naive means UTC) that zasync can store.  Anything else (a list, a
+    string, a negative delay, a time that overflows) is a bug in the policy.
+    """
+    if decision is None or isinstance(decision, bool):
+        return decision
+    try:
+        if isinstance(decision, datetime.timedelta):
+            if decision < datetime.timedelta(0):
+                raise ValueError("a negative delay")
+            clock.to_stamp(clock.utcnow() + decision)
+            return decision
+        if isinstance(decision, datetime.datetime):
+            clock.to_stamp(clock.to_utc(decision, naive_is_utc=True))
+            return decision
+    except (ValueError, OverflowError, TypeError) as error:
+        raise ValueError(f"the policy answered {short_repr(decision)}, {error}") from None
+    raise ValueError(
+        f"the policy answered {short_repr(decision)}; a retry policy answers True or False, "
+        "a datetime or a timedelta"
+    )
+
+
 class PolicyBroke:
     """What :meth:`Job._getRetry` answers when the policy itself failed: fail with ``failure``."""
 
@@ -404,19 +430,22 @@ class Job(Base):
                 "retry policy %r for %r does not have required %s method", policy, self, call_name
             )
             return None
+        what = f"{policy!r}.{call_name}() for {self!r}"
         try:
             if not commit:
-                return method(*args)
-            return never_fail(
-                lambda: method(*args),
-                lambda: f"getting result for {call_name} retry for {self!r}",
-                tm,
-                limit=POLICY_TRIES,
-            )
+                decision = method(*args)
+            else:
+                decision = never_fail(
+                    lambda: method(*args),
+                    lambda: f"getting result for {call_name} retry for {self!r}",
+                    tm,
+                    limit=POLICY_TRIES,
+                )
+            return _checked_decision(decision)
         except BaseException as error:
             if not is_outcome(error):
                 raise
-            return self._policy_broke(f"{policy!r}.{call_name}() for {self!r}", error, args)
+            return self._policy_broke(what, error, args)
 
     def _policy_broke(self, what: str, error: BaseException, args: tuple[Any, ...]) -> PolicyBroke:
         about = next((f" deciding on {a}" for a in args if isinstance(a, Failure)), "")

@@ -236,6 +236,8 @@ class AgentThreadPool:
                     )
                     conn = self._reopen(conn)
                 finally:
+                    if conn.opened is None:  # the job closed it
+                        conn = self._reopen(conn)
                     with self._idle:
                         self.running -= 1
                         self._owned.discard(item[0])
@@ -397,24 +399,44 @@ class AgentThreadPool:
         never_fail(park, f"parking {job!r}", transaction.manager)
 
     def _settle(self, job: Any) -> None:
-        """Move a job that escaped with an error out of the agent, whatever it takes (B2-9/10)."""
+        """Move a job that escaped with an error out of the agent, whatever it takes (B2-9/10).
 
-        def settle() -> None:
-            status = job.status
-            if status == COMPLETED:
-                agent = job.parent
-                if IAgent.providedBy(agent) and job in list(agent):
-                    agent.jobCompleted(job)
-            elif status == CALLBACKS:
-                job.resumeCallbacks()
-            elif status == ACTIVE:
-                job.handleInterrupt()
-            elif status in (ASSIGNED, PENDING):
-                agent = job.parent
-                if IAgent.providedBy(agent):
-                    agent.remove(job)
-                    queue = agent.queue
-                    if queue is not None:
-                        queue.putBack(job)
+        Works in a fresh connection: the thread's own may be what broke (a
+        job can close it).  If even settling fails, the dispatcher's next
+        poll quarantines the job, so that nothing retries it for ever.
+        """
+        oid, dbname = job._p_oid, job._p_jar.db().database_name
+        tm = transaction.TransactionManager()
+        conn = self.dispatcher.db.open(transaction_manager=tm)
+        try:
+            tm.begin()
+            jar = conn if dbname == conn.db().database_name else conn.get_connection(dbname)
+            fresh = jar.get(oid)
+            never_fail(lambda: _settle_unit(fresh), f"settling {fresh!r} after an error", tm)
+        except BaseException as error:
+            abort_quietly(tm)
+            cause = f"zasync could not settle it after an error: {describe(error)}"
+            events_log.critical("%s; it is quarantined", cause, exc_info=True)
+            self.dispatcher.quarantine_later(oid, cause)
+        finally:
+            abort_quietly(tm)
+            self._close_quietly(conn)
 
-        never_fail(settle, f"settling {job!r} after an error", transaction.manager)
+
+def _settle_unit(job: Any) -> None:
+    status = job.status
+    if status == COMPLETED:
+        agent = job.parent
+        if IAgent.providedBy(agent) and job in list(agent):
+            agent.jobCompleted(job)
+    elif status == CALLBACKS:
+        job.resumeCallbacks()
+    elif status == ACTIVE:
+        job.handleInterrupt()
+    elif status in (ASSIGNED, PENDING):
+        agent = job.parent
+        if IAgent.providedBy(agent):
+            agent.remove(job)
+            queue = agent.queue
+            if queue is not None:
+                queue.putBack(job)

@@ -29,6 +29,7 @@ from ZODB.broken import Broken
 from ZODB.serialize import ObjectWriter
 
 from zasync import clock
+from zasync.interfaces import IJob
 from zasync.tx import TRANSACTION_ERRORS, disconnect_errors
 
 events_log = logging.getLogger("zasync.events")
@@ -90,6 +91,27 @@ def problem_of(job: Any) -> str | None:
     for name, value in [*enumerate(args), *kwargs.items()]:
         if _broken(value):
             return f"its argument {name!r}, a {_broken_name(value)}, cannot be imported"
+    return None
+
+
+def unsound(job: Any, careful: bool = False) -> tuple[Any, str] | None:
+    """``(the job to quarantine, why)`` if ``job`` cannot be run, else None.
+
+    A job that wraps a method of another job (``handleInterrupt`` after a
+    crash, ``resumeCallbacks``, ``fail``) cannot be run either when that
+    job is unsound; then that job is the one to quarantine: the wrapper is
+    only a message about it.  ``careful`` also checks that the state can be
+    written (see :func:`storing_problem`).
+    """
+    check = storing_problem if careful else problem_of
+    problem = check(job)
+    if problem is not None:
+        return job, problem
+    target = job._callable_root
+    if target is not job and IJob.providedBy(target):
+        inner = check(target)
+        if inner is not None:
+            return target, inner
     return None
 
 

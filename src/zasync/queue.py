@@ -31,7 +31,7 @@ from BTrees.OOBTree import OOBTree
 from zope.interface import implementer
 
 from zasync import clock
-from zasync._base import Base, MappingBase, database_name
+from zasync._base import Base, MappingBase, database_name, oid_int
 from zasync._pickling import check_storable
 from zasync.completed import CompletedCollection
 from zasync.dispatchers import Dispatchers
@@ -51,9 +51,9 @@ from zasync.lanes import LANES, OWN_LEAD, Share, as_share, lane_of
 from zasync.quarantine import (
     QuarantinedJob,
     log_quarantined,
-    problem_of,
     stamp_now,
     storing_problem,
+    unsound,
 )
 from zasync.quota import Quotas
 from zasync.retry import check_retry_policy_factory
@@ -285,6 +285,8 @@ class Queue(Base):
         """
         if key is not None:
             self.drop_pending(key)
+        for quota in self.quotas.values():  # its slots: it will not run
+            quota.discard(job)
         if self._quarantine is None:
             self._quarantine = OOBTree()
         oid = job._p_oid
@@ -451,15 +453,14 @@ class Queue(Base):
         now = clock.utcnow()
         cleaned: set[str] = set()
         chosen: list[tuple[Any, Any]] = []  # (queued job, job handed out)
-        unsound: list[tuple[QueueKey, Any, str]] = []
-        check = storing_problem if careful else problem_of
+        found_unsound: list[tuple[QueueKey, Any, Any, str]] = []
         share = as_share(lane, len(self._lanes))
         for key, job in self._claim_order(share, clock.to_stamp(now), limit):
             if len(chosen) >= limit:
                 break
-            problem = check(job)
-            if problem is not None:
-                unsound.append((key, job, problem))
+            bad = unsound(job, careful)
+            if bad is not None:
+                found_unsound.append((key, job, *bad))
                 continue
             if job._queue_key != key:
                 # The lane and the job disagree: this connection's copies are
@@ -479,8 +480,12 @@ class Queue(Base):
             if candidate is not None:
                 chosen.append((job, candidate))
         # Removing only after the scan: the lanes must not change while iterated.
-        for key, job, problem in unsound:
-            self.quarantine(job, problem, key)
+        for key, job, subject, problem in found_unsound:
+            if subject is job:
+                self.quarantine(job, problem, key)
+            else:  # a wrapper of a method of an unsound job: that job is the one to keep
+                self.drop_pending(key)
+                self.quarantine(subject, f"{problem} (met through job {oid_int(job)})")
         touched = {id(self._lane(job)): self._lane(job) for job, _candidate in chosen}
         for job, candidate in chosen:
             self._remove(job)

@@ -16,6 +16,7 @@ from zope.interface import implementer
 from zasync import clock
 from zasync._base import Base, MappingBase, check_size
 from zasync.interfaces import CALLBACKS, COMPLETED, PENDING, IJob, IQuota
+from zasync.quarantine import problem_of
 
 
 @implementer(IQuota)
@@ -70,6 +71,11 @@ class Quota(Base):
             raise ValueError("Quota is filled")
         self._jobs = (*self._jobs, job)
 
+    def discard(self, job: Any) -> None:
+        """Stop counting ``job`` (by identity, without loading it); nothing if absent."""
+        if job in self:
+            self._jobs = tuple(j for j in self._jobs if j is not job)
+
     def clean(self) -> None:
         """Forget finished jobs and jobs rescheduled for later (writes only if one is found)."""
         now = clock.utcnow()
@@ -82,6 +88,8 @@ class Quota(Base):
 
 
 def _releases_slot(job: Any, now: Any) -> bool:
+    if problem_of(job) is not None:
+        return True  # it can never run; its queue quarantines it when it meets it
     status = job.status
     if status in (CALLBACKS, COMPLETED):
         return True

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import datetime
 import logging
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from BTrees.OOBTree import OOBTree
+from transaction.interfaces import DoomedTransaction
 from zope.interface import implementer
 
 from zasync import _counters, clock
@@ -67,6 +69,16 @@ def _transaction_errors() -> tuple[type[BaseException], ...]:
     return TRANSACTION_ERRORS
 
 
+#: What pickling a value that cannot be stored raises: the same every time.
+UNSTORABLE_ERRORS: tuple[type[BaseException], ...] = (pickle.PicklingError, TypeError)
+
+
+def _storage_io_errors() -> tuple[type[BaseException], ...]:
+    return (OSError,)
+
+
+#: Commit errors of the storage's disk (ENOSPC, EIO): retried while they last.
+STORAGE_IO = Rule("storage_io", _storage_io_errors, None, 5, 5, 60)
 DISCONNECTED = Rule("disconnected", disconnect_errors, None, 5, 5, 60)
 TRANSACTION_ERROR_FIVE_TIMES = Rule("transaction_error", _transaction_errors, 5)
 TRANSACTION_ERROR_FOREVER = Rule("transaction_error", _transaction_errors, None)
@@ -84,9 +96,16 @@ class RetryCommonFourTimes(Base):
         self.parent = job
         self.data = OOBTree()
 
-    def _apply(self, failure: Failure, data_cache: dict[str, Any]) -> bool | None:
-        """Apply the first matching rule; None if no rule matches."""
-        for rule in self.rules:
+    def _apply(
+        self, failure: Failure, data_cache: dict[str, Any], extra: tuple[Rule, ...] = ()
+    ) -> bool | None:
+        """Apply the first matching rule (``extra`` ones first); None if no rule matches.
+
+        A transaction the job doomed itself is its own choice, not a conflict.
+        """
+        if failure.check(DoomedTransaction):
+            return None
+        for rule in (*extra, *self.rules):
             if not failure.check(*rule.errors()):
                 continue
             count = data_cache.get(rule.key, 0) + 1
@@ -114,8 +133,12 @@ class RetryCommonFourTimes(Base):
         return bool(self._apply(failure, data_cache))
 
     def commitError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:
-        """The same rules as :meth:`jobError`, sharing its counts."""
-        return bool(self._apply(failure, data_cache))
+        """The rules of :meth:`jobError` (sharing its counts), and storage I/O errors.
+
+        An ``OSError`` at commit (a full disk, an I/O error) is the storage's,
+        not the job's: it is retried with a backoff for as long as it lasts.
+        """
+        return bool(self._apply(failure, data_cache, (STORAGE_IO,)))
 
     def interrupted(self) -> RetryDecision:
         """Count the interruption; retry while there have been at most ``max_interruptions``."""
@@ -139,15 +162,25 @@ class RetryCommonForever(RetryCommonFourTimes):
     rules = (DISCONNECTED, TRANSACTION_ERROR_FOREVER)
     max_interruptions = None
 
+    #: Commit errors other than conflicts and disconnects retried at most this often.
+    max_other_commit_errors = 5
+
     def commitError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:
-        """Always retry: storing a callback's outcome must not be given up."""
-        if self._apply(failure, data_cache) is None:
-            count = data_cache.get("other", 0) + 1
-            data_cache["other"] = count
-            data_cache["last_other"] = failure
-            if count == 1 or count % self.log_every == 0:
-                trace_log.info("%r retries commit error %s (%d)", self.parent, failure, count)
-        return True
+        """Retry conflicts and disconnects for ever, other commit errors a few times.
+
+        A result that cannot be pickled, or a transaction the job doomed,
+        fails the same way however often it is tried: never retried.
+        """
+        applied = self._apply(failure, data_cache, (STORAGE_IO,))
+        if applied is not None:
+            return applied
+        if failure.check(*UNSTORABLE_ERRORS, DoomedTransaction):
+            return False
+        count = data_cache.get("other", 0) + 1
+        data_cache["other"] = count
+        data_cache["last_other"] = failure
+        trace_log.info("%r retries commit error %s (%d)", self.parent, failure, count)
+        return bool(count < self.max_other_commit_errors)
 
 
 @implementer(IRetryPolicy)

@@ -66,8 +66,12 @@ def disconnect_errors() -> tuple[type[BaseException], ...]:
 
 
 def system_errors() -> tuple[type[BaseException], ...]:
-    """Errors of the storage rather than of the code: disconnects and missing objects."""
-    return (*disconnect_errors(), POSKeyError)
+    """Errors of the storage rather than of the code: disconnects, missing objects, I/O.
+
+    ``OSError`` covers a full disk and I/O errors at commit: waiting may cure
+    them, so they are retried with a backoff for as long as they last.
+    """
+    return (*disconnect_errors(), POSKeyError, OSError)
 
 
 def backoff(attempt: int) -> float:
@@ -103,20 +107,27 @@ def _text(identifier: Identifier) -> str:
     return identifier if isinstance(identifier, str) else identifier()
 
 
+#: How many times :func:`never_fail` tries a call that fails with an error of
+#: the code (neither a conflict nor a storage error) before re-raising it.
+BOOKKEEPING_TRIES = 5
+
+
 def never_fail(
-    call: Callable[[], T], identifier: Identifier, tm: Any, limit: int | None = None
+    call: Callable[[], T], identifier: Identifier, tm: Any, limit: int | None = BOOKKEEPING_TRIES
 ) -> T:
     """Run ``call()`` and commit, repeating until the commit succeeds.
 
-    Transaction errors are retried at once (a warning every 5th time).  Other
-    errors are logged (ERROR for storage errors, CRITICAL otherwise, on the 1st
-    and every 10th occurrence) and retried after a backoff of 5 s growing to
-    60 s.  ``SystemExit`` and ``KeyboardInterrupt`` abort and propagate.
+    Transaction errors are retried at once (a warning every 5th time).
+    Storage errors (disconnects, I/O, a full disk) are logged (ERROR, on the
+    1st and every 10th occurrence) and retried after a backoff of 5 s growing
+    to 60 s, for as long as they last.  ``SystemExit`` and
+    ``KeyboardInterrupt`` abort and propagate.
 
-    With a ``limit``, an error that is neither a transaction error nor a
-    storage error (so, a bug in ``call``) is tried at most ``limit`` times,
-    without backoff, and then re-raised: for calls into user code, such as a
-    retry policy, which must not wedge a thread by failing for ever.
+    Any other error is one of the code (a value that cannot be pickled, a
+    closed connection, a policy's bug): retrying cannot cure it, and retrying
+    for ever would wedge the thread.  It is tried ``limit`` times, at once,
+    and then logged CRITICAL and re-raised for the caller's last resort
+    (``limit=None``: retried for ever with the backoff).
     """
     conflicts = 0
     other = 0
@@ -141,6 +152,9 @@ def never_fail(
             is_system = isinstance(error, system_errors())
             if limit is not None and not is_system:
                 if other >= limit:
+                    events_log.critical(
+                        "%s failed %d times; giving up", _text(identifier), other, exc_info=True
+                    )
                     raise
                 continue
             if other == 1 or other % 10 == 0:
