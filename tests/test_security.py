@@ -72,6 +72,18 @@ def was_contacted(listener: socket.socket) -> bool:
     return True
 
 
+def kind_seen_by_another_process(path: object) -> str:
+    """How a new process opens the database at ``path`` (``file-client``: through the socket)."""
+    out = run_python(
+        f"""
+        from zasync.database import open_database
+        with open_database("file://{path}") as opened:
+            print(opened.kind)
+        """
+    )
+    return out.strip()
+
+
 def test_database_files_sidecars_and_new_directories_are_private(tmp_path):
     path = tmp_path / "new" / "sub" / "Data.fs"
     with umask(0o022):  # the usual umask: 0644 files, 0755 directories
@@ -164,14 +176,7 @@ def test_long_paths_get_a_socket_in_a_private_directory_not_a_shared_name(
         opened = open_database(f"file://{long}", serve=True)
         try:
             assert opened.server is not None and opened.server.address == address
-            out = run_python(
-                f"""
-                from zasync.database import open_database
-                with open_database("file://{long}") as opened:
-                    print(opened.kind)
-                """
-            )
-            assert out.strip() == "file-client"
+            assert kind_seen_by_another_process(long) == "file-client"
         finally:
             opened.close()
         assert not was_contacted(squatter)
@@ -239,14 +244,7 @@ def test_a_worker_replaces_a_stale_socket_of_another_user(tmp_path):
         opened = open_database(f"file://{path}", serve=True)
         try:
             assert os.lstat(address).st_uid == os.geteuid() and mode(address) == 0o600
-            out = run_python(
-                f"""
-                from zasync.database import open_database
-                with open_database("file://{path}") as opened:
-                    print(opened.kind)
-                """
-            )
-            assert out.strip() == "file-client"
+            assert kind_seen_by_another_process(path) == "file-client"
         finally:
             opened.close()
         assert not was_contacted(squatter)

@@ -26,12 +26,6 @@ import bad_jobs
 HEALTHY = 5
 
 
-@pytest.fixture(autouse=True)
-def _clean_registry():
-    yield
-    dispatcher_module.clear()
-
-
 def put_with_healthy(queue, bad, **options):
     bad_job = queue.put(bad, **options)
     healthy = [queue.put(Job(bad_jobs.healthy, n)) for n in range(HEALTHY)]
@@ -274,20 +268,13 @@ def test_a_thread_that_dies_anyway_is_replaced_and_shown(zasync_db, zasync_queue
             conn.close()
 
 
-def test_a_callback_whose_code_is_gone_is_skipped_and_the_job_completes(tmp_path, monkeypatch):
-    import importlib
-    import sys
-
+def test_a_callback_whose_code_is_gone_is_skipped_and_the_job_completes(tmp_path, deploy):
     import ZODB
     from ZODB.FileStorage import FileStorage
 
     from zasync.job import UNRUNNABLE_CALLBACKS
 
-    deploy = tmp_path / "deploy"
-    deploy.mkdir()
-    (deploy / "gone_callbacks.py").write_text("def note(result):\n    return result\n")
-    monkeypatch.syspath_prepend(str(deploy))
-    import gone_callbacks  # type: ignore[import-not-found]
+    gone_callbacks = deploy.add("gone_callbacks", "def note(result):\n    return result\n")
 
     path = str(tmp_path / "Data.fs")
     db = ZODB.DB(FileStorage(path))
@@ -302,9 +289,7 @@ def test_a_callback_whose_code_is_gone_is_skipped_and_the_job_completes(tmp_path
     conn.close()
     db.close()
 
-    (deploy / "gone_callbacks.py").unlink()  # a deploy removed the callback's module
-    del sys.modules["gone_callbacks"]
-    importlib.invalidate_caches()
+    deploy.remove("gone_callbacks")  # a deploy removed the callback's module
 
     db = ZODB.DB(FileStorage(path))
     try:

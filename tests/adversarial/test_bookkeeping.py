@@ -10,28 +10,15 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 import transaction
 
 from zasync import COMPLETED, Job
-from zasync import dispatcher as dispatcher_module
 from zasync.dispatcher import AgentSpec, Dispatcher
 from zasync.records import PollInfo, Records
 from zasync.testing import running_dispatcher, wait_for, wait_for_poll, wait_for_result
 
 import bad_jobs
 import support
-
-
-@pytest.fixture(autouse=True)
-def _clean():
-    bad_jobs.RUNS.clear()
-    support.events.clear()
-    yield
-    for d in list(dispatcher_module._registry.values()):
-        if d.activated:
-            d.stop(5)
-    dispatcher_module.clear()
 
 
 def start_blocked(db, queue, name, **options):

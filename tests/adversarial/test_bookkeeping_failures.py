@@ -11,8 +11,6 @@ cannot be written back.
 from __future__ import annotations
 
 import datetime
-import importlib
-import sys
 import time
 import uuid
 
@@ -23,7 +21,6 @@ from ZODB.FileStorage import FileStorage
 
 import zasync
 from zasync import COMPLETED, Failure, Job, actions, monitor
-from zasync import dispatcher as dispatcher_module
 from zasync.dispatcher import AgentSpec, Dispatcher
 from zasync.interfaces import AbortedError, RetryPolicyError
 from zasync.testing import running_dispatcher, wait_for, wait_for_poll, wait_for_result
@@ -31,16 +28,6 @@ from zasync.testing import running_dispatcher, wait_for, wait_for_poll, wait_for
 import bad_jobs
 
 HEALTHY = 5
-
-
-@pytest.fixture(autouse=True)
-def _clean():
-    bad_jobs.RUNS.clear()
-    yield
-    for d in list(dispatcher_module._registry.values()):
-        if d.activated:
-            d.stop(5)
-    dispatcher_module.clear()
 
 
 def healthy_behind(queue, **options):
@@ -196,13 +183,9 @@ def test_a_slow_filter_does_not_make_its_worker_look_dead(zasync_db, zasync_queu
 
 
 def test_an_interrupted_job_whose_code_is_gone_is_quarantined_with_its_quota_freed(
-    tmp_path, monkeypatch
+    tmp_path, deploy
 ):
-    deploy = tmp_path / "deploy"
-    deploy.mkdir()
-    (deploy / "gone_work.py").write_text("def work(n):\n    return n\n")
-    monkeypatch.syspath_prepend(str(deploy))
-    import gone_work  # type: ignore[import-not-found]
+    gone_work = deploy.add("gone_work", "def work(n):\n    return n\n")
 
     path = str(tmp_path / "Data.fs")
     db = ZODB.DB(FileStorage(path))
@@ -223,9 +206,7 @@ def test_an_interrupted_job_whose_code_is_gone_is_quarantined_with_its_quota_fre
     conn.close()
     db.close()
 
-    (deploy / "gone_work.py").unlink()  # the deploy removed its module
-    del sys.modules["gone_work"]
-    importlib.invalidate_caches()
+    deploy.remove("gone_work")  # the deploy removed its module
 
     db = ZODB.DB(FileStorage(path))
     try:

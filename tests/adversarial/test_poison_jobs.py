@@ -184,14 +184,21 @@ def corrupt_record(path: Path, oid: int) -> None:
         data.write(b"\xff" * length)
 
 
-def test_a_job_whose_record_is_corrupted_on_disk_is_quarantined(uri, tmp_path):
+def put_corrupted(uri: str, path: Path) -> int:
+    """Put a job, then damage its record on disk; its id."""
     with client(uri) as conn:
         queue = zasync.install_queues(conn)[""]
         poison = queue.put(Job(bad_jobs.healthy, 100))
         transaction.commit()
         bad = monitor.job_id(poison)
+    assert bad is not None
+    corrupt_record(path, bad)
+    return bad
+
+
+def test_a_job_whose_record_is_corrupted_on_disk_is_quarantined(uri, tmp_path):
+    bad = put_corrupted(uri, tmp_path / "Data.fs")
     healthy = put_healthy(uri)
-    corrupt_record(tmp_path / "Data.fs", bad)
 
     log = tmp_path / "worker.log"
     worker = run_worker_until_healthy_done(uri, log, healthy)
@@ -211,12 +218,7 @@ def test_a_job_whose_record_is_corrupted_on_disk_is_quarantined(uri, tmp_path):
 
 
 def test_an_unloadable_pending_job_is_removed_without_a_worker(uri, tmp_path):
-    with client(uri) as conn:
-        queue = zasync.install_queues(conn)[""]
-        poison = queue.put(Job(bad_jobs.healthy, 100))
-        transaction.commit()
-        bad = monitor.job_id(poison)
-    corrupt_record(tmp_path / "Data.fs", bad)
+    bad = put_corrupted(uri, tmp_path / "Data.fs")
     listed = zasync_cli(uri, "jobs", "--state", "unloadable", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [row["id"] for row in json.loads(listed.stdout)] == [bad]
