@@ -50,8 +50,8 @@ def test_ac2_2_connection_pool_accounting(zasync_db):
     assert zasync_db.getPoolSize() == 7
     d = Dispatcher(zasync_db, uuid=uuid.uuid4(), agents=[AgentSpec(threads=3)])
     d.activate()
-    assert zasync_db.getPoolSize() == 8
-    wait_for(lambda: zasync_db.getPoolSize() == 11, sync=None, message="pool not grown")
+    assert zasync_db.getPoolSize() == 9  # the poll thread's and the heartbeat's connections
+    wait_for(lambda: zasync_db.getPoolSize() == 12, sync=None, message="pool not grown")
     d.stop(5)
     assert zasync_db.getPoolSize() == 7
 

@@ -210,7 +210,7 @@ class Dispatcher:
         self._stop_polling = False
         self.poll_thread_error = None
         self._hurry.clear()
-        self.db.setPoolSize(self.db.getPoolSize() + 1)
+        self.db.setPoolSize(self.db.getPoolSize() + 2)  # the poll and heartbeat threads
         self._runner = _awaitables.AwaitableRunner(thread_initializer=_defer_filing)
         self._previous_runner = _awaitables.set_runner(self._runner)
         watcher = commit_watcher(self.db)
@@ -304,7 +304,7 @@ class Dispatcher:
             self._in_fresh_connection(unit, f"cleanly deactivating UUID {self.UUID}")
             released = sum(-pool.setSize(0) for pool in self.pools.values())
             self.pools.clear()
-            self.db.setPoolSize(max(1, self.db.getPoolSize() - released - 1))
+            self.db.setPoolSize(max(1, self.db.getPoolSize() - released - 2))
             if self._runner is not None:
                 _awaitables.set_runner(self._previous_runner)
                 self._runner.close()

@@ -31,7 +31,7 @@ from zasync.interfaces import (
     IAgent,
     IJob,
 )
-from zasync.quarantine import describe, problem_of
+from zasync.quarantine import describe, unsound
 from zasync.records import describe_result
 from zasync.tx import (
     TRANSACTION_ERRORS,
@@ -316,7 +316,8 @@ class AgentThreadPool:
         records.update_job(job_id, started=clock.utcnow(), thread=thread_id)
         try:
             job = self._load(conn, oid, dbname)
-            problem = problem_of(job)
+            bad = unsound(job)
+            problem = None if bad is None else bad[1]
         except Exception as error:  # _load waits out conflicts and disconnects
             problem = f"its record cannot be loaded: {describe(error)}"
         if problem is not None:
