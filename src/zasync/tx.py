@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import transaction
-from ZODB.POSException import POSKeyError, TransactionError
+from ZODB.POSException import POSKeyError, StorageError, TransactionError
 
 from zasync import _counters, clock
 from zasync.failure import Failure
@@ -66,12 +66,13 @@ def disconnect_errors() -> tuple[type[BaseException], ...]:
 
 
 def system_errors() -> tuple[type[BaseException], ...]:
-    """Errors of the storage rather than of the code: disconnects, missing objects, I/O.
+    """Errors of the storage rather than of the code: disconnects, storage errors, I/O.
 
-    ``OSError`` covers a full disk and I/O errors at commit: waiting may cure
-    them, so they are retried with a backoff for as long as they last.
+    ``StorageError`` covers missing objects and RelStorage's commit-lock
+    timeouts; ``OSError`` a full disk and I/O errors at commit.  Waiting may
+    cure them, so they are retried with a backoff for as long as they last.
     """
-    return (*disconnect_errors(), POSKeyError, OSError)
+    return (*disconnect_errors(), POSKeyError, StorageError, OSError)
 
 
 def backoff(attempt: int) -> float:
