@@ -53,20 +53,18 @@ def busy_core(enabled: bool) -> Iterator[None]:
         spinner.join()
 
 
-def outcomes(report: Path) -> dict[str, str]:
-    """Test id -> passed / failed / error / skipped, from a JUnit XML report."""
-    found: dict[str, str] = {}
+def outcomes(report: Path) -> dict[str, tuple[str, str]]:
+    """Test id -> (passed / failed / error / skipped, first line of the failure message)."""
+    found: dict[str, tuple[str, str]] = {}
+    if not report.exists():  # pytest itself did not run to the end
+        return found
     for case in ElementTree.parse(report).getroot().iter("testcase"):
         name = f"{case.get('classname')}::{case.get('name')}"
-        tags = {child.tag for child in case}
-        if "failure" in tags:
-            found[name] = "failed"
-        elif "error" in tags:
-            found[name] = "error"
-        elif "skipped" in tags:
-            found[name] = "skipped"
-        else:
-            found[name] = "passed"
+        children = {child.tag: child for child in case}
+        outcome = next((t for t in ("failure", "error", "skipped") if t in children), "passed")
+        message = "" if outcome == "passed" else children[outcome].get("message", "")
+        label = {"failure": "failed"}.get(outcome, outcome)
+        found[name] = (label, message.splitlines()[0][:300] if message else "")
     return found
 
 
@@ -79,6 +77,7 @@ def main() -> int:
     args = parser.parse_args()
 
     counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    failures: dict[str, list[str]] = collections.defaultdict(list)
     durations: list[float] = []
     with busy_core(args.busy), tempfile.TemporaryDirectory() as scratch:
         for run in range(1, args.runs + 1):
@@ -93,15 +92,21 @@ def main() -> int:
                 check=False,
             )  # fmt: skip
             durations.append(time.monotonic() - started)
-            for name, outcome in outcomes(report).items():
+            for name, (outcome, message) in outcomes(report).items():
                 counts[name][outcome] += 1
+                if message:
+                    failures[name].append(f"run {run}: {message}")
             bad = sum(1 for c in counts.values() if c["failed"] or c["error"])
-            print(f"run {run}/{args.runs}: {durations[-1]:.0f} s, tests with failures: {bad}")
+            print(f"run {run}/{args.runs}: {durations[-1]:.0f} s, failed so far: {bad}", flush=True)
 
     print(f"\n{'passed':>6} {'failed':>6} {'error':>5}  test")
     for name in sorted(counts, key=lambda n: (-counts[n]["failed"] - counts[n]["error"], n)):
         c = counts[name]
         print(f"{c['passed']:>6} {c['failed']:>6} {c['error']:>5}  {name}")
+    for name, messages in sorted(failures.items()):
+        print(f"\n{name}:")
+        for message in messages:
+            print(f"  {message}")
     total = sum(sum(c.values()) for c in counts.values())
     failed = sum(c["failed"] + c["error"] for c in counts.values())
     print(f"\n{len(counts)} tests x {args.runs} runs: {total} results, {failed} failed or errored")
@@ -114,6 +119,7 @@ def main() -> int:
                 "busy_core": args.busy,
                 "seconds_per_run": durations,
                 "tests": {name: dict(c) for name, c in sorted(counts.items())},
+                "failures": dict(failures),
             },
             indent=2,
         )
