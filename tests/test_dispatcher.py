@@ -576,3 +576,11 @@ def test_a_sole_owner_takes_over_an_earlier_runs_record_at_once(zasync_db, zasyn
         assert owner._activated_queues  # it never takes over its own current record
     finally:
         owner.stop(5)
+
+
+def test_the_connection_pool_has_room_for_every_thread(zasync_db, zasync_queue, caplog):
+    with caplog.at_level(logging.WARNING, "ZODB.DB"), running_dispatcher(zasync_db, threads=8):
+        jobs = [zasync_queue.put(Job(operator.mul, n, 2)) for n in range(20)]
+        transaction.commit()
+        assert [wait_for_result(job) for job in jobs] == [n * 2 for n in range(20)]
+    assert "open connections with a pool_size" not in caplog.text

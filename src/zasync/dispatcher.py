@@ -683,8 +683,12 @@ class Dispatcher:
             pool = self.pools[(queue_name, agent_name)] = AgentThreadPool(
                 self, queue_name, agent_name
             )
-        if pool.getSize() != threads:
-            delta = pool.setSize(threads)
+        delta = threads - pool.getSize()
+        if delta > 0:  # room first: new threads open their connections at once
+            self.db.setPoolSize(self.db.getPoolSize() + delta)
+            pool.setSize(threads)
+        elif delta < 0:
+            pool.setSize(threads)
             self.db.setPoolSize(max(1, self.db.getPoolSize() + delta))
 
     def _retire_pools(self, info: PollInfo, unsure: Collection[str] = ()) -> None:
