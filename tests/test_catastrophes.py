@@ -107,6 +107,35 @@ def test_stop_after_grace_interrupts_and_restart_retries(tmp_path, uri):
     assert callbacks_of(uri, oid) == [(COMPLETED, "I got result 42")]
 
 
+def test_a_restarted_embedded_worker_takes_over_its_own_record_at_once(tmp_path, uri):
+    """It holds the file's lock, so its previous run is gone: no wait for the death interval."""
+    slow_death = ["--ping-interval", "30", "--death-interval", "60"]
+    job, marker, release = blocking_job(tmp_path)
+    worker = WorkerProcess(uri, tmp_path / "worker.log", *slow_death)
+    try:
+        worker.wait_for_log("worker ")
+        oid = put(uri, job)
+        wait_until(lambda: lines(marker), message="job never started")
+    finally:
+        worker.kill()
+    touch(release)
+    restarted = WorkerProcess(uri, tmp_path / "restarted.log", *slow_death)
+    try:
+        # Well inside the 60 s after which the old record would count as dead.
+        wait_until(
+            lambda: load(uri, oid)[0] == COMPLETED,
+            timeout=40,
+            message="the restarted worker waited for its own old record to die",
+        )
+    finally:
+        restarted.stop()
+    text = restarted.text()
+    assert "takes over its own record" in text
+    assert "another process?" not in text and " ERROR " not in text
+    _, result, data = load(uri, oid)
+    assert result == 42 and data["interruptions"] == 1
+
+
 def test_a_second_signal_stops_at_once(tmp_path, uri):
     job, marker, release = blocking_job(tmp_path)
     log = tmp_path / "worker.log"

@@ -541,3 +541,46 @@ def test_a_dead_poll_thread_is_reported(zasync_db, zasync_queue, caplog):
         assert live.status(d)["status"] == "DEAD"
         assert "the poll thread of dispatcher" in caplog.text
     assert not d.poll_thread_died  # stopped
+
+
+def test_a_sole_owner_takes_over_an_earlier_runs_record_at_once(zasync_db, zasync_queue):
+    """Only a process that holds the file (sole_owner) may, and only a record from before it."""
+    earlier = uuid.uuid4()
+
+    def an_earlier_run_left_its_record_active():
+        transaction.begin()
+        record = zasync_queue.dispatchers.get(earlier)
+        if record is None:  # (a record with no agents is falsy: no ``or`` here)
+            record = zasync_queue.dispatchers.register(earlier)
+        if not record.activated:
+            record.activate()
+        transaction.commit()
+        return record
+
+    an_earlier_run_left_its_record_active()
+    cautious = Dispatcher(zasync_db, uuid=earlier, poll_interval=0.05)
+    cautious.activate()
+    wait_for_poll(cautious)
+    assert not cautious._activated_queues  # refused: the record looks alive
+    cautious.stop(5)
+    dispatcher_module.clear()
+
+    record = an_earlier_run_left_its_record_active()
+    owner = Dispatcher(zasync_db, uuid=earlier, poll_interval=0.05, sole_owner=True)
+    owner.activate()
+    try:
+        wait_for(lambda: owner._activated_queues, sync=None, message="never took over")
+        transaction.begin()
+        assert record.activated >= owner.activated  # its own activation, made now
+        wait_for_poll(owner)
+        assert owner._activated_queues  # it never takes over its own current record
+    finally:
+        owner.stop(5)
+
+
+def test_the_connection_pool_has_room_for_every_thread(zasync_db, zasync_queue, caplog):
+    with caplog.at_level(logging.WARNING, "ZODB.DB"), running_dispatcher(zasync_db, threads=8):
+        jobs = [zasync_queue.put(Job(operator.mul, n, 2)) for n in range(20)]
+        transaction.commit()
+        assert [wait_for_result(job) for job in jobs] == [n * 2 for n in range(20)]
+    assert "open connections with a pool_size" not in caplog.text

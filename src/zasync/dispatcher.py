@@ -152,6 +152,7 @@ class Dispatcher:
         jobs_size: int = 1000,
         ping_interval: float | None = None,
         death_interval: float | None = None,
+        sole_owner: bool = False,
     ) -> None:
         _Arguments(
             uuid=uuid,
@@ -171,6 +172,11 @@ class Dispatcher:
         self.UUID = uuid or get_process_uuid()
         self.poll_interval = poll_interval
         self.agent_specs = agents
+        #: No other process can be running as this UUID (this one holds the
+        #: database file's lock): a record of this UUID still active from
+        #: before this dispatcher started belongs to a run that has ended,
+        #: and is taken over at once instead of after the death interval.
+        self.sole_owner = bool(sole_owner)
         self.records = Records(polls_size, jobs_size)
         self.activated: datetime.datetime | bool | None = False
         self.pools: dict[tuple[str, str], AgentThreadPool] = {}
@@ -462,7 +468,7 @@ class Dispatcher:
                 queue.dispatchers.register(self.UUID)
             da = queue.dispatchers[self.UUID]
             if da.activated:
-                if not da.dead:
+                if not da.dead and not self._ended_run(da):
                     return False
                 da.deactivate()  # our previous incarnation died: recover its jobs
             if self.ping_interval is not None:
@@ -488,6 +494,22 @@ class Dispatcher:
         if result is False:
             self._log_refusal(queue, oid)
         return False
+
+    def _ended_run(self, da: Any) -> bool:
+        """``da`` was activated by an earlier run of this worker, which has surely ended."""
+        started = self.activated
+        if not self.sole_owner or not isinstance(started, datetime.datetime):
+            return False
+        if da.activated >= started:
+            return False  # activated by this very run: not an earlier one's
+        events_log.info(
+            "dispatcher %s takes over its own record in queue %r, active since %s: this "
+            "process holds the database file, so the run that left it has ended",
+            self.UUID,
+            da.parent.name if da.parent is not None else None,
+            da.activated.isoformat(),
+        )
+        return True
 
     def _log_refusal(self, queue: Any, oid: int) -> None:
         count = self._refused[queue.name] = self._refused.get(queue.name, 0) + 1
@@ -661,8 +683,12 @@ class Dispatcher:
             pool = self.pools[(queue_name, agent_name)] = AgentThreadPool(
                 self, queue_name, agent_name
             )
-        if pool.getSize() != threads:
-            delta = pool.setSize(threads)
+        delta = threads - pool.getSize()
+        if delta > 0:  # room first: new threads open their connections at once
+            self.db.setPoolSize(self.db.getPoolSize() + delta)
+            pool.setSize(threads)
+        elif delta < 0:
+            pool.setSize(threads)
             self.db.setPoolSize(max(1, self.db.getPoolSize() + delta))
 
     def _retire_pools(self, info: PollInfo, unsure: Collection[str] = ()) -> None:

@@ -166,6 +166,8 @@ def run_worker(
             agents=options.agents,
             ping_interval=options.ping_interval,
             death_interval=options.death_interval,
+            # The embedded file's lock proves no earlier run of this worker lives on.
+            sole_owner=opened.kind == "file",
         )
         live_server = _start_http(dispatcher, opened, options.http_port)
         stop = threading.Event()
