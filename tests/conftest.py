@@ -15,7 +15,7 @@ from ZODB.DemoStorage import DemoStorage
 from ZODB.FileStorage import FileStorage
 
 import zasync
-from zasync import clock, identity, retry
+from zasync import clock, identity, retry, tx
 
 START = datetime.datetime(2006, 8, 10, 15, 44, 22, 211, tzinfo=datetime.UTC)
 
@@ -97,6 +97,7 @@ def _reset_process_state() -> Iterator[None]:
     retry.set_callback_retry_policy(None)
     retry._named.clear()
     retry._named.update(retry.BUILTIN_NAMES)
+    tx._failure_logs.clear()
     identity.set_process_uuid(None)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import transaction
 from persistent.mapping import PersistentMapping
 
@@ -58,3 +60,31 @@ def test_counters_start_empty_after_reset():
     _counters.count_conflict("job")
     _counters.reset()
     assert _counters.conflict_counts() == {} and _counters.conflicts_by_class() == {}
+
+
+def test_a_failure_that_repeats_is_logged_once_a_minute(caplog):
+    import transaction as transaction_module
+
+    from zasync import tx
+
+    tm = transaction_module.TransactionManager()
+
+    def always_fails() -> None:
+        raise RuntimeError("the disk is full, say")
+
+    with caplog.at_level(logging.ERROR, "zasync.events"):
+        for _ in range(50):  # fifty polls in a row meet the same failure
+            tx.try_transaction_five_times(always_fails, "claiming in queue ''", tm)
+        tx.try_transaction_five_times(always_fails, "pinging in queue ''", tm)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if m.startswith("claiming in queue ''")]) == 1
+    assert len([m for m in messages if m.startswith("pinging in queue ''")]) == 1
+
+    caplog.clear()
+    last, suppressed = tx._failure_logs["claiming in queue ''"]
+    assert suppressed == 49
+    tx._failure_logs["claiming in queue ''"] = (last - tx.FAILURE_LOG_INTERVAL, suppressed)
+    with caplog.at_level(logging.ERROR, "zasync.events"):
+        tx.try_transaction_five_times(always_fails, "claiming in queue ''", tm)
+    [message] = [r.getMessage() for r in caplog.records]
+    assert "(49 more such failures since the last report)" in message

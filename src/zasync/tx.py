@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -171,6 +173,29 @@ def never_fail(
             return result
 
 
+#: The same bookkeeping failure is logged at most once in this many seconds.
+FAILURE_LOG_INTERVAL = 60.0
+_failure_logs: dict[str, tuple[float, int]] = {}  # identifier -> (last logged, since then)
+_failure_logs_lock = threading.Lock()
+
+
+def _log_failure(what: str, text: str) -> None:
+    """ERROR for a failed unit of bookkeeping, at most once per interval for the same unit.
+
+    A storage that keeps failing (a full disk) fails every poll's claim; one
+    traceback per poll would flood the log while telling nothing new.
+    """
+    now = time.monotonic()
+    with _failure_logs_lock:
+        last, suppressed = _failure_logs.get(what, (None, 0))
+        if last is not None and now - last < FAILURE_LOG_INTERVAL:
+            _failure_logs[what] = (last, suppressed + 1)
+            return
+        _failure_logs[what] = (now, 0)
+    also = f" ({suppressed} more such failures since the last report)" if suppressed else ""
+    events_log.error("%s %s%s", what, text, also)
+
+
 def try_transaction_five_times(
     call: Callable[[], T],
     identifier: Identifier,
@@ -180,7 +205,8 @@ def try_transaction_five_times(
     """Run ``call()`` and commit; retry up to five transaction errors, else return a Failure.
 
     Errors in ``reraise`` abort and propagate instead (the dispatcher's poll
-    loop handles a lost database itself, with a backoff).
+    loop handles a lost database itself, with a backoff).  Failures are
+    logged at ERROR, the same ``identifier``'s at most once a minute.
     """
     for attempt in range(1, 6):
         try:
@@ -197,12 +223,12 @@ def try_transaction_five_times(
             _abort(tm)
             _counters.count_conflict("bookkeeping", error)
             if attempt == 5:
-                events_log.error("%s failed five times with transaction errors", _text(identifier))
+                _log_failure(_text(identifier), "failed five times with transaction errors")
                 return failure
         except Exception:
             failure = Failure()
             _abort(tm)
-            events_log.error("%s failed:\n%s", _text(identifier), failure.getTraceback())
+            _log_failure(_text(identifier), f"failed:\n{failure.getTraceback()}")
             return failure
         else:
             return result
