@@ -104,6 +104,8 @@ def test_reading_beyond_loopback_needs_the_token(zasync_db):
         ("threads", "0", "agent threads must be an integer from 1 to 1000, not 0"),
         ("threads", "1001", "agent threads must be an integer from 1 to 1000, not 1001"),
         ("size", "-1", "agent size must be an integer >= 0, not -1"),
+        ("threads", "four", "threads must be a whole number, not 'four'"),
+        ("size", "2.5", "size must be a whole number, not '2.5'"),
     ],
 )
 def test_agent_resize_refuses_what_the_cli_refuses(site, field, value, message):

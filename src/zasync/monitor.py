@@ -278,11 +278,10 @@ def _where(job: Any) -> dict[str, Any]:
 def summary(job: Any, quarantined: frozenset[bytes] = frozenset()) -> dict[str, Any]:
     """One line's worth of a job, for lists (any job: quarantined and unloadable too)."""
     if job._p_oid in quarantined:
-        cause = "quarantined"
         entry = find_quarantined(job._p_jar, job_id(job) or 0)
         if entry is not None:
             return _bare_summary(job, "quarantined", entry[1].cause, entry[0].name)
-        return _bare_summary(job, "quarantined", cause)
+        return _bare_summary(job, "quarantined", "quarantined")
     error = load_error(job)
     if error is not None:
         return _bare_summary(job, "unloadable", f"its record cannot be loaded: {error}")

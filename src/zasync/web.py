@@ -189,7 +189,7 @@ def make_app(
     @app.post("/quotas/resize")
     def quota_resize() -> Any:
         result = actions.set_quota_size(
-            db, request.form.get("queue", ""), request.form["quota"], int(request.form["size"])
+            db, request.form.get("queue", ""), request.form["quota"], _whole(request.form, "size")
         )
         return jsonify(result) if request.headers.get(TOKEN_HEADER) else redirect("/", code=303)
 
@@ -201,12 +201,21 @@ def make_app(
             form.get("queue", ""),
             form["dispatcher"],
             form.get("agent", "main"),
-            int(form["size"]) if form.get("size") else None,
-            int(form["threads"]) if form.get("threads") else None,
+            _whole(form, "size") if form.get("size") else None,
+            _whole(form, "threads") if form.get("threads") else None,
         )
         return jsonify(result) if request.headers.get(TOKEN_HEADER) else redirect("/", code=303)
 
     return app
+
+
+def _whole(form: Any, name: str) -> int:
+    """A form field that must be a whole number; a ValueError (400) naming it otherwise."""
+    text = form.get(name, "")
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {text[:40]!r}") from None
 
 
 def _filter_args() -> dict[str, Any]:
