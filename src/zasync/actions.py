@@ -31,10 +31,9 @@ from zasync.monitor import (
     find_quarantined,
     get_job,
     job_id,
-    load_error,
     parse_job_id,
 )
-from zasync.quarantine import storing_problem
+from zasync.quarantine import load_error, storing_problem
 from zasync.queue import get_queue, get_queues
 
 T = TypeVar("T")

@@ -357,14 +357,10 @@ class Dispatcher:
             conn.close()
 
     def _beat(self, queues: Any) -> None:
-        now = clock.utcnow()
         for queue in [] if queues is None else queues.values():
             da = queue.dispatchers.get(self.UUID)
-            if da is None or not da.activated or queue._p_oid not in self._activated_queues:
-                continue
-            last = da.last_ping.value
-            if last is None or last + da.ping_interval <= now:
-                da.last_ping.value = now
+            if da is not None and da.activated and queue._p_oid in self._activated_queues:
+                da.beat()
 
     # -- the poll loop ---------------------------------------------------------------
 

@@ -105,6 +105,13 @@ class DispatcherAgents(MappingBase):
             return False
         return bool(reference + self.ping_death_interval < clock.utcnow())
 
+    def beat(self) -> None:
+        """Record a ping now, if the last is at least ``ping_interval`` old (to spare writes)."""
+        now = clock.utcnow()
+        last = self.last_ping.value
+        if last is None or last + self.ping_interval <= now:
+            self.last_ping.value = now
+
     def activate(self) -> None:
         """Mark this dispatcher active; ValueError if it already is."""
         if self.activated:
@@ -189,10 +196,7 @@ class Dispatchers(MappingBase):
         da = self[uuid]
         if not da.activated:
             raise ValueError("UUID is not activated.")
-        now = clock.utcnow()
-        last = da.last_ping.value
-        if last is None or last + da.ping_interval <= now:
-            da.last_ping.value = now
+        da.beat()
         sibling = self._next_activated(uuid)
         if sibling is not None and sibling is not da and sibling.dead:
             events_log.warning("%r is dead; deactivating it (seen by %s)", sibling, uuid)

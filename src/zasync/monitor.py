@@ -54,7 +54,7 @@ from zasync.interfaces import (
     UnknownJobError,
 )
 from zasync.lanes import lane_of
-from zasync.quarantine import QuarantinedJob, describe
+from zasync.quarantine import QuarantinedJob, load_error
 from zasync.queue import get_queues
 from zasync.tx import TRANSACTION_ERRORS, disconnect_errors
 
@@ -126,17 +126,6 @@ def get_job(conn: Any, ident: str | int) -> Any:
 
 
 # -- jobs that cannot be loaded -----------------------------------------------------------
-
-
-def load_error(job: Any) -> str | None:
-    """Why the job's record cannot be loaded, or None if it loads."""
-    try:
-        job._p_activate()
-    except (*TRANSACTION_ERRORS, *disconnect_errors()):
-        raise
-    except Exception as error:
-        return describe(error)
-    return None
 
 
 def quarantined_oids(conn: Any, queue: str | None = None) -> frozenset[bytes]:

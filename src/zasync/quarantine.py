@@ -21,6 +21,7 @@ mapping ``(database name, oid)`` to ``(job, cause text, time stamp in µs)``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -68,27 +69,36 @@ def _broken_name(value: Any) -> str:
     return f"{cls.__module__}.{cls.__name__}"
 
 
-def problem_of(job: Any) -> str | None:
-    """Why ``job`` cannot be run or written back, or None if it looks sound.
+def load_error(job: Any) -> str | None:
+    """Why the job's record cannot be loaded, or None if it loads.
 
-    Loads the job (conflicts and disconnects propagate: they are not the
-    job's fault) and looks for ``Broken`` stand-ins in its callable and its
-    top-level arguments.  Cheap for a loaded job.
+    Conflicts and disconnects propagate: they are not the job's fault.
     """
     try:
         job._p_activate()
-        if isinstance(job, Broken):
-            return f"the job's class {_broken_name(job)} cannot be imported"
-        root = job._callable_root
-        args = list(job._args)
-        kwargs = dict(job._kwargs)
     except (*TRANSACTION_ERRORS, *disconnect_errors()):
         raise
     except Exception as error:
-        return f"its record cannot be loaded: {describe(error)}"
+        return describe(error)
+    return None
+
+
+def problem_of(job: Any) -> str | None:
+    """Why ``job`` cannot be run or written back, or None if it looks sound.
+
+    Loads the job (see :func:`load_error`) and looks for ``Broken``
+    stand-ins in its class, its callable and its top-level arguments.
+    Cheap for a loaded job: it is on the claim path.
+    """
+    error = load_error(job)
+    if error is not None:
+        return f"its record cannot be loaded: {error}"
+    if isinstance(job, Broken):
+        return f"the job's class {_broken_name(job)} cannot be imported"
+    root = job._callable_root
     if _broken(root):
         return f"its callable {_broken_name(root)} cannot be imported (module removed or renamed?)"
-    for name, value in [*enumerate(args), *kwargs.items()]:
+    for name, value in itertools.chain(enumerate(job._args), job._kwargs.items()):
         if _broken(value):
             return f"its argument {name!r}, a {_broken_name(value)}, cannot be imported"
     return None
