@@ -154,6 +154,13 @@ class ZEOServer:
 
         wait_until(accepting, message="ZEO server never listened")
 
+    def kill(self) -> None:
+        """``kill -9`` the server: it saves nothing, as in a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+        self.process = None
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -47,6 +47,7 @@ from ZODB.POSException import ConflictError, POSError
 
 from zasync._files import PrivateFileStorage, make_dirs
 from zasync.embedded import EmbeddedServer, served_socket, socket_path
+from zasync.fresh_oids import FreshOidsClientStorage, make_fresh, skip_reissued_oids
 from zasync.interfaces import ZasyncError
 
 log = logging.getLogger("zasync.events")
@@ -150,7 +151,7 @@ def open_database(
     except (ValueError, TypeError) as e:  # a bad port, a bad query value
         raise ZasyncError(f"cannot open {redact(uri)!r}: {one_line(e)}") from None
     dbkw.update(options)
-    storage = _make_storage(factory, uri, scheme)
+    storage = make_fresh(_make_storage(factory, uri, scheme))
     return Database(_open_db(storage, dbkw), uri, _KINDS.get(scheme, scheme))
 
 
@@ -334,7 +335,10 @@ def _open_file(uri: str, path: str, serve: bool, create: bool, options: dict[str
             time.sleep(0.1)
             continue
         db = ZODB.DB(storage, **options)
-        server = EmbeddedServer(db, storage, socket_path(path)) if serve else None
+        server = None
+        if serve:
+            skip_reissued_oids(storage)
+            server = EmbeddedServer(db, storage, socket_path(path))
         return Database(db, uri, "file", path, server)
 
 
@@ -352,10 +356,8 @@ class _SameTidInvalidation(logging.Filter):
 
 
 def _connect_to_worker(uri: str, path: str, options: dict[str, Any], address: str) -> Database:
-    from ZEO.ClientStorage import ClientStorage
-
     cache_log = logging.getLogger("ZEO.cache")
     if not any(isinstance(f, _SameTidInvalidation) for f in cache_log.filters):
         cache_log.addFilter(_SameTidInvalidation())
-    storage = ClientStorage(address, wait_timeout=30)
+    storage = FreshOidsClientStorage(address, wait_timeout=30)
     return Database(ZODB.DB(storage, **options), uri, "file-client", path)
