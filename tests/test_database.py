@@ -21,8 +21,10 @@ def test_memory_and_file_uris(tmp_path):
         conn.close()
     path = tmp_path / "sub" / "Data.fs"
     with open_database(f"file://{path}") as opened:
-        assert opened.kind == "file" and opened.path == str(path) and opened.server is None
+        assert opened.kind == "file" and opened.path == str(path) and opened.serving
     assert path.exists()
+    with open_database(f"file://{path}", serve=False) as alone:
+        assert alone.kind == "file" and alone.server is None and not alone.serving
     with open_database(str(path)) as again:  # a bare path is a file URI
         assert again.kind == "file"
 
@@ -116,7 +118,7 @@ def test_served_file_is_shared_with_other_processes(tmp_path):
 
 def test_file_locked_by_a_process_that_does_not_serve_it(tmp_path):
     path = tmp_path / "Data.fs"
-    with open_database(f"file://{path}"):
+    with open_database(f"file://{path}", serve=False):
         code = f"""
             import zasync.database as d
             d._LOCK_WAIT_SECONDS = 0.3
@@ -125,7 +127,7 @@ def test_file_locked_by_a_process_that_does_not_serve_it(tmp_path):
             except d.ZasyncError as e:
                 print(e)
             """
-        assert "is locked by another process that does not serve it" in run_python(code)
+        assert "is held by a process that does not share it" in run_python(code)
 
 
 def test_clients_see_the_workers_commits_in_order(tmp_path):

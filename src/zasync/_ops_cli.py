@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,10 +25,18 @@ import click
 import transaction
 
 from zasync import actions, clock, monitor
-from zasync._cli_common import CliError, check_port, database, fail, stdin_is_interactive
-from zasync.database import one_line
+from zasync._cli_common import (
+    CONNECT_TIMEOUT,
+    CliError,
+    check_port,
+    database,
+    fail,
+    stdin_is_interactive,
+)
+from zasync.database import default_uri, file_path, one_line
 from zasync.durations import parse_duration
 from zasync.interfaces import ZasyncError
+from zasync.queue import install_queues
 
 F = TypeVar("F", bound=Callable[..., Any])
 ERRORS = (ZasyncError, LookupError, ValueError)
@@ -426,7 +436,9 @@ def register(main: click.Group) -> None:
         from zasync import web as web_module
 
         check_port(host, port, "--port")
-        with _database(obj) as db:
+        _wait_for_file(obj)
+        with database(obj, queues=False) as db:
+            _install_default_queue(db)
             if not token:
                 token = web_module.new_token()
                 click.echo(f"dashboard token (shown once): {token}", err=True)
@@ -484,6 +496,33 @@ def register(main: click.Group) -> None:
                    [[j["id"], j["call"], j["thread"], j["started"]] for j in data])  # fmt: skip
         else:
             _print_json(data)
+
+
+def _wait_for_file(obj: dict[str, Any]) -> None:
+    """Give a worker started beside the dashboard the connect timeout to create a new file.
+
+    Services started together (systemd, compose) race; a file still missing
+    after that is a mistake, said in one line by the opening that follows.
+    """
+    path = file_path(obj["db"] or default_uri())
+    if path is None:
+        return
+    deadline = time.monotonic() + obj.get("connect_timeout", CONNECT_TIMEOUT)
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _install_default_queue(db: Any) -> None:
+    """Install the queues (the default one) if no worker has yet; harmless if one has."""
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        for attempt in tm.attempts(5):  # a worker starting beside us installs them too
+            with attempt:
+                install_queues(conn)
+    finally:
+        tm.abort()
+        conn.close()
 
 
 def _state_text(dispatcher: dict[str, Any]) -> str:

@@ -49,6 +49,7 @@ from zasync._files import PrivateFileStorage, make_dirs
 from zasync.embedded import EmbeddedServer, served_socket, socket_path
 from zasync.fresh_oids import FreshOidsClientStorage, make_fresh, skip_reissued_oids
 from zasync.interfaces import ZasyncError
+from zasync.takeover import TakeOver
 
 log = logging.getLogger("zasync.events")
 
@@ -71,6 +72,14 @@ class Database:
     kind: str  # 'file', 'file-client', 'memory' or the URI scheme
     path: str | None = None
     server: EmbeddedServer | None = field(default=None, repr=False)
+    #: A client of an embedded file watching to serve it if its server stops.
+    takeover: TakeOver | None = field(default=None, repr=False)
+
+    @property
+    def serving(self) -> bool:
+        """True while this process serves an embedded file to others (from the start or
+        since it took over)."""
+        return self.server is not None or (self.takeover is not None and self.takeover.serving)
 
     def close(self) -> None:
         """Stop serving (if serving) and close the database."""
@@ -78,6 +87,9 @@ class Database:
             self.server.close()
             self.server = None
         self.db.close()
+        if self.takeover is not None:
+            self.takeover.close()
+            self.takeover = None
 
     def __enter__(self) -> Database:
         return self
@@ -98,7 +110,7 @@ def file_path(uri: str) -> str | None:
 def open_database(
     uri: str | None = None,
     *,
-    serve: bool = False,
+    serve: bool = True,
     create: bool = True,
     connect_timeout: float | None = None,
     cache_size: int | None = None,
@@ -107,8 +119,10 @@ def open_database(
 ) -> Database:
     """Open the database named by ``uri`` (default: :func:`default_uri`).
 
-    ``serve=True`` makes this process the server of an embedded file for other
-    processes (what ``zasync worker`` does).  ``create=False`` refuses an
+    An embedded file is shared: the first process to open it holds it and
+    serves it to the others, which connect as its clients, and when it stops
+    one of them serves it next (:mod:`zasync.takeover`).  ``serve=False``
+    keeps the file to this process alone and never serves it.  ``create=False`` refuses an
     embedded file that does not exist yet (and creates no directory) rather
     than making a new database.  ``connect_timeout`` bounds the wait for a ZEO
     or PostgreSQL server (seconds; the URI's own ``wait_timeout`` or
@@ -311,7 +325,7 @@ def _open_file(uri: str, path: str, serve: bool, create: bool, options: dict[str
         # asked to serve (a second worker on the same machine).
         address = served_socket(path)  # refuses a socket not owned by the file's owner
         if address is not None:
-            return _connect_to_worker(uri, path, options, address)
+            return _connect_to_worker(uri, path, options, address, serve)
         _check_file(path, create)
         try:
             make_dirs(os.path.dirname(os.path.abspath(path)))  # new directories: 0700
@@ -323,14 +337,10 @@ def _open_file(uri: str, path: str, serve: bool, create: bool, options: dict[str
         except zc.lockfile.LockError:
             # Another process has it; if it is a worker starting, its socket appears soon.
             if time.monotonic() > deadline:
-                if serve:
-                    raise ZasyncError(
-                        f"{path} is in use by another process; is a worker already running "
-                        "on it? (`zasync status` tells)"
-                    ) from None
                 raise ZasyncError(
-                    f"{path} is locked by another process that does not serve it to "
-                    f"others; stop that process, or run it as `zasync worker`"
+                    f"{path} is held by a process that does not share it (a worker started "
+                    "with --no-serve, or a program that opened the file itself); stop that "
+                    "process, or let zasync open the file for it"
                 ) from None
             time.sleep(0.1)
             continue
@@ -355,9 +365,14 @@ class _SameTidInvalidation(logging.Filter):
         return "same tid as current" not in record.getMessage()
 
 
-def _connect_to_worker(uri: str, path: str, options: dict[str, Any], address: str) -> Database:
+def _connect_to_worker(
+    uri: str, path: str, options: dict[str, Any], address: str, serve: bool
+) -> Database:
     cache_log = logging.getLogger("ZEO.cache")
     if not any(isinstance(f, _SameTidInvalidation) for f in cache_log.filters):
         cache_log.addFilter(_SameTidInvalidation())
     storage = FreshOidsClientStorage(address, wait_timeout=30)
-    return Database(ZODB.DB(storage, **options), uri, "file-client", path)
+    opened = Database(ZODB.DB(storage, **options), uri, "file-client", path)
+    if serve:
+        opened.takeover = TakeOver(path, storage)
+    return opened

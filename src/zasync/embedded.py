@@ -24,6 +24,7 @@ import socket
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -40,6 +41,8 @@ log = logging.getLogger("zasync.events")
 STORAGE_ID = "1"
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 RUNTIME_ENV_VAR = "ZASYNC_RUNTIME_DIR"
+#: Seconds a stopping server waits for a client's commit to finish before disconnecting it.
+CLOSE_TIMEOUT = 5.0
 
 
 def socket_path(data_fs: str | os.PathLike[str]) -> str:
@@ -273,6 +276,42 @@ class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped
         self._pending: list[tuple[bytes, list[bytes]]] = []
         self._pending_lock = threading.Lock()
 
+    def close_between_commits(self, timeout: float) -> None:
+        """Stop listening and disconnect every client, but not in a client's commit's second phase.
+
+        ZEO's own close cuts connections whenever it comes: a client between
+        its vote and its finish then logs CRITICAL (a storage error in the
+        second phase of a commit), and closing a connection after the event
+        loop stopped logs "Event loop is closed".  Here the connections are
+        closed from inside the event loop, which runs every client commit, at
+        a moment no client holds the commit lock (or after ``timeout``
+        seconds), so that a client's commit either fails in its first phase
+        (and is retried) or is finished.  Then ZEO's close stops the loop.
+        """
+        acceptor = self.acceptor
+        if acceptor is None or acceptor.closed:
+            return
+        loop = acceptor.event_loop
+        closed = threading.Event()
+        deadline = time.monotonic() + timeout
+
+        def close_when_unlocked() -> None:
+            if self.lock_managers[STORAGE_ID].locked is not None and time.monotonic() < deadline:
+                loop.call_later(0.005, close_when_unlocked)
+                return
+            if acceptor.server is not None:
+                acceptor.server.close()  # no new clients
+            for clients in self.zeo_storages_by_storage_id.values():
+                for client in clients:
+                    client.connection.close()
+                del clients[:]  # closed here: nothing left for ZEO's close to schedule
+            closed.set()
+
+        with contextlib.suppress(RuntimeError):  # the loop already stopped
+            loop.call_soon_threadsafe(close_when_unlocked)
+            closed.wait(timeout + 5)
+        self.close()
+
     def create_client_handler(self) -> _ClientHandler:
         return _ClientHandler(self, self.read_only)
 
@@ -315,13 +354,21 @@ class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped
         # the worker's earlier commits go out first, then this one.
         self._flush()
         self._send(zeo_storage, tid, list(invalidated))
-        self._local_adapter.invalidate(tid, invalidated)
+        if self._local_adapter is not None:
+            self._local_adapter.invalidate(tid, invalidated)
 
 
 class EmbeddedServer:
     """Serves an open database's FileStorage to other local processes; see the module doc."""
 
     def __init__(self, db: Any, storage: Any, address: str) -> None:
+        """Serve ``storage`` at ``address``.
+
+        ``db`` is this process's own database on ``storage``, whose commits
+        go to the file directly and are forwarded to the clients; None when
+        this process only serves (it took over from a stopped server, see
+        :mod:`zasync.takeover`) and its own database is a client too.
+        """
         self.address = address
         self._db = db
         _remove_stale_socket(address)
@@ -329,12 +376,13 @@ class EmbeddedServer:
         if not any(isinstance(f, _ClientWentAway) for f in server_log.filters):
             server_log.addFilter(_ClientWentAway())
         with private_umask():  # bound without a moment open to others
-            self._server = _Server(address, storage, db._mvcc_storage)
-        self._watcher = commit_watcher(db)
-        self._watcher.subscribe(self._forward_local_commit)
+            self._server = _Server(address, storage, db._mvcc_storage if db else None)
+        self._watcher = commit_watcher(db) if db is not None else None
+        if self._watcher is not None:
+            self._watcher.subscribe(self._forward_local_commit)
         self._server.start_thread(daemon=True)
         tighten(address)  # the owner's processes only (connecting needs write)
-        log.info("serving %s to other processes at %s", storage.getName(), address)
+        log.debug("serving %s to other processes at %s", storage.getName(), address)
 
     def _forward_local_commit(self, tid: bytes, oids: Collection[bytes], local: bool) -> None:
         if local:
@@ -342,9 +390,10 @@ class EmbeddedServer:
 
     def close(self) -> None:
         """Stop serving (clients are disconnected); the storage itself stays open."""
-        self._watcher.unsubscribe(self._forward_local_commit)
+        if self._watcher is not None:
+            self._watcher.unsubscribe(self._forward_local_commit)
         self._server.storages = {}  # StorageServer.close would close our storage
-        self._server.close()
+        self._server.close_between_commits(CLOSE_TIMEOUT)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.address)
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
+import signal
+import threading
 from collections.abc import Collection
 from typing import Any
 
@@ -314,5 +316,21 @@ def make_server(
 
 
 def serve(db: Any, host: str, port: int, token: str, allowed_names: Collection[str] = ()) -> None:
-    """Serve the dashboard with waitress until interrupted."""
-    make_server(db, host, port, token, allowed_names).run()
+    """Serve the dashboard with waitress until interrupted (SIGINT, or SIGTERM from a supervisor).
+
+    Either signal ends the serving loop and returns, so that the caller
+    closes the database cleanly: if this process serves an embedded file to
+    others, they are disconnected between their commits, not in the middle.
+    """
+    server = make_server(db, host, port, token, allowed_names)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop_serving) if in_main_thread else None
+    try:
+        server.run()  # returns on KeyboardInterrupt or SystemExit, having closed its sockets
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_serving(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
