@@ -47,6 +47,8 @@ from zasync.tx import (
     TRANSACTION_ERRORS,
     abort_quietly,
     disconnect_errors,
+    report_storage_failure,
+    system_errors,
     try_transaction_five_times,
 )
 
@@ -395,9 +397,11 @@ class Dispatcher:
         """Poll, logging and counting failures; return how long to wait for the next poll."""
         try:
             self.poll()
-        except Exception:
+        except Exception as error:
             self._poll_failures += 1
-            if self._poll_failures == 1 or self._poll_failures % 10 == 0:
+            if isinstance(error, system_errors()):
+                report_storage_failure(f"poll of dispatcher {self.UUID}", error)
+            elif self._poll_failures == 1 or self._poll_failures % 10 == 0:
                 events_log.error(
                     "poll of dispatcher %s failed (%d in a row); retrying",
                     self.UUID,
