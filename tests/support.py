@@ -191,7 +191,7 @@ import datetime  # noqa: E402
 
 import transaction  # noqa: E402
 
-from zasync.retry import NeverRetry  # noqa: E402
+from zasync.retry import NeverRetry, RetryCommonFourTimes  # noqa: E402
 
 reply: dict[str, Any] = {"value": False}
 
@@ -476,3 +476,37 @@ def sleep_then(seconds: float, result: Any = None) -> Any:
 def exit_in_poll_thread(job: Any) -> bool:
     """A job filter that ends the thread calling it (the dispatcher's poll thread)."""
     raise SystemExit("a filter ended the poll thread")
+
+
+class Blob(persistent.Persistent):
+    """Bytes a job stores as an object of their own (the full-disk test)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def store_bytes(number: int, size: int = 20_000) -> int:
+    """Stores ``size`` random bytes under ``number`` in the root's ``stored`` tree."""
+    from zasync import local
+
+    root = local.getJob()._p_jar.root()
+    root["stored"][number] = Blob(os.urandom(size))
+    return number
+
+
+def wait_and_note_commits(marker: str, release: str, notes: str) -> int:
+    """``wait_for_file``, noting each attempt to commit its result (True/False) in ``notes``."""
+    import transaction
+
+    def note(committed: bool) -> None:
+        with open(notes, "a") as f:
+            f.write(f"{committed}\n")
+
+    transaction.get().addAfterCommitHook(note)
+    return int(wait_for_file(marker, release))
+
+
+class NoInterruptions(RetryCommonFourTimes):
+    """The default policy, except that a job it governs is never retried after an interruption."""
+
+    max_interruptions = 0

@@ -45,8 +45,9 @@ from ZODB.DemoStorage import DemoStorage
 from ZODB.FileStorage.FileStorage import FILESTORAGE_MAGIC
 from ZODB.POSException import ConflictError, POSError
 
-from zasync._files import PrivateFileStorage, make_dirs
+from zasync._files import make_dirs
 from zasync.embedded import EmbeddedServer, served_socket, socket_path
+from zasync.filestorage import SafeFileStorage
 from zasync.fresh_oids import FreshOidsClientStorage, make_fresh, skip_reissued_oids
 from zasync.interfaces import ZasyncError
 from zasync.takeover import TakeOver
@@ -329,7 +330,7 @@ def _open_file(uri: str, path: str, serve: bool, create: bool, options: dict[str
         _check_file(path, create)
         try:
             make_dirs(os.path.dirname(os.path.abspath(path)))  # new directories: 0700
-            storage = PrivateFileStorage(path)  # its files: 0600
+            storage = SafeFileStorage(path)  # its files: 0600
         except OSError as e:
             raise ZasyncError(f"cannot open {path}: {e.strerror or one_line(e)}") from e
         except POSError as e:  # a damaged file: FileStorageFormatError, CorruptedError

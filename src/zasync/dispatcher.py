@@ -33,7 +33,6 @@ from pydantic.dataclasses import dataclass
 
 from zasync import _awaitables, _context, clock
 from zasync._limits import Prefetch, Seconds, Threads, check_intervals
-from zasync._logtext import shorten
 from zasync._watch import ChangePoller, commit_watcher
 from zasync.agent import Agent
 from zasync.failure import Failure
@@ -48,6 +47,7 @@ from zasync.tx import (
     TRANSACTION_ERRORS,
     abort_quietly,
     disconnect_errors,
+    report_storage_failure,
     system_errors,
     try_transaction_five_times,
 )
@@ -397,22 +397,11 @@ class Dispatcher:
         """Poll, logging and counting failures; return how long to wait for the next poll."""
         try:
             self.poll()
-        except system_errors() as e:
-            # The storage, not the code: a server restarting or handing over,
-            # a full disk.  Said in one line, then every tenth time.
+        except Exception as error:
             self._poll_failures += 1
-            if self._poll_failures == 1 or self._poll_failures % 10 == 0:
-                events_log.warning(
-                    "poll of dispatcher %s failed (%d in a row): the database is unavailable "
-                    "(%s); retrying",
-                    self.UUID,
-                    self._poll_failures,
-                    f"{type(e).__name__}: {shorten(str(e), 200)}" if str(e) else type(e).__name__,
-                )
-            return min(self.poll_interval, 0.1 * 2.0 ** min(self._poll_failures, 6))
-        except Exception:
-            self._poll_failures += 1
-            if self._poll_failures == 1 or self._poll_failures % 10 == 0:
+            if isinstance(error, system_errors()):
+                report_storage_failure(f"poll of dispatcher {self.UUID}", error)
+            elif self._poll_failures == 1 or self._poll_failures % 10 == 0:
                 events_log.error(
                     "poll of dispatcher %s failed (%d in a row); retrying",
                     self.UUID,

@@ -408,8 +408,15 @@ class Job(Base):
         """
 
         def policy_unless_expired() -> Any:
-            # Reading the job may itself meet the outage that made it fail.
-            return None if self._expired() else self.getRetryPolicy()
+            # Reading the job, or its stored policy, may itself meet the
+            # outage that made it fail: load both here, where that is waited out.
+            if self._expired():
+                return None
+            policy = self.getRetryPolicy()
+            activate = getattr(type(policy), "_p_activate", None)
+            if activate is not None:
+                activate(policy)
+            return policy
 
         try:
             policy = never_fail(
@@ -519,6 +526,7 @@ class Job(Base):
                     raise
                 res = Failure()
                 abort_quietly(tm)
+                _reload(self, tm)
                 if res.check(*TRANSACTION_ERRORS):
                     _counters.count_conflict("job", res.value)
                 decision = self._getRetry("jobError", tm, res, data_cache)
@@ -538,6 +546,7 @@ class Job(Base):
                     raise
                 commit_failure = Failure()
                 abort_quietly(tm)
+                _reload(self, tm)
                 if commit_failure.check(*TRANSACTION_ERRORS):
                     _counters.count_conflict("job", commit_failure.value)
                 _discard(res)
@@ -902,6 +911,16 @@ class Job(Base):
             return shorten(f"<{identity_repr(self)} ``{call}({', '.join(parts)})``>", REPR_LIMIT)
         except Exception:  # unloadable (the storage is away), or odd arguments
             return f"<{identity_repr(self)}>"
+
+
+def _reload(job: Job, tm: Any) -> None:
+    """Load ``job`` again after an abort, waiting out a storage that fails.
+
+    The abort made it a ghost, and looking up even a method of a ghost loads
+    it: with the database away, that load would escape the job's own error
+    handling (and the worker would treat the job as interrupted).
+    """
+    never_fail(job._p_activate, lambda: f"reloading {job!r}", tm)
 
 
 def _orphan_result_message(job: Job, res: Job) -> str:

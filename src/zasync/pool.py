@@ -39,6 +39,9 @@ from zasync.tx import (
     backoff,
     disconnect_errors,
     never_fail,
+    quiet_storage_load_failures,
+    report_storage_failure,
+    system_errors,
 )
 
 if TYPE_CHECKING:
@@ -208,9 +211,10 @@ class AgentThreadPool:
         # Only the job this thread was given is checked; its callbacks are not in an agent.
         _context.set_ownership_check(lambda job: job is not local.job or self._still_ours(job))
         local.dispatcher = self.dispatcher
+        quiet_storage_load_failures()  # a job's reload waits an outage out and reports it
         conn: Any = None
         try:
-            conn = self.dispatcher.db.open()
+            conn = self._open()
             while True:
                 item = self.queue.get()
                 if item is None:
@@ -266,7 +270,25 @@ class AgentThreadPool:
         """A fresh connection after an unexpected error: the old one may hold a broken state."""
         abort_quietly(transaction.manager)
         self._close_quietly(conn)
-        return self.dispatcher.db.open()
+        return self._open()
+
+    def _open(self, tm: Any = None) -> Any:
+        """A connection to the database, waiting out a storage that fails (spec P-6).
+
+        Opening a connection reads the storage (RelStorage polls the
+        database): with the server away, a thread that gave up here would die
+        and its replacement would fail the same way, in a loop.
+        """
+        failures = 0
+        while True:
+            try:
+                return self.dispatcher.db.open(transaction_manager=tm)
+            except system_errors() as error:
+                if not self.dispatcher.activated:
+                    raise  # stopping: nothing left to wait for
+                failures += 1
+                report_storage_failure("opening a connection for a worker thread", error)
+                clock.sleep(backoff(failures))
 
     @staticmethod
     def _close_quietly(conn: Any) -> None:
@@ -408,7 +430,7 @@ class AgentThreadPool:
         """
         oid, dbname = job._p_oid, job._p_jar.db().database_name
         tm = transaction.TransactionManager()
-        conn = self.dispatcher.db.open(transaction_manager=tm)
+        conn = self._open(tm)
         try:
             tm.begin()
             jar = conn if dbname == conn.db().database_name else conn.get_connection(dbname)

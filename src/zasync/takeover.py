@@ -25,8 +25,8 @@ from typing import Any
 
 import zc.lockfile
 
-from zasync._files import PrivateFileStorage
 from zasync.embedded import EmbeddedServer, socket_path
+from zasync.filestorage import SafeFileStorage
 from zasync.fresh_oids import skip_reissued_oids
 
 log = logging.getLogger("zasync.events")
@@ -72,7 +72,7 @@ class TakeOver:
     def _try_to_serve(self) -> bool:
         """Open and serve the file if its lock is free; True if this process now serves it."""
         try:
-            storage = PrivateFileStorage(self.path)
+            storage = SafeFileStorage(self.path)
         except zc.lockfile.LockError:
             return False  # still held: the old server exiting, or another client took over
         except Exception:

@@ -77,6 +77,28 @@ def system_errors() -> tuple[type[BaseException], ...]:
     return (*disconnect_errors(), POSKeyError, StorageError, OSError)
 
 
+class _StorageLoadFailures(logging.Filter):
+    """Drops ZODB's traceback for a load that failed because the storage fails.
+
+    ZODB logs every failed load at ERROR with a traceback before raising;
+    zasync waits such failures out and reports them itself, once per interval
+    (:func:`report_storage_failure`).  Other load failures are kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Couldn't load state for"):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, system_errors())
+
+
+def quiet_storage_load_failures() -> None:
+    """Install :class:`_StorageLoadFailures` on ZODB's connection logger (once)."""
+    connection_log = logging.getLogger("ZODB.Connection")
+    if not any(isinstance(f, _StorageLoadFailures) for f in connection_log.filters):
+        connection_log.addFilter(_StorageLoadFailures())
+
+
 def backoff(attempt: int) -> float:
     """Seconds to wait before the ``attempt``-th retry (1-based) of a system error."""
     return min(MAX_BACKOFF, INITIAL_BACKOFF + (attempt - 1) * BACKOFF_INCREMENT)
@@ -85,7 +107,9 @@ def backoff(attempt: int) -> float:
 def _abort(tm: transaction.TransactionManager) -> None:
     try:
         tm.abort()
-    except Exception:  # the storage may be gone; the next attempt will tell
+    except system_errors() as e:  # the storage is what fails; the next attempt will tell
+        trace_log.debug("aborted while the storage fails (%s)", type(e).__name__)
+    except Exception:
         events_log.exception("abort failed")
 
 
@@ -99,7 +123,8 @@ def abort_quietly(tm: Any) -> None:
     try:
         tm.abort()
     except disconnect_errors() as e:
-        events_log.info("aborted while the storage is unreachable (%s)", type(e).__name__)
+        # Whatever met the outage reports it; one line per abort would flood the log.
+        trace_log.debug("aborted while the storage is unreachable (%s)", type(e).__name__)
 
 
 Identifier = str | Callable[[], str]
@@ -121,10 +146,10 @@ def never_fail(
     """Run ``call()`` and commit, repeating until the commit succeeds.
 
     Transaction errors are retried at once (a warning every 5th time).
-    Storage errors (disconnects, I/O, a full disk) are logged (ERROR, on the
-    1st and every 10th occurrence) and retried after a backoff of 5 s growing
-    to 60 s, for as long as they last.  ``SystemExit`` and
-    ``KeyboardInterrupt`` abort and propagate.
+    Storage errors (disconnects, I/O, a full disk) are reported in one line
+    (:func:`report_storage_failure`: once per interval for the whole process)
+    and retried after a backoff of 5 s growing to 60 s, for as long as they
+    last.  ``SystemExit`` and ``KeyboardInterrupt`` abort and propagate.
 
     Any other error is one of the code (a value that cannot be pickled, a
     closed connection, a policy's bug): retrying cannot cure it, and retrying
@@ -160,9 +185,10 @@ def never_fail(
                     )
                     raise
                 continue
-            if other == 1 or other % 10 == 0:
-                events_log.log(
-                    logging.ERROR if is_system else logging.CRITICAL,
+            if is_system:
+                report_storage_failure(_text(identifier), error)
+            elif other == 1 or other % 10 == 0:
+                events_log.critical(
                     "%s failed (attempt %d); will retry",
                     _text(identifier),
                     other,
@@ -179,21 +205,54 @@ _failure_logs: dict[str, tuple[float, int]] = {}  # identifier -> (last logged, 
 _failure_logs_lock = threading.Lock()
 
 
-def _log_failure(what: str, text: str) -> None:
-    """ERROR for a failed unit of bookkeeping, at most once per interval for the same unit.
+def _log_failure(what: str, text: str, key: str | None = None, level: int = logging.ERROR) -> None:
+    """Log a failed unit of work, at most once per interval for the same ``key`` (``what``).
 
     A storage that keeps failing (a full disk) fails every poll's claim; one
     traceback per poll would flood the log while telling nothing new.
     """
+    key = what if key is None else key
     now = time.monotonic()
     with _failure_logs_lock:
-        last, suppressed = _failure_logs.get(what, (None, 0))
+        last, suppressed = _failure_logs.get(key, (None, 0))
         if last is not None and now - last < FAILURE_LOG_INTERVAL:
-            _failure_logs[what] = (last, suppressed + 1)
+            _failure_logs[key] = (last, suppressed + 1)
             return
-        _failure_logs[what] = (now, 0)
+        _failure_logs[key] = (now, 0)
     also = f" ({suppressed} more such failures since the last report)" if suppressed else ""
-    events_log.error("%s %s%s", what, text, also)
+    events_log.log(level, "%s %s%s", what, text, also)
+
+
+#: The key under which all storage failures of the process share one rate limit.
+STORAGE_FAILURE_KEY = "the storage"
+
+
+def report_storage_failure(what: str, error: BaseException) -> None:
+    """One line for a storage error, at most once per interval for the whole process.
+
+    A full disk or a lost database server fails every commit of every thread
+    at once; what fails is the storage, not the unit that met it, so one line
+    per interval tells all there is (a traceback would only show the
+    storage's internals).  A lost server is a WARNING: it usually comes back
+    by itself.  Other storage errors (a full disk, I/O errors) are ERRORs:
+    someone has to act.
+    """
+    level = logging.WARNING if isinstance(error, disconnect_errors()) else logging.ERROR
+    _log_failure(
+        f"{what} failed: the storage fails ({_one_line(error)});",
+        "retrying with a backoff while it lasts",
+        key=STORAGE_FAILURE_KEY,
+        level=level,
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    try:
+        text = str(error)
+    except Exception:  # a broken __str__ must not break the report
+        text = ""
+    first = text.splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def try_transaction_five_times(
@@ -206,7 +265,8 @@ def try_transaction_five_times(
 
     Errors in ``reraise`` abort and propagate instead (the dispatcher's poll
     loop handles a lost database itself, with a backoff).  Failures are
-    logged at ERROR, the same ``identifier``'s at most once a minute.
+    logged at ERROR, the same ``identifier``'s at most once a minute; storage
+    errors in one line (:func:`report_storage_failure`).
     """
     for attempt in range(1, 6):
         try:
@@ -225,10 +285,13 @@ def try_transaction_five_times(
             if attempt == 5:
                 _log_failure(_text(identifier), "failed five times with transaction errors")
                 return failure
-        except Exception:
+        except Exception as error:
             failure = Failure()
             _abort(tm)
-            _log_failure(_text(identifier), f"failed:\n{failure.getTraceback()}")
+            if isinstance(error, system_errors()):
+                report_storage_failure(_text(identifier), error)
+            else:
+                _log_failure(_text(identifier), f"failed:\n{failure.getTraceback()}")
             return failure
         else:
             return result
