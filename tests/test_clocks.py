@@ -12,19 +12,19 @@ import datetime
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import transaction
+from ZODB.POSException import ConflictError
 from ZODB.TimeStamp import TimeStamp
 
 import zasync
 from processes import TESTS, python_env
 from workers import PATIENCE, WorkerProcess, ZEOServer, client, free_port, wait_until
-from zasync import COMPLETED, Job
-
-pytestmark = pytest.mark.slow
+from zasync import COMPLETED, Job, clock
 
 DEAD = "is dead; deactivating it"
 REVIVED = "by another process; reactivating"
@@ -55,8 +55,8 @@ def pings(uri: str) -> dict[object, datetime.datetime]:
             return {}
         queue = queues[""]
         return {
-            uuid: commit_time(da.last_ping)
-            for uuid, da in queue.dispatchers.items()
+            key: commit_time(da.last_ping)
+            for key, da in queue.dispatchers.items()
             if da.activated and da.last_ping.value is not None
         }
 
@@ -81,6 +81,7 @@ def put(uri: str, job: Job, **options: object) -> bytes:
         return job._p_oid  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 def test_a_frozen_worker_does_not_declare_its_live_sibling_dead(tmp_path, zeo_uri):
     frozen = WorkerProcess(zeo_uri, tmp_path / "frozen.log")
     live = WorkerProcess(zeo_uri, tmp_path / "live.log")
@@ -104,6 +105,7 @@ def test_a_frozen_worker_does_not_declare_its_live_sibling_dead(tmp_path, zeo_ur
         frozen.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("skew", [45.0, -45.0])
 def test_a_skewed_clock_causes_no_false_death(tmp_path, engine_uri, skew):
     """Clocks further apart than SKEW_BOUND, even: pings are judged in the database's time."""
@@ -121,6 +123,7 @@ def test_a_skewed_clock_causes_no_false_death(tmp_path, engine_uri, skew):
         normal.stop()
 
 
+@pytest.mark.slow
 def test_a_worker_ahead_does_not_expire_start_deadlines_early(tmp_path, zeo_uri):
     worker = WorkerProcess(zeo_uri, tmp_path / "worker.log", skew=30.0)
     try:
@@ -154,6 +157,7 @@ opened.close()
 """
 
 
+@pytest.mark.slow
 def test_a_putter_ahead_stores_its_times_in_database_time(tmp_path, zeo_uri):
     script = tmp_path / "putter.py"
     script.write_text(PUTTER)
@@ -174,3 +178,78 @@ def test_a_putter_ahead_stores_its_times_in_database_time(tmp_path, zeo_uri):
             job.begin_after,
             put_at,
         )
+
+
+# -- in one process: the rules behind the above -------------------------------------
+
+
+def tid_at(moment: datetime.datetime) -> bytes:
+    t = moment.astimezone(datetime.UTC)
+    seconds = t.second + t.microsecond / 1e6
+    return TimeStamp(t.year, t.month, t.day, t.hour, t.minute, seconds).raw()
+
+
+def test_the_clock_follows_the_database_by_its_own_commits(caplog):
+    assert clock.offset() is None
+    ahead = clock.local_now() + datetime.timedelta(seconds=40)
+    clock.note_commit(tid_at(ahead), clock.local_now())
+    assert datetime.timedelta(seconds=39) < clock.utcnow() - clock.local_now()
+    assert clock.utcnow() - clock.local_now() <= datetime.timedelta(seconds=40)
+    clock.note_commit(tid_at(ahead), clock.local_now())  # the same commit again: nothing new
+    clock.note_commit(tid_at(ahead + datetime.timedelta(seconds=1)), clock.local_now())
+    warnings = [r for r in caplog.records if "differs from the database's" in r.getMessage()]
+    assert len(warnings) == 1 and "behind" in warnings[0].getMessage()
+
+
+def two_workers(conn: object) -> tuple[object, object, object]:
+    queue = zasync.install_queues(conn)[""]
+    first, second = sorted([uuid.uuid4() for _ in range(2)])
+    for key in (first, second):
+        da = queue.dispatchers.register(key)
+        da.ping_death_interval = datetime.timedelta(microseconds=1)
+        da.activate()
+        da.last_ping.value = clock.utcnow()
+    conn.transaction_manager.commit()  # type: ignore[attr-defined]
+    return queue, first, second
+
+
+def test_a_verdict_does_not_commit_if_the_sibling_pinged_since(db):
+    judge_tm, sibling_tm = transaction.TransactionManager(), transaction.TransactionManager()
+    judge, sibling = db.open(transaction_manager=judge_tm), db.open(transaction_manager=sibling_tm)
+    queue, first, second = two_workers(judge)
+    queue.dispatchers[first].last_ping.value = clock.utcnow()  # the judge pings later
+    judge_tm.commit()
+    judge_tm.begin()
+    dispatchers = judge.root()[zasync.KEY][""].dispatchers
+    assert dispatchers[second].last_ping.value is not None  # loaded in the judge's view
+    # The sibling pings after the judge's view was taken...
+    sibling_tm.begin()
+    sibling.root()[zasync.KEY][""].dispatchers[second].last_ping.value = clock.utcnow()
+    sibling_tm.commit()
+    # ... so a verdict from that view (death interval 1 us: any commit since is enough)
+    # must not stand.
+    dispatchers.ping(first)
+    assert not dispatchers[second].activated
+    with pytest.raises(ConflictError):
+        judge_tm.commit()
+    judge_tm.abort()
+    judge.close()
+    sibling.close()
+
+
+def test_a_view_taken_before_a_freeze_shows_no_sibling_dead(db):
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)  # a judge that is then frozen a while
+    queue, first, second = two_workers(conn)
+    for key in (first, second):
+        queue.dispatchers[key].ping_death_interval = datetime.timedelta(seconds=0.2)
+    tm.commit()
+    tm.begin()
+    dispatchers = conn.root()[zasync.KEY][""].dispatchers
+    assert dispatchers[second].last_ping.value is not None  # loaded before the freeze
+    frozen_until = clock.utcnow() + datetime.timedelta(seconds=0.5)
+    wait_until(lambda: clock.utcnow() > frozen_until)  # "frozen": wall time passes
+    dispatchers.ping(first)
+    assert dispatchers[second].activated
+    tm.abort()
+    conn.close()
