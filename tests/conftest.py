@@ -93,6 +93,7 @@ def _reset_process_state() -> Iterator[None]:
     for handler in [h for h in root.handlers if h not in handlers]:
         root.removeHandler(handler)
     clock.reset_now()
+    clock.forget_offset()
     retry.set_default_retry_policy(None)
     retry.set_callback_retry_policy(None)
     retry._named.clear()

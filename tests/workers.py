@@ -28,10 +28,20 @@ PATIENCE = 240.0
 class WorkerProcess:
     """A ``zasync worker`` subprocess with its log in a file."""
 
-    def __init__(self, db: str, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        db: str,
+        log: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        skew: float | None = None,
+    ) -> None:
         self.log = log
+        # ``skew``: run with zasync's clock that many seconds off (see skewed.py).
+        wrapper = [] if skew is None else [str(Path(__file__).with_name("skewed.py")), str(skew)]
         command = [
             sys.executable,
+            *wrapper,
             "-m",
             "zasync",
             # ZASYNC_TEST_VERBOSITY=-vv logs each conflict retried and what it was on.

@@ -3,28 +3,111 @@
 Everything that needs "now" calls :func:`utcnow`, and everything that waits
 calls :func:`sleep`, so tests can pin and move time (:func:`set_now`) and make
 backoffs instant (:func:`set_sleep`) without patching modules.
+
+Times that other processes compare (a job's ``begin_after`` and deadline, the
+completion times pruning goes by) should agree between machines whose clocks
+may not.  So :func:`utcnow` is the machine's clock corrected by an estimate of
+how far the database's clock is from it: the database server chooses each
+commit's transaction id from its own clock, and :func:`note_commit` compares
+the id of a commit this process made with the local time just after it.  Each
+such sample can only be early (by the commit's latency), never late, so the
+estimate is the latest of the last few samples.  Until a process has
+committed anything, its times are its clock's own.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 UTC = datetime.UTC
 
+#: Clocks may differ by this much without harm before a process has measured
+#: how far its clock is from the database's; a larger difference is logged.
+SKEW_BOUND = datetime.timedelta(seconds=30)
+_SAMPLES = 4
+
 _lock = threading.Lock()
 _pinned: datetime.datetime | None = None
 _sleep: Callable[[float], None] = time.sleep
+_samples: collections.deque[datetime.timedelta] = collections.deque(maxlen=_SAMPLES)
+_offset = datetime.timedelta(0)
+_warned = False
+_last_tid = b""
+
+log = logging.getLogger("zasync.events")
 
 
 def utcnow() -> datetime.datetime:
-    """Return the current time as an aware UTC datetime (pinned in tests)."""
+    """Return the current time as an aware UTC datetime, in the database's time as far as known.
+
+    Pinned in tests (:func:`set_now`): then exactly the pinned value.
+    """
     pinned = _pinned
     if pinned is not None:
         return pinned
+    return local_now() + _offset
+
+
+def local_now() -> datetime.datetime:
+    """This machine's clock, uncorrected."""
     return datetime.datetime.now(UTC)
+
+
+def offset() -> datetime.timedelta | None:
+    """The database's clock minus this machine's, as estimated; None until measured."""
+    return _offset if _samples else None
+
+
+def tid_time(tid: bytes) -> datetime.datetime:
+    """The time a ZODB transaction id encodes: its commit time by the database's clock."""
+    from ZODB.TimeStamp import TimeStamp
+
+    return datetime.datetime.fromtimestamp(TimeStamp(tid).timeTime(), UTC)
+
+
+def note_commit(tid: bytes, after: datetime.datetime) -> None:
+    """Learn the clock's offset from a commit of this process.
+
+    ``tid`` is the commit's transaction id, ``after`` :func:`local_now` just
+    after the commit returned.  Ignored while the clock is pinned (tests' virtual time).
+    """
+    global _offset, _warned, _last_tid
+    if _pinned is not None or tid == b"\0" * 8:
+        return
+    sample = tid_time(tid) - after
+    with _lock:
+        if tid <= _last_tid:  # noted already (or older): only a new commit says anything
+            return
+        _last_tid = tid
+        _samples.append(sample)
+        _offset = max(_samples)
+        warn = abs(_offset) > SKEW_BOUND and not _warned
+        _warned = _warned or warn
+    if warn:
+        ahead = -_offset.total_seconds()
+        log.warning(
+            "this machine's clock differs from the database's by %.1f s (%s; more than the "
+            "%d s zasync tolerates before measuring it): zasync corrects its times by the "
+            "difference it measures, but fix the clock (NTP)",
+            abs(ahead),
+            "ahead" if ahead > 0 else "behind",
+            SKEW_BOUND.total_seconds(),
+        )
+
+
+def forget_offset() -> None:
+    """Forget the measured offset (tests)."""
+    global _offset, _warned, _last_tid
+    with _lock:
+        _last_tid = b""
+        _samples.clear()
+        _offset = datetime.timedelta(0)
+        _warned = False
 
 
 def set_now(value: datetime.datetime) -> None:

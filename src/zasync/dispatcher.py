@@ -32,6 +32,7 @@ import transaction
 from pydantic.dataclasses import dataclass
 
 from zasync import _awaitables, _context, clock
+from zasync._dbtime import database_now, note_commit_of
 from zasync._limits import Prefetch, Seconds, Threads, check_intervals
 from zasync._watch import ChangePoller, commit_watcher
 from zasync.agent import Agent
@@ -348,8 +349,10 @@ class Dispatcher:
                 if conn is None:
                     conn = self.db.open(transaction_manager=tm)
                 tm.begin()
-                self._beat(conn.root().get(KEY))
+                pinged = self._beat(conn.root().get(KEY))
                 tm.commit()
+                for ping in pinged:
+                    note_commit_of(ping)
             except Exception:  # conflicts, outages: the next beat (or poll) tries again
                 abort_quietly(tm)
                 trace_log.debug("heartbeat of %s failed", self.UUID, exc_info=True)
@@ -358,11 +361,16 @@ class Dispatcher:
             abort_quietly(tm)
             conn.close()
 
-    def _beat(self, queues: Any) -> None:
+    def _beat(self, queues: Any) -> list[Any]:
+        """Ping where a ping is due; return the pings written (their commits measure the clock)."""
+        written = []
         for queue in [] if queues is None else queues.values():
             da = queue.dispatchers.get(self.UUID)
             if da is not None and da.activated and queue._p_oid in self._activated_queues:
                 da.beat()
+                if da.last_ping._p_changed:
+                    written.append(da.last_ping)
+        return written
 
     # -- the poll loop ---------------------------------------------------------------
 
@@ -468,8 +476,9 @@ class Dispatcher:
                 queue.dispatchers.register(self.UUID)
             da = queue.dispatchers[self.UUID]
             if da.activated:
-                if not da.dead and not self._ended_run(da):
+                if not da.dead_at(database_now(self.conn)) and not self._ended_run(da):
                     return False
+                da.hold_liveness()
                 da.deactivate()  # our previous incarnation died: recover its jobs
             if self.ping_interval is not None:
                 da.ping_interval = datetime.timedelta(seconds=self.ping_interval)
@@ -487,6 +496,7 @@ class Dispatcher:
             reraise=disconnect_errors(),
         )
         if result is True:
+            note_commit_of(queue.dispatchers[self.UUID].last_ping)  # activating pinged
             self._activated_queues.add(queue._p_oid)
             self._watched.add(queue._length._p_oid)
             self._refused.pop(queue.name, None)
@@ -514,7 +524,7 @@ class Dispatcher:
     def _log_refusal(self, queue: Any, oid: int) -> None:
         count = self._refused[queue.name] = self._refused.get(queue.name, 0) + 1
         da = queue.dispatchers[self.UUID]
-        reference = max(filter(None, [da.last_ping.value, da.activated]))
+        reference = da.last_alive() or clock.utcnow()
         level = logging.ERROR if count == 1 else logging.WARNING
         if count == 1 or count % 10 == 0:
             events_log.log(
@@ -599,6 +609,7 @@ class Dispatcher:
             queue_info["error"] = repr(result)
             self._ping_alone(queue, tm)
             return None
+        note_commit_of(da.last_ping)  # a no-op unless this claim's commit pinged
         for oid in unsettled:
             if not any(job._p_oid == oid for agent in da.values() for job in agent):
                 self._unsettled.pop(oid, None)  # quarantined (or gone)

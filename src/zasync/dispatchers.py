@@ -4,6 +4,10 @@ Every dispatcher registers its UUID in each queue it works on, activates, and
 pings.  Each live dispatcher watches the next one in UUID order: if that one
 has not pinged for ``ping_death_interval``, it is deactivated and its jobs
 are handed back to the queue (spec D-9).
+
+Pings are judged in the database's time (the commit times of transaction
+ids), so machines' clocks may disagree, and a judge's view of the database
+may be old, without a live dispatcher being declared dead.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from zope.minmax import Maximum
 
 from zasync import clock
 from zasync._base import MappingBase
+from zasync._dbtime import commit_time, in_database, view_time
 from zasync.events import (
     DispatcherActivated,
     DispatcherDeactivated,
@@ -96,27 +101,61 @@ class DispatcherAgents(MappingBase):
 
     # -- liveness ----------------------------------------------------------------
 
+    def last_alive(self) -> datetime.datetime | None:
+        """When this dispatcher was last seen alive: its latest ping or activation.
+
+        A stored record goes by the database's time of the commits that wrote
+        its ping (see :mod:`zasync._dbtime`), so no machine's clock enters a
+        verdict: not the dispatcher's, not the judge's.  An unstored record,
+        or any record while a test pins the clock, goes by the times written.
+        """
+        value = self.last_ping.value
+        if not in_database(self):
+            return max(filter(None, [value, self.activated]), default=None)
+        times = [commit_time(self.last_ping)]
+        if self.activated is not None and (value is None or self.activated > value):
+            times.append(commit_time(self))  # activated, and not pinged since (older versions)
+        return max(filter(None, times), default=None)
+
+    def dead_at(self, now: datetime.datetime) -> bool:
+        """True if the last sign of life is more than ``ping_death_interval`` before ``now``."""
+        reference = self.last_alive()
+        return reference is not None and reference + self.ping_death_interval < now
+
     @property
     def dead(self) -> bool:
-        reference = self.last_ping.value
-        if self.activated is not None and (reference is None or self.activated > reference):
-            reference = self.activated
-        if reference is None:
-            return False
-        return bool(reference + self.ping_death_interval < clock.utcnow())
+        """Dead as of this process's clock (see :meth:`dead_at`); verdicts use view times."""
+        return self.dead_at(clock.utcnow())
 
     def beat(self) -> None:
         """Record a ping now, if the last is at least ``ping_interval`` old (to spare writes)."""
         now = clock.utcnow()
         last = self.last_ping.value
-        if last is None or last + self.ping_interval <= now:
+        # A ping from the future was written by another estimate of the time (an
+        # earlier run, or this one before it measured its clock): renew it.
+        if last is None or last + self.ping_interval <= now or last > now:
             self.last_ping.value = now
 
+    def hold_liveness(self) -> None:
+        """Make this transaction's commit fail with a conflict if this dispatcher pings meanwhile.
+
+        A verdict of death rests on a view of the database that may be old
+        (the judge was frozen, or busy): it must not commit if the dispatcher
+        has pinged since.
+        """
+        ping = self.last_ping
+        if getattr(ping, "_p_jar", None) is not None:
+            ping._p_activate()
+            ping._p_jar.readCurrent(ping)
+
     def activate(self) -> None:
-        """Mark this dispatcher active; ValueError if it already is."""
+        """Mark this dispatcher active; ValueError if it already is.
+
+        The activation counts as a ping: its commit is the first sign of life.
+        """
         if self.activated:
             raise ValueError("Already activated")
-        self.activated = clock.utcnow()
+        self.activated = self.last_ping.value = clock.utcnow()
         if self.thread_deaths:
             self.thread_deaths = 0
         zope.event.notify(DispatcherActivated(self))
@@ -192,15 +231,32 @@ class Dispatchers(MappingBase):
         return da
 
     def ping(self, uuid: uuid_module.UUID) -> None:
-        """Record a ping and deactivate the next activated sibling if it is dead."""
+        """Record a ping and deactivate the next activated sibling if it is dead.
+
+        Death is judged at the time of the newest commit this transaction
+        sees, not by this process's clock: a view that is old (this process
+        was frozen after taking it) shows no sibling dead that was alive
+        then, and the verdict's commit fails if the sibling pinged since.
+        """
         da = self[uuid]
         if not da.activated:
             raise ValueError("UUID is not activated.")
         da.beat()
         sibling = self._next_activated(uuid)
-        if sibling is not None and sibling is not da and sibling.dead:
+        if sibling is None or sibling is da:
+            return
+        now = self._judging_time(da)
+        if now is not None and sibling.dead_at(now):
             events_log.warning("%r is dead; deactivating it (seen by %s)", sibling, uuid)
+            sibling.hold_liveness()
             sibling.deactivate()
+
+    def _judging_time(self, judge: DispatcherAgents) -> datetime.datetime | None:
+        """ "Now" for verdicts on siblings: the newest commit in view (the database's time)."""
+        if not in_database(self):
+            return clock.utcnow()
+        times = [view_time(self._p_jar), commit_time(judge.last_ping)]
+        return max(filter(None, times), default=None)
 
     def _next_activated(self, uuid: uuid_module.UUID) -> Any:
         for candidate in self._data.values(min=uuid, excludemin=True):

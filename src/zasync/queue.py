@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from zasync import clock
 from zasync._base import Base, MappingBase, database_name, oid_int
+from zasync._dbtime import learn_at_commit
 from zasync._pickling import check_storable
 from zasync.completed import CompletedCollection
 from zasync.dispatchers import Dispatchers
@@ -246,6 +247,7 @@ class Queue(Base):
             job.assignerUUID = get_process_uuid()
         if job._p_jar is None:
             jar.add(job)
+        learn_at_commit(job)  # the put's commit tells this process the database's time
         self._insert(job, _NORMAL, max(job.begin_after, now))
         return job
 
