@@ -144,6 +144,7 @@ class Queue(Base):
     name: str | None = None
     _cancelled: CompletedCollection | None = None
     _quarantine: OOBTree | None = None
+    _v_putting: Any = None  # the transaction of this connection's latest put
 
     def __init__(self) -> None:
         self.quotas = Quotas(self)
@@ -176,11 +177,24 @@ class Queue(Base):
         key: QueueKey = (rank, clock.to_stamp(due), database_name(job) or "", job._p_oid)
         lane = self._lane(job)
         lane[key] = job
-        if isinstance(lane, Lane):
+        if isinstance(lane, Lane) and self._batching():
             lane.hold_root()
         job._queue_key = key
         job.parent = self
         self._length.change(1)
+
+    def _batching(self) -> bool:
+        """Whether this transaction put into this queue before (a batch of puts).
+
+        A batch stores the lanes' roots (:meth:`~zasync.lanes.Lane.hold_root`):
+        it runs long, and claims change the roots meanwhile.  A single put
+        keeps its commit one record smaller.
+        """
+        current = self._jar().transaction_manager.get()
+        if self._v_putting is current:
+            return True
+        self._v_putting = current
+        return False
 
     def _remove(self, job: Any) -> None:
         del self._lane(job)[job._queue_key]
