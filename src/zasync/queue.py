@@ -28,6 +28,7 @@ from typing import Any
 import zope.event
 from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree
+from ZODB.POSException import ConflictError
 from zope.interface import implementer
 
 from zasync import clock
@@ -48,7 +49,7 @@ from zasync.interfaces import (
     ZasyncError,
 )
 from zasync.job import Job, as_job
-from zasync.lanes import LANES, OWN_LEAD, Share, as_share, lane_of
+from zasync.lanes import LANES, OWN_LEAD, Lane, Share, as_share, lane_of
 from zasync.quarantine import (
     QuarantinedJob,
     log_quarantined,
@@ -80,11 +81,26 @@ Lanes = int | frozenset[int] | Share | None
 def _tidy(lane: OOBTree) -> None:
     """Keep ``_KEEP_FIRST`` in a lane of one bucket; drop it where it is alone in the first."""
     state = lane.__getstate__()
-    if state is None or len(state) == 1 or len(state[0]) == 1:  # one bucket
+    # A lane of one bucket: empty, the bucket inline, or a first bucket without a next one.
+    if state is None or len(state) == 1 or len(state[1].__getstate__()) == 1:
         if _KEEP_FIRST not in lane:
             lane[_KEEP_FIRST] = None
     elif len(state[1]) == 1 and _KEEP_FIRST in state[1]:
         del lane[_KEEP_FIRST]  # empties the first bucket, which the tree then drops
+
+
+def _as_lane(lane: OOBTree) -> Lane:
+    """A :class:`Lane` with ``lane``'s entries; ``lane`` is emptied."""
+    if isinstance(lane, Lane):
+        return lane
+    copy = Lane.new({_KEEP_FIRST: None})
+    copy.update(lane)
+    # Emptying writes every bucket of the old lane: a put or a claim that still
+    # holds it then conflicts and is retried on the new lane, instead of
+    # committing into a tree that no queue reaches any more.
+    for key in list(lane.keys()):
+        del lane[key]
+    return copy
 
 
 class Queues(MappingBase):
@@ -129,11 +145,12 @@ class Queue(Base):
     name: str | None = None
     _cancelled: CompletedCollection | None = None
     _quarantine: OOBTree | None = None
+    _v_putting: Any = None  # the transaction of this connection's latest put
 
     def __init__(self) -> None:
         self.quotas = Quotas(self)
         self.dispatchers = Dispatchers(self)
-        self._lanes = tuple(OOBTree({_KEEP_FIRST: None}) for _ in range(LANES))
+        self._lanes = tuple(Lane.new({_KEEP_FIRST: None}) for _ in range(LANES))
         self._length = Length()
 
     # -- storage -----------------------------------------------------------------
@@ -143,15 +160,42 @@ class Queue(Base):
         """How many lanes this queue keeps its pending jobs in."""
         return len(self._lanes)
 
+    def upgrade_lanes(self) -> bool:
+        """Give a queue made before :class:`~zasync.lanes.Lane` existed such lanes; True if so.
+
+        Its plain OOBTree lanes cannot merge a put's changes at their tail
+        with a claim's at their head.  The jobs keep their keys.
+        """
+        if all(isinstance(lane, Lane) for lane in self._lanes):
+            return False
+        self._lanes = tuple(_as_lane(lane) for lane in self._lanes)
+        return True
+
     def _lane(self, job: Any) -> OOBTree:
         return self._lanes[lane_of(job._p_oid, len(self._lanes))]
 
     def _insert(self, job: Any, rank: int, due: datetime.datetime) -> None:
         key: QueueKey = (rank, clock.to_stamp(due), database_name(job) or "", job._p_oid)
-        self._lane(job)[key] = job
+        lane = self._lane(job)
+        lane[key] = job
+        if isinstance(lane, Lane) and self._batching():
+            lane.hold_root()
         job._queue_key = key
         job.parent = self
         self._length.change(1)
+
+    def _batching(self) -> bool:
+        """Whether this transaction put into this queue before (a batch of puts).
+
+        A batch stores the lanes' roots (:meth:`~zasync.lanes.Lane.hold_root`):
+        it runs long, and claims change the roots meanwhile.  A single put
+        keeps its commit one record smaller.
+        """
+        current = self._jar().transaction_manager.get()
+        if self._v_putting is current:
+            return True
+        self._v_putting = current
+        return False
 
     def _remove(self, job: Any) -> None:
         del self._lane(job)[job._queue_key]
@@ -500,6 +544,8 @@ class Queue(Base):
                 )
         for lane in touched.values():
             _tidy(lane)
+            if isinstance(lane, Lane):
+                lane.hold_root()  # merged with a put's root, rather than a read conflict
         return [candidate for _, candidate in chosen]
 
     def _admits(self, job: Any, filter: Any, cleaned: set[str]) -> bool:
@@ -578,6 +624,39 @@ def install_queues(connection: Any, *names: str) -> Queues:
             connection.add(queue)
             zope.event.notify(ObjectAdded(queue, queues, name))
     return queues  # type: ignore[no-any-return]
+
+
+def upgrade_lanes(connection: Any) -> list[str]:
+    """Upgrade every queue's lanes (see :meth:`Queue.upgrade_lanes`); the queues changed.
+
+    Does not commit.  Safe to call on every start: once done, it writes nothing.
+    """
+    queues = connection.root().get(KEY)
+    if queues is None:
+        return []
+    return [name for name, queue in queues.items() if queue.upgrade_lanes()]
+
+
+def upgrade_lanes_at_start(connection: Any) -> None:
+    """:func:`upgrade_lanes` in commits of its own, at a worker's start.
+
+    Best effort: if claims and puts going on keep conflicting with it, the
+    queues work on with their old lanes and the next start tries again.
+    """
+    manager = connection.transaction_manager
+    try:
+        for attempt in manager.attempts(3):
+            with attempt:
+                changed = upgrade_lanes(connection)
+    except ConflictError:
+        logging.getLogger("zasync.events").warning(
+            "could not upgrade the queues' lanes (conflicts); the next start tries again"
+        )
+        return
+    if changed:
+        logging.getLogger("zasync.events").info(
+            "upgraded the lanes of queue(s) %s", ", ".join(map(repr, changed))
+        )
 
 
 def get_queues(connection: Any) -> Queues:

@@ -52,7 +52,7 @@ from zasync.dispatcher import AgentSpec, Dispatcher
 from zasync.identity import ENV_VAR as UUID_ENV_VAR
 from zasync.identity import load_or_create_uuid_file, set_process_uuid
 from zasync.interfaces import ZasyncError
-from zasync.queue import install_queues
+from zasync.queue import install_queues, upgrade_lanes_at_start
 
 log = logging.getLogger("zasync.events")
 
@@ -154,6 +154,7 @@ def run_worker(
             for attempt in transaction.manager.attempts(5):
                 with attempt:
                     install_queues(conn, *options.queue_names)
+            upgrade_lanes_at_start(conn)
         finally:
             transaction.abort()
             conn.close()
