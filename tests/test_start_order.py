@@ -207,3 +207,26 @@ def test_stopping_the_serving_worker_while_a_client_is_connected_logs_no_error(t
         worker.stop()
     assert not _errors(app.log, tmp_path / "worker.log")
     assert os.path.exists(tmp_path / "Data.fs")
+
+
+def test_a_worker_starting_while_short_lived_processes_open_the_file_runs_jobs(tmp_path):
+    """Commands that serve the file for a moment, then leave, while a worker starts.
+
+    The worker may find the file served by one of them and lose that server
+    before its first connection: it then serves the file itself.
+    """
+    uri = f"file://{tmp_path / 'Data.fs'}"
+    with client(uri) as conn:
+        zasync.install_queues(conn)
+        transaction.commit()
+    worker = WorkerProcess(uri, tmp_path / "worker.log")
+    try:
+        while "serving" not in worker.text():
+            assert worker.process.poll() is None, worker.text()
+            with client(uri) as conn:  # serves the file, or is a client, for a moment
+                conn.root()
+        _put_and_wait(uri, 10)
+    finally:
+        worker.stop()
+    assert worker.process.returncode == 0
+    assert not _errors(tmp_path / "worker.log")

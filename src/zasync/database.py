@@ -57,6 +57,8 @@ log = logging.getLogger("zasync.events")
 ENV_VAR = "ZASYNC_DB"
 DEFAULT_PATH = os.path.join("var", "zasync", "Data.fs")
 _LOCK_WAIT_SECONDS = 10.0
+#: How long a client of an embedded file waits for its server (or a take-over) to answer.
+_CLIENT_WAIT_SECONDS = 30
 
 
 def default_uri() -> str:
@@ -366,14 +368,42 @@ class _SameTidInvalidation(logging.Filter):
         return "same tid as current" not in record.getMessage()
 
 
+def _wait_for_connection(storage: Any, timeout: float) -> None:
+    """Wait until ``storage`` is connected to the server seen, or to whoever took over from it.
+
+    A server that stops while the client is greeting it cancels that
+    connection attempt at once; the client tries again by itself, so the
+    wait goes on until ``timeout``.
+    """
+    from ZEO.Exceptions import ClientDisconnected
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            storage._wait(max(0.1, deadline - time.monotonic()))
+            return
+        except ClientDisconnected:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _connect_to_worker(
     uri: str, path: str, options: dict[str, Any], address: str, serve: bool
 ) -> Database:
     cache_log = logging.getLogger("ZEO.cache")
     if not any(isinstance(f, _SameTidInvalidation) for f in cache_log.filters):
         cache_log.addFilter(_SameTidInvalidation())
-    storage = FreshOidsClientStorage(address, wait_timeout=30)
-    opened = Database(ZODB.DB(storage, **options), uri, "file-client", path)
-    if serve:
-        opened.takeover = TakeOver(path, storage)
-    return opened
+    storage = FreshOidsClientStorage(address, wait=False, wait_timeout=_CLIENT_WAIT_SECONDS)
+    # Watching from the start: the server may stop before this client first
+    # connects (a short-lived command that served the file a moment ago).
+    takeover = TakeOver(path, storage) if serve else None
+    try:
+        _wait_for_connection(storage, _CLIENT_WAIT_SECONDS)
+        db = ZODB.DB(storage, **options)
+    except Exception as e:
+        storage.close()
+        if takeover is not None:
+            takeover.close()
+        raise ZasyncError(f"cannot open {path} through {address}: {one_line(e)}") from e
+    return Database(db, uri, "file-client", path, takeover=takeover)

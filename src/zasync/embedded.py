@@ -120,7 +120,7 @@ def check_socket(data_fs: str | os.PathLike[str], address: str) -> None:
         owner = os.stat(data_fs).st_uid
         st = os.lstat(address)
     except FileNotFoundError as e:
-        raise ZasyncError(f"cannot check the socket of {data_fs}: {e}") from None
+        raise _SocketGone(f"cannot check the socket of {data_fs}: {e}") from None
     if not stat.S_ISSOCK(st.st_mode):
         raise ZasyncError(f"refusing to connect to {address}: it is not a socket")
     if st.st_uid != owner:
@@ -128,6 +128,10 @@ def check_socket(data_fs: str | os.PathLike[str], address: str) -> None:
             f"refusing to connect to {address}: it is owned by uid {st.st_uid}, but "
             f"{data_fs} by uid {owner}; another user may be impersonating its worker"
         )
+
+
+class _SocketGone(ZasyncError):
+    """The socket (or the file) to check is not there (any more)."""
 
 
 def served_socket(data_fs: str | os.PathLike[str]) -> str | None:
@@ -152,7 +156,10 @@ def served_socket(data_fs: str | os.PathLike[str]) -> str | None:
         lock.close()
         return None
     for address in candidates:
-        check_socket(data_fs, address)
+        try:
+            check_socket(data_fs, address)
+        except _SocketGone:
+            continue  # its server stopped a moment ago: nobody serves there now
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(2)
         try:
@@ -241,6 +248,14 @@ class _ClientHandler(ZEOStorage):  # type: ignore[misc]  # ZEO is untyped
     registered_at = b""
     _finished_tid: bytes | None = None
 
+    def register(self, storage_id: str, read_only: bool) -> Any:
+        if self.server.closing:
+            # Accepted just before the server stopped listening: hang up, and
+            # the client tries again, finding whoever serves next.
+            self.connection.close()
+            return None
+        return super().register(storage_id, read_only)
+
     def lastTransaction(self) -> bytes:
         tid: bytes = super().lastTransaction()
         if tid and tid > self.registered_at:
@@ -270,6 +285,9 @@ class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped
     transaction ids only increase, as ZEO requires.
     """
 
+    closing = False  # set once it stops: registrations are turned away
+    storages: dict[str, Any]
+
     def __init__(self, address: str, storage: Any, local_adapter: Any) -> None:
         super().__init__(address, {STORAGE_ID: storage})
         self._local_adapter = local_adapter
@@ -291,6 +309,7 @@ class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped
         acceptor = self.acceptor
         if acceptor is None or acceptor.closed:
             return
+        self.closing = True
         loop = acceptor.event_loop
         closed = threading.Event()
         deadline = time.monotonic() + timeout
@@ -310,6 +329,8 @@ class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped
         with contextlib.suppress(RuntimeError):  # the loop already stopped
             loop.call_soon_threadsafe(close_when_unlocked)
             closed.wait(timeout + 5)
+        # Only now: a client registering meanwhile must still find the storage.
+        self.storages = {}  # StorageServer.close would close it; its owner does
         self.close()
 
     def create_client_handler(self) -> _ClientHandler:
@@ -392,7 +413,6 @@ class EmbeddedServer:
         """Stop serving (clients are disconnected); the storage itself stays open."""
         if self._watcher is not None:
             self._watcher.unsubscribe(self._forward_local_commit)
-        self._server.storages = {}  # StorageServer.close would close our storage
         self._server.close_between_commits(CLOSE_TIMEOUT)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.address)
