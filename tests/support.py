@@ -447,6 +447,29 @@ def apply_effect(number: int, pause: float = 0.01) -> int:
     return number
 
 
+def create_effect(number: int, pause: float = 0.01) -> int:
+    """:func:`apply_effect`, and new persistent objects: a mapping holding a list, per run.
+
+    The new objects get fresh oids from the storage.  A storage that gave out
+    an oid twice (a ZEO client's prefetched oids after its server restarted)
+    would overwrite an object of an earlier job: the suite checks afterwards
+    that every mapping in ``root["fault_objects"]`` still holds its own key.
+    """
+    import uuid
+
+    from persistent.list import PersistentList
+    from persistent.mapping import PersistentMapping
+
+    from zasync import local
+
+    root = local.getJob()._p_jar.root()
+    token = uuid.uuid4().hex
+    root["fault_objects"][(token, number)] = PersistentMapping(
+        token=token, number=number, items=PersistentList([number, os.getpid()])
+    )
+    return apply_effect(number, pause)
+
+
 def until_cancelled(name: str) -> str:
     """Signals '<name>-started', then checks for a cancellation request (or event <name>)."""
     event(f"{name}-started").set()
