@@ -18,7 +18,9 @@ tests/test_faults.py).  Engines:
 The engines take turns (run 1 of each, then run 2 of each, …), so a
 campaign cut short still covers them all.  It prints one line per run and a
 table per engine, and writes everything, with the last lines of each failed
-run's output, as JSON (rewritten after every run)::
+run's output, as JSON (rewritten after every run); a failed run's test
+directory (worker, server and putter logs, the database) is kept under
+``var/fault_campaign-<date>/`` (``--keep``)::
 
     .venv/bin/python bench/fault_campaign.py --runs 20 --engines embedded zeo postgres
     .venv/bin/python bench/fault_campaign.py --runs 3 --engines embedded disk frozen
@@ -31,6 +33,7 @@ import datetime
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,15 +84,20 @@ def junit_outcomes(report: Path) -> dict[str, str]:
     return found
 
 
-def run_once(engine: str, number: int, scratch: Path, tail: int) -> dict[str, Any]:
-    """One fresh pytest process running ``engine``'s fault test(s); what it reported."""
+def run_once(engine: str, number: int, scratch: Path, keep: Path, tail: int) -> dict[str, Any]:
+    """One fresh pytest process running ``engine``'s fault test(s); what it reported.
+
+    The test's directory (its worker, server and putter logs, the database
+    file) is left in ``keep/<engine>-<number>`` when the run did not pass.
+    """
     report = scratch / f"{engine}-{number}.jsonl"
     junit = scratch / f"{engine}-{number}.xml"
     output = scratch / f"{engine}-{number}.out"
+    basetemp = keep / f"{engine}-{number}"
     started = time.monotonic()
     env = dict(os.environ, ZASYNC_FAULT_REPORT=str(report))
     command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-               f"--junitxml={junit}", *SELECTIONS[engine]]  # fmt: skip
+               f"--junitxml={junit}", f"--basetemp={basetemp}", *SELECTIONS[engine]]  # fmt: skip
     with open(output, "wb") as out:
         try:
             code: int | str = subprocess.run(
@@ -119,8 +127,11 @@ def run_once(engine: str, number: int, scratch: Path, tail: int) -> dict[str, An
         "tests": tests,
         "reports": lines,
     }
-    if verdict != "passed":
+    if verdict in ("passed", "skipped"):
+        shutil.rmtree(basetemp, ignore_errors=True)
+    else:
         result["tail"] = output.read_text(errors="replace").splitlines()[-tail:]
+        result["kept"] = str(basetemp)
     return result
 
 
@@ -183,6 +194,12 @@ def main() -> int:
         "--json", type=Path, default=ROOT / "bench" / "results" / f"fault_campaign-{stamp}.json"
     )
     parser.add_argument(
+        "--keep",
+        type=Path,
+        default=ROOT / "var" / f"fault_campaign-{stamp}",
+        help="where a failed run's test directory (logs, database) is kept",
+    )
+    parser.add_argument(
         "--tail", type=int, default=TAIL_LINES, help="output lines kept per failure"
     )
     args = parser.parse_args()
@@ -193,7 +210,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         for number in range(1, args.runs + 1):
             for engine in args.engines:
-                result = run_once(engine, number, Path(scratch), args.tail)
+                result = run_once(engine, number, Path(scratch), args.keep, args.tail)
                 results[engine].append(result)
                 stalls = [s for line in result["reports"] for s in line.get("stalls", [])]
                 counts = {
