@@ -29,6 +29,7 @@ directory (worker, server and putter logs, the database) is kept under
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -93,6 +94,7 @@ def run_once(engine: str, number: int, scratch: Path, keep: Path, tail: int) -> 
     report = scratch / f"{engine}-{number}.jsonl"
     junit = scratch / f"{engine}-{number}.xml"
     output = scratch / f"{engine}-{number}.out"
+    keep.mkdir(parents=True, exist_ok=True)
     basetemp = keep / f"{engine}-{number}"
     started = time.monotonic()
     env = dict(os.environ, ZASYNC_FAULT_REPORT=str(report))
@@ -151,6 +153,10 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     for name, fraction in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
         value = percentile(stalls, fraction)
         totals[f"stall_{name}"] = None if value is None else round(value, 2)
+    server_stalls = [stall for line in reports for stall in line.get("server_stalls", [])]
+    for name, fraction in (("p50", 0.5), ("max", 1.0)):
+        value = percentile(server_stalls, fraction)
+        totals[f"server_stall_{name}"] = None if value is None else round(value, 2)
     totals["stall_kind"] = next(
         (line["stall_kind"] for line in reports if "stall_kind" in line), ""
     )
@@ -168,7 +174,7 @@ def table(summaries: dict[str, dict[str, Any]]) -> str:
     header = (
         f"{'engine':<9} {'runs':>4} {'passed':>6} {'lost':>5} {'twice':>5} {'stuck':>5} "
         f"{'failed':>6} {'damaged':>7} {'stalls':>6} {'p50 s':>6} {'p99 s':>6} {'max s':>6} "
-        f"{'s/run':>6}"
+        f"{'srv p50':>7} {'srv max':>7} {'s/run':>6}"
     )
     rows = [header]
     for engine, s in summaries.items():
@@ -176,10 +182,12 @@ def table(summaries: dict[str, dict[str, Any]]) -> str:
             f"{engine:<9} {s['runs']:>4} {s['passed']:>6} {s['lost']:>5} {s['doubled']:>5} "
             f"{s['stuck']:>5} {s['failed']:>6} {s['bad_objects']:>7} {s['stalls']:>6} "
             f"{shown(s['stall_p50']):>6} {shown(s['stall_p99']):>6} {shown(s['stall_max']):>6} "
+            f"{shown(s['server_stall_p50']):>7} {shown(s['server_stall_max']):>7} "
             f"{shown(s['seconds_per_run']):>6}"
         )
     kinds = {s["stall_kind"] for s in summaries.values() if s["stall_kind"]}
     rows.extend(f"  stall: {kind}" for kind in sorted(kinds))
+    rows.append("  srv: a database server's restart or crash to the next job completion")
     return "\n".join(rows)
 
 
@@ -213,6 +221,7 @@ def main() -> int:
                 result = run_once(engine, number, Path(scratch), args.keep, args.tail)
                 results[engine].append(result)
                 stalls = [s for line in result["reports"] for s in line.get("stalls", [])]
+                server = [s for line in result["reports"] for s in line.get("server_stalls", [])]
                 counts = {
                     key: sum(line.get(key, 0) for line in result["reports"]) for key in COUNTS
                 }
@@ -220,6 +229,7 @@ def main() -> int:
                 print(
                     f"run {number}/{args.runs} {engine:<9} {result['verdict']:<7} "
                     f"{result['seconds']:>5.0f} s  stalls {' '.join(f'{s:.1f}' for s in stalls)}"
+                    + (f"  server {' '.join(f'{s:.1f}' for s in server)}" if server else "")
                     + (f"  [{bad}]" if bad else ""),
                     flush=True,
                 )
@@ -240,6 +250,8 @@ def main() -> int:
                         indent=2,
                     )
                 )
+    with contextlib.suppress(OSError):
+        args.keep.rmdir()  # if no run failed, nothing was kept
     summaries = {engine: summary(runs) for engine, runs in results.items()}
     print()
     print(table(summaries))
