@@ -187,7 +187,7 @@ def table(summaries: dict[str, dict[str, Any]]) -> str:
         )
     kinds = {s["stall_kind"] for s in summaries.values() if s["stall_kind"]}
     rows.extend(f"  stall: {kind}" for kind in sorted(kinds))
-    rows.append("  srv: a database server's restart or crash to the next job completion")
+    rows.append("  srv: a database server stopped or killed to the next job completion")
     return "\n".join(rows)
 
 

@@ -454,6 +454,8 @@ def create_effect(number: int, pause: float = 0.01) -> int:
     an oid twice (a ZEO client's prefetched oids after its server restarted)
     would overwrite an object of an earlier job: the suite checks afterwards
     that every mapping in ``root["fault_objects"]`` still holds its own key.
+    With ``$ZASYNC_FAULT_COMMITS`` set, the time the job's transaction
+    committed is appended to that file (:func:`note_commit`).
     """
     import uuid
 
@@ -462,12 +464,26 @@ def create_effect(number: int, pause: float = 0.01) -> int:
 
     from zasync import local
 
-    root = local.getJob()._p_jar.root()
+    job = local.getJob()
+    root = job._p_jar.root()
+    commits = os.environ.get("ZASYNC_FAULT_COMMITS")
+    if commits:
+        job._p_jar.transaction_manager.get().addAfterCommitHook(note_commit, (commits, number))
     token = uuid.uuid4().hex
     root["fault_objects"][(token, number)] = PersistentMapping(
         token=token, number=number, items=PersistentList([number, os.getpid()])
     )
     return apply_effect(number, pause)
+
+
+def note_commit(status: bool, path: str, number: int) -> None:
+    """After-commit hook: append ``number`` and the time to ``path`` if the commit succeeded.
+
+    One short write in append mode: lines from many processes do not mix.
+    """
+    if status:
+        with open(path, "a") as out:
+            out.write(f"{number} {_time.time():.6f}\n")
 
 
 def until_cancelled(name: str) -> str:

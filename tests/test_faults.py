@@ -20,13 +20,14 @@ database, killed with ``kill -9`` five times and restarted each time, while
 another process (``fault_putter.py``, a client of the worker's socket that
 serves the file itself while the worker is down) puts 2,000 jobs in batches.
 Its measure is the *stall* after each crash: from the ``kill -9`` to the
-first job completed after it (the time of the transaction that completed
-the job; the worker is restarted at once, so this covers the new process's
+first job completed after it (as the worker notes right after the job's
+commit; the worker is restarted at once, so this covers the new process's
 start, its opening of the file and its taking back its own jobs).  The
 start-to-first-completion time is recorded too.  For the shared engines,
 the stall is the time from a worker's death to a sibling's taking over its
-jobs, and the *server stall* the time from a server's restart (or crash) to
-the next job completed.
+jobs, and the *server stall* the time from a server's having stopped (or
+been killed) to the next job completed: its start, and the workers'
+reconnecting.
 
 The database server is private to the test (it is restarted), so PostgreSQL
 runs in a cluster of its own here, made with Debian's ``initdb``.
@@ -54,7 +55,6 @@ import pytest
 import transaction
 from BTrees.IOBTree import IOBTree
 from BTrees.OOBTree import OOBTree
-from persistent.TimeStamp import TimeStamp
 
 import zasync
 from pgserver import PostgresServer, fresh_database
@@ -108,13 +108,18 @@ class Engine:
         self._database = fresh_database(self.server.uri)
         return self._database.__enter__()
 
-    def restart(self, crash: bool = False) -> None:
-        """Stop the server cleanly (or, with ``crash``, as a crash: ``kill -9``) and start it."""
+    def restart(self, crash: bool = False) -> float:
+        """Stop the server cleanly (or, with ``crash``, as a crash: ``kill -9``) and start it.
+
+        Returns the time (``time.time()``) by which the server had stopped.
+        """
         if isinstance(self.server, ZEOServer):
             self.server.kill() if crash else self.server.stop()
         else:
             self.server.stop("immediate" if crash else "fast")
+        stopped = time.time()
         self.server.start()
+        return stopped
 
     def stop(self) -> None:
         if self._database is not None:
@@ -292,6 +297,7 @@ def start_worker(uri: str, directory: Path, index: int, generation: int) -> Work
         str(DEATH_INTERVAL),
         "--uuid",
         worker_uuid,
+        env={"ZASYNC_FAULT_COMMITS": str(commits_file(directory))},
     )
     worker.uuid = worker_uuid  # type: ignore[attr-defined]
     return worker
@@ -327,8 +333,7 @@ def test_kills_and_a_server_restart_lose_nothing_and_double_nothing(kind, tmp_pa
                 message=f"work never reached {fraction:.0%}",
             )
             if action in ("restart", "crash"):
-                server_events.append((action, time.time()))
-                engine.restart(crash=action == "crash")
+                server_events.append((action, engine.restart(crash=action == "crash")))
                 continue
             index = rng.randrange(WORKERS)
             victim = workers[index]
@@ -351,9 +356,9 @@ def test_kills_and_a_server_restart_lose_nothing_and_double_nothing(kind, tmp_pa
             jobs = [conn.get(oid) for oid in oids]
             outcome = analyse(conn, jobs)
             unfinished = describe_unfinished(conn, jobs) if outcome["stuck"] else ""
-            ends = completion_times(jobs)
     finally:
         engine.stop()
+    ends = completion_times(tmp_path)
     server_stalls = [first_after(ends, moment) for _action, moment in server_events]
     report(
         record(
@@ -363,7 +368,7 @@ def test_kills_and_a_server_restart_lose_nothing_and_double_nothing(kind, tmp_pa
             stalls=takeovers,
             stall_kind="death to take-over by a sibling",
             server_stalls=[stall for stall in server_stalls if stall is not None],
-            server_stall_kind="server stop or kill -9 to the next job completion",
+            server_stall_kind="server stopped or killed to the next job completion",
             seconds=time.monotonic() - started,
         )
     )
@@ -436,21 +441,32 @@ def all_put_and_final(conn: Any) -> bool:
 
 def embedded_worker(uri: str, directory: Path, generation: int) -> WorkerProcess:
     """A worker on the embedded file, as deployed: its UUID kept in a file beside it."""
-    return WorkerProcess(uri, directory / f"worker-{generation}.log", "--threads", str(THREADS))
-
-
-def completion_times(jobs: list[Any]) -> list[float]:
-    """When each COMPLETED job of ``jobs`` was completed, sorted (seconds since the epoch).
-
-    The time of the job's last transaction, the one that completed it
-    (nothing writes a job after that): a commit's time, unlike the job's
-    ``active_end``, which a run whose commit failed also sets.
-    """
-    return sorted(
-        TimeStamp(job._p_serial).timeTime()
-        for job in jobs
-        if job is not None and job.status == COMPLETED
+    return WorkerProcess(
+        uri,
+        directory / f"worker-{generation}.log",
+        "--threads",
+        str(THREADS),
+        env={"ZASYNC_FAULT_COMMITS": str(commits_file(directory))},
     )
+
+
+def commits_file(directory: Path) -> Path:
+    """Where the workers note each job's commit (:func:`support.note_commit`)."""
+    return directory / "commits.txt"
+
+
+def completion_times(directory: Path) -> list[float]:
+    """When jobs completed, sorted (seconds since the epoch): their commits, as noted.
+
+    Each is noted by the worker right after the commit of the job's effects
+    and result (one transaction) succeeded: neither the job's
+    ``active_end`` (set before its commit, which may fail) nor a
+    transaction id's time (RelStorage's need not be the commit's) would do.
+    """
+    path = commits_file(directory)
+    if not path.exists():
+        return []
+    return sorted(float(line.split()[1]) for line in path.read_text().splitlines() if line)
 
 
 def first_after(times: list[float], moment: float) -> float | None:
@@ -552,10 +568,10 @@ def test_the_embedded_worker_killed_five_times_while_another_process_puts_jobs(t
             jobs = put_jobs(conn)
             outcome = analyse(conn, jobs)
             unfinished = describe_unfinished(conn, jobs) if outcome["stuck"] else ""
-            ends = completion_times(jobs)
         finally:
             transaction.abort()
             conn.close()
+    ends = completion_times(tmp_path)
     for kill in kills:
         kill["stall"] = first_after(ends, kill["killed"])
         kill["start_to_first"] = first_after(ends, kill["restarted"])
