@@ -185,8 +185,11 @@ def table(summaries: dict[str, dict[str, Any]]) -> str:
             f"{shown(s['server_stall_p50']):>7} {shown(s['server_stall_max']):>7} "
             f"{shown(s['seconds_per_run']):>6}"
         )
-    kinds = {s["stall_kind"] for s in summaries.values() if s["stall_kind"]}
-    rows.extend(f"  stall: {kind}" for kind in sorted(kinds))
+    kinds: dict[str, list[str]] = {}
+    for engine, s in summaries.items():
+        if s["stall_kind"]:
+            kinds.setdefault(s["stall_kind"], []).append(engine)
+    rows.extend(f"  stall ({', '.join(names)}): {kind}" for kind, names in kinds.items())
     rows.append("  srv: a database server stopped or killed to the next job completion")
     return "\n".join(rows)
 
