@@ -447,6 +447,45 @@ def apply_effect(number: int, pause: float = 0.01) -> int:
     return number
 
 
+def create_effect(number: int, pause: float = 0.01) -> int:
+    """:func:`apply_effect`, and new persistent objects: a mapping holding a list, per run.
+
+    The new objects get fresh oids from the storage.  A storage that gave out
+    an oid twice (a ZEO client's prefetched oids after its server restarted)
+    would overwrite an object of an earlier job: the suite checks afterwards
+    that every mapping in ``root["fault_objects"]`` still holds its own key.
+    With ``$ZASYNC_FAULT_COMMITS`` set, the time the job's transaction
+    committed is appended to that file (:func:`note_commit`).
+    """
+    import uuid
+
+    from persistent.list import PersistentList
+    from persistent.mapping import PersistentMapping
+
+    from zasync import local
+
+    job = local.getJob()
+    root = job._p_jar.root()
+    commits = os.environ.get("ZASYNC_FAULT_COMMITS")
+    if commits:
+        job._p_jar.transaction_manager.get().addAfterCommitHook(note_commit, (commits, number))
+    token = uuid.uuid4().hex
+    root["fault_objects"][(token, number)] = PersistentMapping(
+        token=token, number=number, items=PersistentList([number, os.getpid()])
+    )
+    return apply_effect(number, pause)
+
+
+def note_commit(status: bool, path: str, number: int) -> None:
+    """After-commit hook: append ``number`` and the time to ``path`` if the commit succeeded.
+
+    One short write in append mode: lines from many processes do not mix.
+    """
+    if status:
+        with open(path, "a") as out:
+            out.write(f"{number} {_time.time():.6f}\n")
+
+
 def until_cancelled(name: str) -> str:
     """Signals '<name>-started', then checks for a cancellation request (or event <name>)."""
     event(f"{name}-started").set()
