@@ -243,3 +243,33 @@ def test_a_put_into_an_old_lane_during_the_upgrade_is_retried_not_lost(file_db):
     other_tm.commit()
     tm.begin()
     assert late._p_oid in {job._p_oid for job in queue}
+
+
+@pytest.mark.parametrize("first", ["upgrade", "put"])
+def test_a_put_into_an_empty_old_lane_during_the_upgrade_is_retried_not_lost(file_db, first):
+    # Lanes made before the kept first key existed are empty OOBTrees while no
+    # job of theirs waits; claims and removals can still empty one entirely.
+    tm, queue = opened(file_db)
+    queue._lanes = tuple(OOBTree() for _ in range(len(queue._lanes)))
+    tm.commit()
+    tm.begin()
+    other_tm, other = opened(file_db)
+    late = other.put(support.mock_work)  # into an empty old lane, not committed yet
+    assert upgrade_lanes(queue._p_jar) == [""]
+    # Whichever commits second must conflict: else the job waits in a lane no
+    # queue reaches any more (the upgrade's copy of the lanes misses it).
+    second = tm if first == "put" else other_tm
+    (other_tm if first == "put" else tm).commit()
+    with pytest.raises(ConflictError):
+        second.commit()
+    second.abort()
+    if second is other_tm:
+        late = other.put(support.mock_work)  # the retry sees the new lanes
+        other_tm.commit()
+    else:
+        assert upgrade_lanes(queue._p_jar) == [""]  # the retry copies the job
+        tm.commit()
+    tm.begin()
+    assert [job._p_oid for job in queue] == [late._p_oid]
+    assert len(queue) == 1
+    assert all(type(lane) is Lane for lane in queue._lanes)
