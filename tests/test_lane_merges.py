@@ -584,6 +584,43 @@ def run_pairs(
 # -- the tests ----------------------------------------------------------------------------
 
 
+def test_a_new_node_left_with_one_new_bucket_stores_that_bucket_once(tmp_path: Path) -> None:
+    # Found by random transactions: one that changes the root first (it
+    # deletes a key the root separates nodes by), then puts a batch at the tail
+    # (new buckets, new nodes) and takes its newest jobs back, leaving the last
+    # new node with one new bucket.  ZODB pickles that node, found through the
+    # root, before the bucket before that one: BTrees pickled the bucket inside
+    # the node, and the bucket before then stored it again on its own.
+    db = ZODB.DB(FileStorage(str(tmp_path / "one-bucket.fs")))
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    conn.root()["lane"] = lane = Lane4x4.new({})
+    shape = [33100, 83470, 47820, 56780, 73260, 24880, 24250, 28510, 25070, 65020, 29450]
+    shape += [30990, 90620, 1120, 74650, 66940, 70170, 57910, 25580, 24290, 96850, 61800]
+    shape += [44350, 57810, 62410, 22380, 13700, 89490, 890, 50150, 46090]
+    for key in shape:  # in this order, then these deleted: the nodes and buckets it found
+        lane[key] = key
+    for key in (25580, 25070, 57810, 73260, 61800, 66940, 24880, 57910, 89490):
+        del lane[key]
+    tm.commit()
+    del lane[65020]  # separates two nodes in the root
+    del lane[890]
+    batch = [106002 + 10 * n for n in range(14)]
+    for key in batch:
+        lane[key] = key
+    for key in batch[7:]:
+        del lane[key]
+    lane.hold_root()
+    expected = dict(lane.items())
+    tm.commit()
+    other = db.open(transaction_manager=transaction.TransactionManager())
+    stored = other.root()["lane"]
+    stored._check()  # was: "Bucket next pointer is damaged"
+    btrees_check.check(stored)
+    assert dict(stored.items()) == expected
+    db.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lane_class", LANE_CLASSES, ids=lambda c: c.__name__)
 def test_random_concurrent_transactions_keep_every_pending_job_once(
