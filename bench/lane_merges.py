@@ -17,6 +17,11 @@ with and without the root held.
 Run: .venv/bin/python bench/lane_merges.py [--seeds 200] [--first 0] [--steps 400]
      [--actors 4] [--max-pending 4000] [--stop]
      .venv/bin/python bench/lane_merges.py --pairs [--size 24]
+     .venv/bin/python bench/lane_merges.py --parties 20000 [--first 0]
+
+``--parties`` runs test_lane_merges.run_parties: a random lane, then 2 to 4
+transactions from one snapshot, each a few claims, puts, batches and
+put-backs, committed over each other in random order.
 """
 
 from __future__ import annotations
@@ -33,7 +38,27 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from test_lane_merges import LANE_CLASSES, run_pairs, run_seed  # noqa: E402
+from test_lane_merges import LANE_CLASSES, run_pairs, run_parties, run_seed  # noqa: E402
+
+
+def parties(first: int, trials: int) -> int:
+    """run_parties in slices of 500 trials; the first failure stops it."""
+    total: Counter[str] = Counter()
+    started = time.monotonic()
+    for start in range(first, first + trials, 500):
+        with tempfile.TemporaryDirectory() as directory:
+            try:
+                total += run_parties(Path(directory), start, min(500, first + trials - start))
+            except AssertionError:
+                traceback.print_exc()
+                print(f"FAILED in trials {start}..{start + 499}")
+                return 1
+        print(f"trials {first}..{start + 499}: {dict(sorted(total.items()))}", flush=True)
+    print(f"\n{trials} trials in {time.monotonic() - started:.0f} s")
+    for key, value in sorted(total.items()):
+        print(f"  {key}: {value}")
+    print("no failure")
+    return 0
 
 
 def all_pairs(size: int) -> int:
@@ -72,9 +97,14 @@ def main() -> int:
     parser.add_argument("--stop", action="store_true", help="stop at the first failure")
     parser.add_argument("--pairs", action="store_true", help="every pair of primitive changes")
     parser.add_argument("--size", type=int, default=24, help="keys in the lane (--pairs)")
+    parser.add_argument(
+        "--parties", type=int, metavar="TRIALS", help="transactions from one snapshot instead"
+    )
     args = parser.parse_args()
     if args.pairs:
         return all_pairs(args.size)
+    if args.parties:
+        return parties(args.first, args.parties)
     total: Counter[str] = Counter()
     failed: list[int] = []
     started = time.monotonic()

@@ -44,7 +44,7 @@ from ZODB.utils import get_pickle_metadata
 import zasync
 from zasync import clock, lanes
 from zasync.lanes import Lane, LaneBucket, Share, lane_of
-from zasync.queue import _KEEP_FIRST
+from zasync.queue import _KEEP_FIRST, _tidy
 
 import support
 
@@ -581,6 +581,116 @@ def run_pairs(
     return stats
 
 
+# -- a few transactions from one snapshot, each a few changes to one lane -----------------
+#
+# A random lane (shaped by random inserts and deletes), then 2 to 4 transactions
+# that each take runs of keys from the head or the tail or anywhere, put a few,
+# put a batch at the tail or put back before the first key (tidying the kept first
+# key as claims do), committed in random order over each other.
+
+
+def _key(rank: int, n: int) -> tuple[int, int, str, bytes]:
+    return (rank, n, "", b"")
+
+
+def run_parties(path: Path, first: int, count: int) -> Counter[str]:
+    stats: Counter[str] = Counter()
+    db = ZODB.DB(FileStorage(str(path / f"parties-{first}.fs")), cache_size=100_000)
+    managers = [transaction.TransactionManager() for _ in range(5)]
+    conns = [db.open(transaction_manager=tm) for tm in managers]
+    try:
+        with counting(db.storage, stats):
+            for trial in range(first, first + count):
+                _parties(random.Random(trial), trial, managers, conns, stats)
+    finally:
+        for tm in managers:
+            tm.abort()
+        db.close()
+    return stats
+
+
+def _parties(
+    rng: random.Random, trial: int, managers: list[Any], conns: list[Any], stats: Counter[str]
+) -> None:
+    managers[0].begin()
+    lane = rng.choice(LANE_CLASSES[1:]).new({})
+    numbers = rng.sample(range(100_000), rng.randrange(1, 120))
+    if rng.random() < 0.5:
+        numbers.sort()
+    for n in numbers:
+        lane[_key(1, n)] = n
+    for n in numbers:
+        if rng.random() < 0.1:
+            del lane[_key(1, n)]
+    if rng.random() < 0.3:
+        lane[_KEEP_FIRST] = None
+    conns[0].root()["lane"] = lane
+    managers[0].commit()
+    base = dict(lane.items())
+    parties = rng.randrange(2, 5)
+    effects = []
+    for party in range(1, parties + 1):
+        managers[party].begin()
+        view = conns[party].root()["lane"]
+        for _ in range(rng.randrange(1, 4)):
+            kind = rng.choice(["head", "tail", "any", "put", "batch", "put back"])
+            present = [key for key in view if key != _KEEP_FIRST]
+            if kind in ("head", "tail", "any"):
+                if not present:
+                    continue
+                count = rng.randrange(1, min(len(present), rng.choice([12, 40])) + 1)
+                chosen = {
+                    "head": present[:count],
+                    "tail": present[-count:],
+                    "any": rng.sample(present, count),
+                }[kind]
+                for key in chosen:
+                    del view[key]
+                if rng.random() < 0.5:
+                    _tidy(view)
+            else:
+                if kind == "batch":
+                    start = 100_000 + trial % 7 * 1000
+                    size = rng.randrange(2, 60)
+                    keys = [_key(1, start + 10 * n + party) for n in range(size)]
+                elif kind == "put back":
+                    keys = [_key(0, rng.randrange(100_000)) for _ in range(rng.randrange(1, 20))]
+                else:
+                    keys = [_key(1, rng.randrange(110_000) * 10 + party)]
+                for key in keys:
+                    view[key] = key[1]
+        if rng.random() < 0.8:
+            view.hold_root()
+        after = dict(view.items())
+        effects.append(
+            (
+                {key for key in base if key not in after},
+                {key: value for key, value in after.items() if key not in base},
+            )
+        )
+    expected = dict(base)
+    for party in rng.sample(range(1, parties + 1), parties):
+        removed, added = effects[party - 1]
+        try:
+            managers[party].commit()
+        except ConflictError:
+            managers[party].abort()
+            stats["transactions refused"] += 1
+            continue
+        stats["transactions committed"] += 1
+        where = f"trial {trial}, party {party}"
+        assert removed <= set(expected), f"{where} took keys another took"
+        assert not set(added) & set(expected), f"{where} added keys twice"
+        for key in removed:
+            del expected[key]
+        expected.update(added)
+        managers[0].begin()
+        stored = conns[0].root()["lane"]
+        btrees_check.check(stored)
+        stored._check()
+        assert dict(stored.items()) == expected, where
+
+
 # -- the tests ----------------------------------------------------------------------------
 
 
@@ -656,3 +766,10 @@ def test_every_pair_of_changes_merges_exactly_or_is_refused(
     stats = run_pairs(tmp_path, lane_class, size=20, order=order, hold=True, stride=12)
     assert stats["pairs merged"] > 300 and stats["pairs refused"] > 100
     assert stats["split merged"] > 0 and stats["tree merged"] > 0
+
+
+@pytest.mark.slow
+def test_transactions_from_one_snapshot_merge_exactly_or_are_refused(tmp_path: Path) -> None:
+    # bench/lane_merges.py --parties runs many more.
+    stats = run_parties(tmp_path, 0, 400)
+    assert stats["transactions committed"] > 400 and stats["tree merged"] > 50
