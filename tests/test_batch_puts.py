@@ -54,6 +54,7 @@ def put_batch(queue: Any) -> list[Any]:
 # BTrees.check knows the BTrees classes by exact type: a lane is checked as an OOBTree.
 btrees_check._type2kind.setdefault(Lane, btrees_check._type2kind[OOBTree])
 btrees_check._type2kind.setdefault(LaneBucket, btrees_check._type2kind[OOBucket])
+btrees_check._btree2bucket.setdefault(Lane, OOBucket)  # a lane of one bucket, inline
 
 
 def check_lanes(queue: Any) -> None:
@@ -243,3 +244,72 @@ def test_a_put_into_an_old_lane_during_the_upgrade_is_retried_not_lost(file_db):
     other_tm.commit()
     tm.begin()
     assert late._p_oid in {job._p_oid for job in queue}
+
+
+@pytest.mark.parametrize("first", ["upgrade", "put"])
+def test_a_put_into_an_empty_old_lane_during_the_upgrade_is_retried_not_lost(file_db, first):
+    # Lanes made before the kept first key existed are empty OOBTrees while no
+    # job of theirs waits; claims and removals can still empty one entirely.
+    tm, queue = opened(file_db)
+    queue._lanes = tuple(OOBTree() for _ in range(len(queue._lanes)))
+    tm.commit()
+    tm.begin()
+    other_tm, other = opened(file_db)
+    late = other.put(support.mock_work)  # into an empty old lane, not committed yet
+    assert upgrade_lanes(queue._p_jar) == [""]
+    # Whichever commits second must conflict: else the job waits in a lane no
+    # queue reaches any more (the upgrade's copy of the lanes misses it).
+    second = tm if first == "put" else other_tm
+    (other_tm if first == "put" else tm).commit()
+    with pytest.raises(ConflictError):
+        second.commit()
+    second.abort()
+    if second is other_tm:
+        late = other.put(support.mock_work)  # the retry sees the new lanes
+        other_tm.commit()
+    else:
+        assert upgrade_lanes(queue._p_jar) == [""]  # the retry copies the job
+        tm.commit()
+    tm.begin()
+    assert [job._p_oid for job in queue] == [late._p_oid]
+    assert len(queue) == 1
+    assert all(type(lane) is Lane for lane in queue._lanes)
+
+
+def test_a_node_left_with_one_new_bucket_keeps_it_as_its_own_record(file_db):
+    # One transaction claims a lane's first bucket empty (the lane's node
+    # changes first), puts jobs back at the head (the last bucket, now also the
+    # first, splits), then claims the jobs put back: the node is left with one
+    # bucket, made in this transaction.  BTrees pickles a node's only bucket
+    # inside the node while that bucket has no oid, yet the root (its first
+    # bucket) refers to that bucket as a record of its own: the two copies part
+    # at once, and jobs are lost or claimed twice.  (A dispatcher's poll does
+    # this: one agent claims, orphans of another are put back, and that agent
+    # claims them.)
+    tm, queue = opened(file_db)
+    queue._lanes = (Lane.new({_KEEP_FIRST: None}),)
+    jobs = [queue.put(support.mock_work) for _ in range(60)]  # buckets of one node
+    tm.commit()
+    node = queue._lanes[0].__getstate__()[0][0]
+    middle = node.__getstate__()[0][2:-1:2]
+    held = [queue._lanes[0][key] for bucket in middle for key in bucket]
+    for job in held:
+        queue.remove(job)  # claimed, then orphaned: to be put back
+    tm.commit()
+    assert len(node.__getstate__()[0][::2]) == 2
+    first = [key for key in node.__getstate__()[1] if key != _KEEP_FIRST]
+    taken = queue.claim_batch(len(first))  # empties the first bucket
+    for job in held:
+        queue.putBack(job)  # splits the other bucket: its jobs move to a new last one
+    buckets = node.__getstate__()[0][::2]
+    assert buckets[-1]._p_oid is None
+    claimed = queue.claim_batch(sum(len(bucket) for bucket in buckets[:-1]))
+    assert len(node.__getstate__()[0]) == 1  # one bucket, new
+    left = {job._p_oid for job in queue}
+    tm.commit()
+    _other_tm, other = opened(file_db)
+    check_lanes(other)
+    assert {job._p_oid for job in other} == left
+    gone = {job._p_oid for job in taken + claimed}
+    assert left | gone == {job._p_oid for job in jobs}
+    assert len(other) == len(left)

@@ -380,6 +380,29 @@ class Lane(OOBTree):  # type: ignore[misc]
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0][0], Lane):
             self._p_changed = True
 
+    def __getstate__(self) -> Any:
+        """The node's state, its only bucket always a record of its own.
+
+        BTrees pickles the only bucket of a node inside the node while that
+        bucket has no oid yet: right for a tree's root, whose bucket nothing
+        else refers to, but a lane's inner node's bucket is also the root's
+        first bucket or the next one of the bucket before.  When a
+        transaction leaves such a node with one bucket it made (a claim
+        empties the first bucket, put-backs split the last, a claim takes all
+        but the new bucket) and ZODB pickles the node before the objects that
+        refer to that bucket, the bucket is stored twice, inside the node and
+        on its own, and the two copies part: jobs claimed stay in one, jobs
+        put later go to the other, which a scan from an earlier bucket never
+        reaches.  A state that refers to the bucket gives it an oid when
+        pickled, as any new object gets; so does a root of one bucket (a
+        record more, and its bucket then merges on its own).
+        """
+        state = super().__getstate__()
+        if isinstance(state, tuple) and len(state) == 1:
+            bucket = self._firstbucket  # a node of one bucket: that bucket
+            return ((bucket,), bucket)
+        return state
+
     def _p_resolveConflict(self, old: Any, committed: Any, new: Any) -> Any:
         if all(isinstance(s, tuple) and len(s) == 2 for s in (old, committed, new)):
             return merge_tree_states(old, committed, new)

@@ -100,6 +100,11 @@ def _as_lane(lane: OOBTree) -> Lane:
     # committing into a tree that no queue reaches any more.
     for key in list(lane.keys()):
         del lane[key]
+    # An old lane that was empty already (lanes made before the kept first key,
+    # or emptied by removals) has no bucket to write: a put into it writes its
+    # root alone, so store the root too, or that put commits into a lane no
+    # queue reaches (or the copy misses a job a put committed into it meanwhile).
+    lane._p_changed = True
     return copy
 
 
