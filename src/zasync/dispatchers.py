@@ -247,9 +247,24 @@ class Dispatchers(MappingBase):
             return
         now = self._judging_time(da)
         if now is not None and sibling.dead_at(now):
-            events_log.warning("%r is dead; deactivating it (seen by %s)", sibling, uuid)
+            verdict = f"{sibling!r} is dead; deactivating it (seen by {uuid})"
             sibling.hold_liveness()
             sibling.deactivate()
+            self._log_once_committed(verdict)
+
+    def _log_once_committed(self, message: str) -> None:
+        """Log a verdict when its transaction commits: a commit that conflicts (the sibling
+        pinged since) is no verdict, and an operator must not read one."""
+        jar = self._p_jar
+        if jar is None:
+            events_log.warning("%s", message)
+            return
+
+        def log_if_committed(committed: bool) -> None:
+            if committed:
+                events_log.warning("%s", message)
+
+        jar.transaction_manager.get().addAfterCommitHook(log_if_committed)
 
     def _judging_time(self, judge: DispatcherAgents) -> datetime.datetime | None:
         """ "Now" for verdicts on siblings: the newest commit in view (the database's time)."""
