@@ -125,18 +125,24 @@ def postgres_server() -> Iterator[str]:
         started.remove()
 
 
+@pytest.fixture
+def zeo_uri(tmp_path: Any) -> Iterator[str]:
+    """A fresh ZEO server of the test's own (the ZEO package's ``runzeo``) on loopback."""
+    from workers import ZEOServer, free_port
+
+    server = ZEOServer(tmp_path / "zeo.fs", free_port(), tmp_path / "zeo.log")
+    server.start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
 @pytest.fixture(params=["zeo", "postgres"])
 def engine_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     """A fresh, empty database on each shared engine: its own ZEO server, or a PostgreSQL database."""
     if request.param == "zeo":
-        from workers import ZEOServer, free_port
-
-        server = ZEOServer(tmp_path / "zeo.fs", free_port(), tmp_path / "zeo.log")
-        server.start()
-        try:
-            yield server.uri
-        finally:
-            server.stop()
+        yield request.getfixturevalue("zeo_uri")
     else:
         import pgserver
 

@@ -13,8 +13,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import transaction
@@ -23,21 +21,11 @@ from ZODB.TimeStamp import TimeStamp
 
 import zasync
 from processes import TESTS, python_env
-from workers import PATIENCE, WorkerProcess, ZEOServer, client, free_port, wait_until
+from workers import PATIENCE, WorkerProcess, client, wait_until
 from zasync import COMPLETED, Job, clock
 
 DEAD = "is dead; deactivating it"
 REVIVED = "by another process; reactivating"
-
-
-@pytest.fixture
-def zeo_uri(tmp_path: Path) -> Iterator[str]:
-    server = ZEOServer(tmp_path / "zeo.fs", free_port(), tmp_path / "zeo.log")
-    server.start()
-    try:
-        yield server.uri
-    finally:
-        server.stop()
 
 
 def commit_time(obj: object) -> datetime.datetime:

@@ -77,6 +77,12 @@ def transactions_end(path: Path) -> int:
         storage.close()
 
 
+def all_completed(uri: str, oids: list[bytes]) -> bool:
+    """Every job of ``oids`` is COMPLETED, read in a new client."""
+    with client(uri) as conn:
+        return all(conn.get(oid).status == COMPLETED for oid in oids)
+
+
 def failure_lines(text: str) -> list[str]:
     """The lines of a worker's log that are neither INFO lines nor its stop."""
     return [
@@ -103,11 +109,9 @@ def test_a_full_disk_fails_no_job_and_floods_no_log(small_disk, tmp_path):
         worker.wait_for_log("No space left on device")
         filler.unlink()
 
-        def all_completed() -> bool:
-            with client(uri) as conn:
-                return all(conn.get(oid).status == COMPLETED for oid in oids)
-
-        wait_until(all_completed, message="jobs never completed once there was space")
+        wait_until(
+            lambda: all_completed(uri, oids), message="jobs never completed once there was space"
+        )
         with client(uri) as conn:
             results = [conn.get(oid).result for oid in oids]
             stored = conn.root()["stored"]
@@ -169,11 +173,9 @@ def test_a_postgresql_outage_at_commit_fails_no_job_and_counts_no_interruption(p
         )
         server.start()
 
-        def all_completed() -> bool:
-            with client(uri) as conn:
-                return all(conn.get(oid).status == COMPLETED for oid in oids)
-
-        wait_until(all_completed, message="jobs never completed after the outage")
+        wait_until(
+            lambda: all_completed(uri, oids), message="jobs never completed after the outage"
+        )
         with client(uri) as conn:
             outcomes = [conn.get(oid).result for oid in oids]
             retry_data = [dict(conn.get(oid)._retry_policy.data) for oid in oids]

@@ -71,20 +71,16 @@ class TakeOver:
 
     def _try_to_serve(self) -> bool:
         """Open and serve the file if its lock is free; True if this process now serves it."""
+        storage = None
         try:
             storage = SafeFileStorage(self.path)
+            skip_reissued_oids(storage)
+            self.server = EmbeddedServer(None, storage, socket_path(self.path))
         except zc.lockfile.LockError:
             return False  # still held: the old server exiting, or another client took over
         except Exception:
-            self._failures += 1
-            if self._failures == 1:
-                log.exception("cannot take over serving %s; still trying", self.path)
-            return False
-        try:
-            skip_reissued_oids(storage)
-            self.server = EmbeddedServer(None, storage, socket_path(self.path))
-        except Exception:
-            storage.close()
+            if storage is not None:
+                storage.close()
             self._failures += 1
             if self._failures == 1:
                 log.exception("cannot take over serving %s; still trying", self.path)
