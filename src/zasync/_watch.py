@@ -131,7 +131,9 @@ class ChangePoller:
                     obj = conn.get(oid)
                     obj._p_activate()
                     serial = obj._p_serial
-                    if seen.get(oid, serial) != serial:
+                    # An object seen for the first time counts as changed: it may have
+                    # changed after the caller's last read and before this one.
+                    if seen.get(oid) != serial:
                         changed.append(oid)
                     seen[oid] = serial
                 tm.abort()

@@ -489,6 +489,9 @@ class Dispatcher:
             return True
 
         oid = int.from_bytes(queue._p_oid, "big")
+        # Watch before the claim's snapshot is taken: a put committed between that
+        # snapshot and a later watch would wake nobody until the next timed poll.
+        self._watched.add(queue._length._p_oid)
         result = try_transaction_five_times(
             unit,
             f"activating dispatcher UUID {self.UUID} in queue {queue.name!r} (oid {oid})",
@@ -498,7 +501,6 @@ class Dispatcher:
         if result is True:
             note_commit_of(queue.dispatchers[self.UUID].last_ping)  # activating pinged
             self._activated_queues.add(queue._p_oid)
-            self._watched.add(queue._length._p_oid)
             self._refused.pop(queue.name, None)
             return True
         if result is False:
