@@ -30,6 +30,7 @@ lint: $(STAMP)  ## ruff (lint and format) and mypy
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 check: lint test  ## Everything CI runs
 

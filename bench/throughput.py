@@ -147,7 +147,7 @@ def latency_other_process(directory: Path, samples: int) -> list[float]:
         env=env,
     )
     try:
-        from zasync.embedded import is_served
+        from zasync.storage.embedded import is_served
 
         deadline = time.monotonic() + 60
         while not is_served(path):

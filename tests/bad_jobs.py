@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from zasync import Job, NeverRetry, RetryCommonFourTimes
-from zasync.failure import Failure
+from zasync.model.failure import Failure
 
 
 class CustomBaseError(BaseException):

@@ -15,7 +15,8 @@ from ZODB.DemoStorage import DemoStorage
 from ZODB.FileStorage import FileStorage
 
 import zasync
-from zasync import clock, identity, retry, tx
+from zasync import clock, identity
+from zasync.model import retry, tx
 
 START = datetime.datetime(2006, 8, 10, 15, 44, 22, 211, tzinfo=datetime.UTC)
 

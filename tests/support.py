@@ -11,7 +11,7 @@ from typing import Any
 import persistent
 from ZODB.POSException import ConflictError
 
-from zasync.failure import Failure
+from zasync.model.failure import Failure
 
 calls: list[Any] = []
 
@@ -191,7 +191,7 @@ import datetime  # noqa: E402
 
 import transaction  # noqa: E402
 
-from zasync.retry import NeverRetry, RetryCommonFourTimes  # noqa: E402
+from zasync.model.retry import NeverRetry, RetryCommonFourTimes  # noqa: E402
 
 reply: dict[str, Any] = {"value": False}
 
@@ -324,7 +324,7 @@ def add_callback_from_elsewhere(job: Any, res: Any) -> None:
 import threading  # noqa: E402
 
 from zasync import local  # noqa: E402
-from zasync.job import Job  # noqa: E402
+from zasync.model.job import Job  # noqa: E402
 
 events: dict[str, threading.Event] = {}
 

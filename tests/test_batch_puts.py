@@ -2,7 +2,7 @@
 
 A batch of 1,000 puts (one transaction) splits the last bucket of every lane
 many times while claims empty buckets at the lanes' heads; the lanes' trees
-must merge the two (zasync.lanes.Lane).  Also the merges' own rules, and the
+must merge the two (zasync.model.lanes.Lane).  Also the merges' own rules, and the
 upgrade of lanes made as plain OOBTrees.
 """
 
@@ -20,8 +20,8 @@ from ZODB.FileStorage import FileStorage
 from ZODB.POSException import BTreesConflictError, ConflictError
 
 import zasync
-from zasync.lanes import Lane, LaneBucket, merge_split_bucket, merge_tree_states
-from zasync.queue import _KEEP_FIRST, upgrade_lanes
+from zasync.model.lanes import Lane, LaneBucket, merge_split_bucket, merge_tree_states
+from zasync.model.queue import _KEEP_FIRST, upgrade_lanes
 
 import support
 

@@ -10,8 +10,8 @@ import pytest
 
 import zasync
 from processes import python_env
-from zasync.durations import parse_duration, parse_time
-from zasync.settings import agent_from_config, load_config, parse_agent_option
+from zasync.ops.durations import parse_duration, parse_time
+from zasync.runtime.settings import agent_from_config, load_config, parse_agent_option
 
 
 def zasync_cli(*args, check=True, timeout=120):

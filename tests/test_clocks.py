@@ -132,7 +132,7 @@ def test_a_worker_ahead_does_not_expire_start_deadlines_early(tmp_path, zeo_uri)
 
 PUTTER = """
 import sys, transaction, zasync
-from zasync.database import open_database
+from zasync.storage.database import open_database
 from zasync import Job
 opened = open_database(sys.argv[1])
 conn = opened.db.open()

@@ -15,7 +15,8 @@ import transaction
 from transaction.interfaces import ISynchronizer
 from zope.interface import implementer
 
-from zasync import ACTIVE, COMPLETED, Agent, BadStatusError, Job, _context
+from zasync import ACTIVE, COMPLETED, Agent, BadStatusError, Job
+from zasync.model import _context
 
 import support
 

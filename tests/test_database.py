@@ -7,9 +7,9 @@ import transaction
 
 import zasync
 from processes import run_python
-from zasync._watch import commit_watcher
-from zasync.database import default_uri, file_path, open_database
-from zasync.embedded import is_served
+from zasync.storage.database import default_uri, file_path, open_database
+from zasync.storage.embedded import is_served
+from zasync.storage.watch import commit_watcher
 
 
 def test_memory_and_file_uris(tmp_path):
@@ -72,7 +72,7 @@ def test_an_unreachable_zeo_server_is_given_up_after_connect_timeout():
 
 
 def test_passwords_are_not_repeated_in_errors():
-    from zasync.database import redact
+    from zasync.storage.database import redact
 
     assert redact("postgresql://me:s3cret@db:5432/q") == "postgresql://me:***@db:5432/q"
     assert redact("postgresql://me@db/q") == "postgresql://me@db/q"
@@ -95,7 +95,7 @@ def test_served_file_is_shared_with_other_processes(tmp_path):
         out = run_python(
             f"""
             import transaction, zasync, support
-            from zasync.database import open_database
+            from zasync.storage.database import open_database
             with open_database("file://{path}") as opened:
                 assert opened.kind == "file-client", opened.kind
                 conn = opened.db.open()
@@ -120,7 +120,7 @@ def test_file_locked_by_a_process_that_does_not_serve_it(tmp_path):
     path = tmp_path / "Data.fs"
     with open_database(f"file://{path}", serve=False):
         code = f"""
-            import zasync.database as d
+            import zasync.storage.database as d
             d._LOCK_WAIT_SECONDS = 0.3
             try:
                 d.open_database("file://{path}")
@@ -160,7 +160,7 @@ def test_clients_see_the_workers_commits_in_order(tmp_path):
 
         code = f"""
             import transaction
-            from zasync.database import open_database
+            from zasync.storage.database import open_database
             for attempt in range(8):
                 with open_database("file://{path}") as opened:
                     conn = opened.db.open()

@@ -13,9 +13,9 @@ import transaction
 
 import zasync
 from zasync import ACTIVE, COMPLETED, PENDING, Failure, Job
-from zasync import dispatcher as dispatcher_module
-from zasync.dispatcher import AgentSpec, Dispatcher
-from zasync.events import DispatcherActivated, DispatcherRegistered
+from zasync.model.events import DispatcherActivated, DispatcherRegistered
+from zasync.runtime import dispatcher as dispatcher_module
+from zasync.runtime.dispatcher import AgentSpec, Dispatcher
 from zasync.testing import (
     running_dispatcher,
     wait_for,
@@ -257,9 +257,12 @@ def test_graceful_stop_hands_back_unstarted_jobs(zasync_db, zasync_queue):
     )
     d.activate()
     blocker = zasync_queue.put(Job(support.block_until, "stop-test"))
+    transaction.commit()
+    # The blocker must hold the only thread before the others come: jobs put together
+    # spread over lanes, and the claim takes them in lane order, not put order.
+    assert support.event("stop-test-started").wait(30)
     waiting = [zasync_queue.put(support.mock_work) for _ in range(3)]
     transaction.commit()
-    assert support.event("stop-test-started").wait(30)
     wait_for(lambda: all(j.status == ACTIVE for j in waiting), message="not claimed ahead")
 
     import threading
@@ -326,7 +329,7 @@ def test_a_claim_that_never_reached_the_threads_is_handed_back(
     zasync_db, zasync_queue, monkeypatch, caplog
 ):
     """A claim committed, but its answer was lost (a broken connection): nothing ran it."""
-    from zasync.pool import AgentThreadPool
+    from zasync.runtime.pool import AgentThreadPool
 
     real_assign = AgentThreadPool.assign
     dropped = []
@@ -436,7 +439,7 @@ def test_a_claimed_job_asked_to_stop_before_it_starts_never_runs(zasync_db, zasy
 
 
 def _resize(db, d, threads):
-    from zasync import actions
+    from zasync.ops import actions
 
     actions.set_agent_size(db, "", str(d.UUID), "main", size=threads, threads=threads)
     pool = d.pools[("", "main")]
@@ -458,7 +461,7 @@ def _started_together(queue, prefix, count):
 
 def test_shrinking_idle_threads_stops_only_the_surplus(zasync_db, zasync_queue):
     """Each leaving thread used to queue more exit requests: 4 -> 1 ended with none."""
-    from zasync import live
+    from zasync.ops import live
 
     with running_dispatcher(zasync_db, threads=4, poll_interval=0.2) as d:
         pool = _resize(zasync_db, d, 1)
@@ -482,7 +485,7 @@ def test_shrinking_idle_threads_stops_only_the_surplus(zasync_db, zasync_queue):
 def test_resizing_busy_threads_down_and_up_loses_none(zasync_db, zasync_queue):
     """4 -> 1 -> 4 while all four run jobs: the exit requests of the shrink must not stop
     threads the growth kept, and the live view counts threads, not declarations."""
-    from zasync import live
+    from zasync.ops import live
 
     with running_dispatcher(zasync_db, threads=4, poll_interval=0.2) as d:
         busy = [zasync_queue.put(Job(support.block_until, f"busy-{i}")) for i in range(4)]
@@ -527,7 +530,7 @@ def test_the_poll_loop_survives_an_error_outside_the_poll(zasync_db):
 
 
 def test_a_dead_poll_thread_is_reported(zasync_db, zasync_queue, caplog):
-    from zasync import live
+    from zasync.ops import live
 
     spec = AgentSpec(threads=1, filter=support.exit_in_poll_thread)
     with running_dispatcher(zasync_db, agents=[spec], poll_interval=0.1) as d:

@@ -19,7 +19,7 @@ from zasync import (
     Job,
     RetryCommonForever,
 )
-from zasync.events import DispatcherActivated, DispatcherDeactivated, DispatcherRegistered
+from zasync.model.events import DispatcherActivated, DispatcherDeactivated, DispatcherRegistered
 
 import support
 

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from zasync import Failure, TimeoutError
-from zasync.failure import UnpicklableException
+from zasync.model.failure import UnpicklableException
 
 
 class CarriesALock(Exception):

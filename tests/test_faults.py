@@ -61,8 +61,8 @@ from pgserver import PostgresServer, fresh_database
 from processes import python_env
 from workers import WorkerProcess, ZEOServer, client, free_port, wait_until
 from zasync import COMPLETED, AbortedError, Failure, Job, NeverRetry
-from zasync.database import open_database
-from zasync.embedded import served_socket
+from zasync.storage.database import open_database
+from zasync.storage.embedded import served_socket
 
 import support
 

@@ -21,9 +21,10 @@ import transaction
 import zasync
 from processes import python_env
 from workers import free_port, wait_until
-from zasync import live, web
-from zasync.database import open_database
-from zasync.metrics import WorkerMetrics
+from zasync import web
+from zasync.ops import live
+from zasync.ops.metrics import WorkerMetrics
+from zasync.storage.database import open_database
 from zasync.testing import running_dispatcher
 
 TOKEN = "http-test-token"

@@ -47,14 +47,14 @@ def test_ac2_bound_method_of_persistent_object_and_repr(root):
     demo = support.PersistentDemo()
     j = Job(demo.increase)
     assert repr(j) == (
-        "<zasync.job.Job (oid ?, db ?) ``support.PersistentDemo (oid ?, db ?) :increase()``>"
+        "<zasync.Job (oid ?, db ?) ``support.PersistentDemo (oid ?, db ?) :increase()``>"
     )
     root["demo"] = demo
     stored(root, j)
     assert j() is None
     assert demo.counter == 1
     r = repr(j)
-    assert r.startswith(f"<zasync.job.Job (oid {int.from_bytes(j._p_oid, 'big')}, db 'unnamed')")
+    assert r.startswith(f"<zasync.Job (oid {int.from_bytes(j._p_oid, 'big')}, db 'unnamed')")
     assert ":increase()``>" in r and "db 'unnamed') :increase" in r
 
 
@@ -365,7 +365,7 @@ def test_ac23_parents_and_read_only_attributes(root):
 def test_callback_defaults(root):
     j = Job(support.mock_work)
     cb = j.addCallback(support.success)
-    from zasync import retry
+    from zasync.model import retry
 
     assert cb.failure_log_level == logging.CRITICAL
     assert cb.retry_policy_factory is retry.callback_retry_policy_factory

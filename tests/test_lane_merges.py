@@ -42,9 +42,10 @@ from ZODB.POSException import ConflictError, ReadConflictError
 from ZODB.utils import get_pickle_metadata
 
 import zasync
-from zasync import clock, lanes
-from zasync.lanes import Lane, LaneBucket, Share, lane_of
-from zasync.queue import _KEEP_FIRST, _tidy
+from zasync import clock
+from zasync.model import lanes
+from zasync.model.lanes import Lane, LaneBucket, Share, lane_of
+from zasync.model.queue import _KEEP_FIRST, _tidy
 
 import support
 
@@ -231,7 +232,7 @@ class Run:
         self.lane_class = lane_class or self.rng.choice(LANE_CLASSES)
         conn = self.db.open()
         queue = zasync.install_queues(conn)[""]
-        # Lanes made before zasync.lanes.Lane existed, for an actor to upgrade meanwhile.
+        # Lanes made before zasync.model.lanes.Lane existed, for an actor to upgrade meanwhile.
         self.plain = self.rng.random() < 0.2 if plain is None else plain
         if self.plain:  # with the kept first key, or empty as before that key existed
             first = {_KEEP_FIRST: None} if self.rng.random() < 0.5 else {}

@@ -9,8 +9,8 @@ import pytest
 import transaction
 
 from zasync import COMPLETED, Agent, clock
-from zasync.lanes import LANES, DispatcherShare, Share, as_share, lane_of
-from zasync.queue import LANE_WINDOW
+from zasync.model.lanes import LANES, DispatcherShare, Share, as_share, lane_of
+from zasync.model.queue import LANE_WINDOW
 
 import support
 

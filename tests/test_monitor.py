@@ -10,9 +10,9 @@ import pytest
 import transaction
 
 import zasync
-from zasync import actions, monitor
-from zasync.cancellation import CANCEL
 from zasync.interfaces import BadStatusError, CancelledError, UnknownJobError
+from zasync.model.cancellation import CANCEL
+from zasync.ops import actions, monitor
 from zasync.testing import running_dispatcher, wait_for, wait_for_result
 
 import support

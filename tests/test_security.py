@@ -19,9 +19,9 @@ from ZODB.FileStorage import FileStorage
 import zasync
 from processes import run_python
 from workers import WorkerProcess
-from zasync.database import open_database
-from zasync.embedded import is_served, socket_path
 from zasync.identity import load_or_create_uuid_file
+from zasync.storage.database import open_database
+from zasync.storage.embedded import is_served, socket_path
 
 OTHER_UID = 65534  # nobody: another user of the machine
 
@@ -76,7 +76,7 @@ def kind_seen_by_another_process(path: object) -> str:
     """How a new process opens the database at ``path`` (``file-client``: through the socket)."""
     out = run_python(
         f"""
-        from zasync.database import open_database
+        from zasync.storage.database import open_database
         with open_database("file://{path}") as opened:
             print(opened.kind)
         """

@@ -17,7 +17,7 @@ import transaction
 from persistent.mapping import PersistentMapping
 
 from workers import WorkerProcess, ZEOServer, free_port, wait_until
-from zasync.database import open_database
+from zasync.storage.database import open_database
 
 pytestmark = pytest.mark.slow
 

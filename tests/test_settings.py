@@ -156,9 +156,9 @@ def test_environment_variables_are_text_converted_and_override_the_file(tmp_path
 
 
 def test_the_python_api_checks_its_arguments_when_called(zasync_db):
-    from zasync import dispatcher as registry
-    from zasync.dispatcher import AgentSpec, Dispatcher
-    from zasync.worker import WorkerOptions
+    from zasync.runtime import dispatcher as registry
+    from zasync.runtime.dispatcher import AgentSpec, Dispatcher
+    from zasync.runtime.worker import WorkerOptions
 
     for wrong in ({"threads": "3"}, {"threads": 0}, {"prefetch": -1}, {"name": 3}, {"filter": "x"}):
         with pytest.raises(ValueError):

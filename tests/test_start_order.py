@@ -31,7 +31,7 @@ _APP = """
     import logging, os, sys, time
     import transaction
     import zasync
-    from zasync.database import open_database
+    from zasync.storage.database import open_database
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     uri, folder = sys.argv[1], sys.argv[2]

@@ -221,7 +221,7 @@ def test_a_full_disk_leaves_the_file_sound(small_disk):
     from ZODB import DB
     from ZODB.FileStorage import FileStorage
 
-    from zasync.filestorage import SafeFileStorage
+    from zasync.storage.filestorage import SafeFileStorage
 
     path = small_disk / "Data.fs"
     db = DB(SafeFileStorage(str(path)))

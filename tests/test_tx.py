@@ -8,7 +8,7 @@ import transaction
 from persistent.mapping import PersistentMapping
 
 from zasync import _counters
-from zasync.tx import never_fail, try_transaction_five_times
+from zasync.model.tx import never_fail, try_transaction_five_times
 
 
 def _conflicting_unit(db, mine, theirs):
@@ -65,7 +65,7 @@ def test_counters_start_empty_after_reset():
 def test_a_failure_that_repeats_is_logged_once_a_minute(caplog):
     import transaction as transaction_module
 
-    from zasync import tx
+    from zasync.model import tx
 
     tm = transaction_module.TransactionManager()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime
 import uuid
 
-from zasync.completed import dt_to_long, long_to_dt
 from zasync.identity import get_process_uuid, load_or_create_uuid_file, set_process_uuid
+from zasync.model.completed import dt_to_long, long_to_dt
 
 UTC = datetime.UTC
 

@@ -9,7 +9,7 @@ import ZODB
 from persistent.mapping import PersistentMapping
 from ZODB.MappingStorage import MappingStorage
 
-from zasync._watch import ChangePoller
+from zasync.storage.watch import ChangePoller
 
 PATIENCE = 60.0
 

@@ -8,7 +8,7 @@ import pytest
 import transaction
 
 import zasync
-from zasync import monitor
+from zasync.ops import monitor
 from zasync.testing import running_dispatcher, wait_for, wait_for_result
 from zasync.web import is_loopback, make_app
 

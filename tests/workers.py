@@ -15,7 +15,7 @@ from typing import Any
 import transaction
 
 from processes import python_env
-from zasync.database import open_database
+from zasync.storage.database import open_database
 
 FAST = ["--poll-interval", "0.2", "--ping-interval", "0.3", "--death-interval", "1.5"]
 

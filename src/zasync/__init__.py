@@ -4,15 +4,8 @@
 runs it and commits its database changes together with its result.
 """
 
-from zasync._local import local
-from zasync.agent import Agent, choose_first
-from zasync.cancellation import cancel, request_cancel
+from zasync._moved import register_old_paths
 from zasync.clock import set_now, utcnow
-from zasync.completed import CompletedCollection
-from zasync.database import Database, open_database
-from zasync.dispatcher import AgentSpec, Dispatcher
-from zasync.dispatchers import DispatcherAgents, Dispatchers
-from zasync.failure import Failure
 from zasync.identity import get_process_uuid, set_process_uuid
 from zasync.interfaces import (
     ACTIVE,
@@ -34,10 +27,15 @@ from zasync.interfaces import (
     UnloadableJobError,
     ZasyncError,
 )
-from zasync.job import Job, as_job
-from zasync.queue import Queue, Queues, get_queue, get_queues, install_queues
-from zasync.quota import Quota, Quotas
-from zasync.retry import (
+from zasync.model.agent import Agent, choose_first
+from zasync.model.cancellation import cancel, request_cancel
+from zasync.model.completed import CompletedCollection
+from zasync.model.dispatchers import DispatcherAgents, Dispatchers
+from zasync.model.failure import Failure
+from zasync.model.job import Job, as_job
+from zasync.model.queue import Queue, Queues, get_queue, get_queues, install_queues
+from zasync.model.quota import Quota, Quotas
+from zasync.model.retry import (
     NeverRetry,
     RetryCommonForever,
     RetryCommonFourTimes,
@@ -45,6 +43,9 @@ from zasync.retry import (
     set_callback_retry_policy,
     set_default_retry_policy,
 )
+from zasync.runtime.dispatcher import AgentSpec, Dispatcher
+from zasync.runtime.local import local
+from zasync.storage.database import Database, open_database
 
 __all__ = [
     # jobs
@@ -77,7 +78,7 @@ __all__ = [
     "Dispatcher",
     "AgentSpec",
     "local",
-    # operations (see zasync.monitor, zasync.actions, zasync.web, zasync.metrics)
+    # operations (see zasync.ops.monitor, zasync.ops.actions, zasync.web, zasync.ops.metrics)
     "cancel",
     "request_cancel",
     # databases
@@ -107,3 +108,5 @@ __all__ = [
     "RetryPolicyError",
     "UnloadableJobError",
 ]
+
+register_old_paths()

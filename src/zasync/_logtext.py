@@ -11,6 +11,7 @@ never rendered in full just to be cut.
 from __future__ import annotations
 
 import reprlib
+import sys
 from typing import Any
 
 ARGUMENT_LIMIT = 200
@@ -67,3 +68,18 @@ def short_repr(value: Any, limit: int = ARGUMENT_LIMIT) -> str:
     except Exception as error:
         return f"<unrepresentable {type(value).__qualname__}: {type(error).__name__}>"
     return shorten(text, limit)
+
+
+def dotted_name(value: Any) -> str:
+    """``module.qualname`` of a class or function; zasync's public ones as ``zasync.Name``.
+
+    Where a class lives inside the package is an implementation detail (and may
+    move): reprs, logs and listings name it the way users import it.
+    """
+    module = str(getattr(value, "__module__", None) or "?")
+    qualname = str(getattr(value, "__qualname__", None) or getattr(value, "__name__", "?"))
+    if module.startswith("zasync."):
+        package = sys.modules.get("zasync")
+        if package is not None and getattr(package, qualname, None) is value:
+            return f"zasync.{qualname}"
+    return f"{module}.{qualname}"

@@ -28,12 +28,12 @@ import transaction
 from rich.console import Console
 from rich.progress import Progress
 
-from zasync.database import open_database
-from zasync.embedded import is_served
 from zasync.interfaces import COMPLETED
-from zasync.job import Job
-from zasync.patterns import parallel
-from zasync.queue import get_queues
+from zasync.model.job import Job
+from zasync.model.patterns import parallel
+from zasync.model.queue import get_queues
+from zasync.storage.database import open_database
+from zasync.storage.embedded import is_served
 
 
 def square_sum(start: int, stop: int) -> int:

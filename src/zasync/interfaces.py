@@ -11,7 +11,7 @@ import enum
 
 from zope.interface import Attribute, Interface
 
-#: Key of the :class:`zasync.queue.Queues` mapping in the ZODB root.
+#: Key of the :class:`zasync.model.queue.Queues` mapping in the ZODB root.
 KEY = "zasync"
 
 

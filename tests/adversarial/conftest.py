@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from zasync import dispatcher as dispatcher_module
+from zasync.runtime import dispatcher as dispatcher_module
 
 import bad_jobs
 import support

@@ -15,10 +15,12 @@ import pytest
 import transaction
 
 import zasync
-from zasync import COMPLETED, AbortedError, Failure, Job, TimeoutError, clock, monitor, retry
-from zasync import dispatcher as dispatcher_module
+from zasync import COMPLETED, AbortedError, Failure, Job, TimeoutError, clock
 from zasync.interfaces import RetryPolicyError, UnknownRetryPolicyError, ZasyncError
-from zasync.job import POLICY_TRIES
+from zasync.model import retry
+from zasync.model.job import POLICY_TRIES
+from zasync.ops import monitor
+from zasync.runtime import dispatcher as dispatcher_module
 from zasync.testing import running_dispatcher, wait_for, wait_for_result
 
 import bad_jobs
@@ -239,9 +241,9 @@ def test_a_job_that_missed_its_deadline_is_listed_as_failed(zasync_db, zasync_qu
 
 
 def test_a_thread_that_dies_anyway_is_replaced_and_shown(zasync_db, zasync_queue, monkeypatch):
-    from zasync import live
+    from zasync.ops import live
 
-    real_job_done = dispatcher_module.Dispatcher._job_done
+    real_job_done = dispatcher_module.Dispatcher.job_done
     calls = []
 
     def job_done_once_fatal(self, pool):
@@ -250,7 +252,7 @@ def test_a_thread_that_dies_anyway_is_replaced_and_shown(zasync_db, zasync_queue
             raise SystemExit("zasync's own bug, outside any job")
         real_job_done(self, pool)
 
-    monkeypatch.setattr(dispatcher_module.Dispatcher, "_job_done", job_done_once_fatal)
+    monkeypatch.setattr(dispatcher_module.Dispatcher, "job_done", job_done_once_fatal)
     first, healthy = put_with_healthy(zasync_queue, Job(bad_jobs.healthy, 100))
     with running_dispatcher(zasync_db, threads=1, poll_interval=0.1) as dispatcher:
         assert wait_for_result(first) == 200
@@ -272,7 +274,7 @@ def test_a_callback_whose_code_is_gone_is_skipped_and_the_job_completes(tmp_path
     import ZODB
     from ZODB.FileStorage import FileStorage
 
-    from zasync.job import UNRUNNABLE_CALLBACKS
+    from zasync.model.job import UNRUNNABLE_CALLBACKS
 
     gone_callbacks = deploy.add("gone_callbacks", "def note(result):\n    return result\n")
 

@@ -13,8 +13,8 @@ import uuid
 import transaction
 
 from zasync import COMPLETED, Job
-from zasync.dispatcher import AgentSpec, Dispatcher
-from zasync.records import PollInfo, Records
+from zasync.runtime.dispatcher import AgentSpec, Dispatcher
+from zasync.runtime.records import PollInfo, Records
 from zasync.testing import running_dispatcher, wait_for, wait_for_poll, wait_for_result
 
 import bad_jobs

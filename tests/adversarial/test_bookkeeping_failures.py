@@ -20,9 +20,10 @@ import ZODB
 from ZODB.FileStorage import FileStorage
 
 import zasync
-from zasync import COMPLETED, Failure, Job, actions, monitor
-from zasync.dispatcher import AgentSpec, Dispatcher
+from zasync import COMPLETED, Failure, Job
 from zasync.interfaces import AbortedError, RetryPolicyError
+from zasync.ops import actions, monitor
+from zasync.runtime.dispatcher import AgentSpec, Dispatcher
 from zasync.testing import running_dispatcher, wait_for, wait_for_poll, wait_for_result
 
 import bad_jobs

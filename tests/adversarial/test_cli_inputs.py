@@ -143,7 +143,7 @@ CASES: list[tuple[str, int, str]] = [
     ("--db {ready} purge --older-than nan --yes", 2, "not a duration: 'nan'"),
     ("--db {ready} purge --queue nope --older-than 1d --yes", 1, "no queue named 'nope'"),
     ("--db {ready} purge", 2, "Missing option '--older-than'"),
-    # -- worker options (zasync.settings refuses them before the database opens; --burst:
+    # -- worker options (zasync.runtime.settings refuses them before the database opens; --burst:
     # a value wrongly accepted ends the test instead of running a worker until the timeout)
     ("--db {ready} worker --threads 0 --burst", 2, "--threads: must be >= 1 (got '0')"),
     ("--db {ready} worker --threads 1001 --burst", 2, "--threads: must be <= 1000"),
@@ -295,7 +295,7 @@ def test_the_table_tries_over_a_hundred_bad_inputs() -> None:
 def test_an_unexpected_error_is_one_line_that_suggests_verbose(
     places: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from zasync import monitor
+    from zasync.ops import monitor
 
     def broken(conn: Any) -> list[str]:
         raise RuntimeError("a bug\nover two lines")
@@ -313,7 +313,7 @@ def test_a_refusal_raised_by_queue_put_is_one_line(
     places: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What queue.put refuses (ValueError, TypeError, ZasyncError) goes through the same path."""
-    from zasync.queue import Queue
+    from zasync.model.queue import Queue
 
     def refuse(self: Any, *args: Any, **kwargs: Any) -> None:
         raise zasync.ZasyncError("callables defined in __main__ cannot be\nimported by workers")

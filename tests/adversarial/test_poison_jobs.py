@@ -23,7 +23,8 @@ from ZODB.utils import p64
 import zasync
 from processes import SRC, TESTS, python_env
 from workers import WorkerProcess, client, wait_until
-from zasync import COMPLETED, Job, metrics, monitor
+from zasync import COMPLETED, Job
+from zasync.ops import metrics, monitor
 
 import bad_jobs
 
@@ -116,7 +117,7 @@ def test_a_job_whose_module_was_removed_after_put_is_quarantined(uri, tmp_path):
             "-c",
             textwrap.dedent(f"""
                 import transaction, zasync, vanishing_work
-                from zasync.database import open_database
+                from zasync.storage.database import open_database
                 opened = open_database({uri!r})
                 conn = opened.db.open()
                 queue = zasync.install_queues(conn)[""]

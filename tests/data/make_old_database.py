@@ -38,7 +38,7 @@ import zasync
 import zasync.testing
 from zasync import COMPLETED, AgentSpec, Job, NeverRetry
 from zasync.demo import Tally, combine, record, square_sum
-from zasync.patterns import parallel, serial
+from zasync.model.patterns import parallel, serial
 
 PATIENCE = 120.0
 

@@ -1,0 +1,682 @@
+"""Queues: where pending jobs wait to be claimed, in ``root[KEY]``.
+
+Storage design (why it is not one list): many transactions put and claim at
+once, and each writes only what it must.  Pending jobs live in a few
+OOBTree "lanes", a job's lane chosen by its oid.  Concurrent puts therefore
+usually touch different lanes, and when they touch the same bucket ZODB's
+BTree conflict resolution merges them.  The job count is a ``BTrees.Length``,
+which also merges.  The queue object itself is never written by ``put`` or
+``claim``.
+
+Each job's key in its lane is ``(rank, time, database name, oid)``: rank 0 for
+jobs put back at the front (``putBack``), rank 1 otherwise; ``time`` is when
+the job becomes due (``max(begin_after, time of put)``, in microseconds).
+Iterating the lanes merged by key gives the claim order of spec Q-9, and a
+job is due exactly when its key's time is not in the future.
+"""
+
+from __future__ import annotations
+
+import datetime
+import heapq
+import itertools
+import logging
+import operator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import zope.event
+from BTrees.Length import Length
+from BTrees.OOBTree import OOBTree
+from ZODB.POSException import ConflictError
+from zope.interface import implementer
+
+from zasync import clock
+from zasync._dbtime import learn_at_commit
+from zasync.identity import get_process_uuid
+from zasync.interfaces import (
+    KEY,
+    NEW,
+    IJob,
+    IQueue,
+    TimeoutError,
+    UnloadableJobError,
+    ZasyncError,
+)
+from zasync.model._base import Base, MappingBase, database_name, oid_int
+from zasync.model._pickling import check_storable
+from zasync.model.completed import CompletedCollection
+from zasync.model.dispatchers import Dispatchers
+from zasync.model.events import ObjectAdded
+from zasync.model.job import Job, as_job
+from zasync.model.lanes import LANES, OWN_LEAD, Lane, Lanes, Share, as_share, lane_of
+from zasync.model.quarantine import (
+    QuarantinedJob,
+    log_quarantined,
+    stamp_now,
+    storing_problem,
+    unsound,
+)
+from zasync.model.quota import Quotas
+from zasync.model.retry import check_retry_policy_factory
+from zasync.model.tx import TRANSACTION_ERRORS, disconnect_errors
+
+LANE_WINDOW = 2 * LANES
+_PUT_BACK, _NORMAL = 0, 1
+
+QueueKey = tuple[int, int, str, bytes]
+#: A lane of one bucket keeps this key first.  ZODB's BTrees refuse to merge
+#: concurrent changes to a bucket when one of them deletes the bucket's first
+#: key or empties it; with this key in place a claim (which deletes the first
+#: jobs) merges with puts and with other claims of other jobs in its bucket.
+#: A lane of several buckets drops it once it is alone in the first bucket:
+#: the tree object changes whenever a claim deletes the first key of a bucket
+#: other than its first, and every writer of the lane reads the tree.
+_KEEP_FIRST: QueueKey = (-1, 0, "", b"")
+_FIRST_JOB = (0,)  # the smallest job key: lane.items(_FIRST_JOB) skips _KEEP_FIRST
+
+
+def _tidy(lane: OOBTree) -> None:
+    """Keep ``_KEEP_FIRST`` in a lane of one bucket; drop it where it is alone in the first."""
+    state = lane.__getstate__()
+    # A lane of one bucket: empty, the bucket inline, or a first bucket without a next one.
+    if state is None or len(state) == 1 or len(state[1].__getstate__()) == 1:
+        if _KEEP_FIRST not in lane:
+            lane[_KEEP_FIRST] = None
+    elif len(state[1]) == 1 and _KEEP_FIRST in state[1]:
+        del lane[_KEEP_FIRST]  # empties the first bucket, which the tree then drops
+
+
+def _as_lane(lane: OOBTree) -> Lane:
+    """A :class:`Lane` with ``lane``'s entries; ``lane`` is emptied."""
+    if isinstance(lane, Lane):
+        return lane
+    copy = Lane.new({_KEEP_FIRST: None})
+    copy.update(lane)
+    # Emptying writes every bucket of the old lane: a put or a claim that still
+    # holds it then conflicts and is retried on the new lane, instead of
+    # committing into a tree that no queue reaches any more.
+    for key in list(lane.keys()):
+        del lane[key]
+    # An old lane that was empty already (lanes made before the kept first key,
+    # or emptied by removals) has no bucket to write: a put into it writes its
+    # root alone, so store the root too, or that put commits into a lane no
+    # queue reaches (or the copy misses a job a put committed into it meanwhile).
+    lane._p_changed = True
+    return copy
+
+
+class Queues(MappingBase):
+    """The named queues of a database; ``queues['']`` is the default one."""
+
+    def __init__(self) -> None:
+        self._data = OOBTree()
+
+    def __setitem__(self, name: str, queue: Any) -> None:
+        if not IQueue.providedBy(queue):
+            raise ValueError("value must be IQueue")
+        old = self._data.get(name)
+        if old is not None and old is not queue:
+            old.name = old.parent = None
+        queue.name = name
+        queue.parent = self
+        self._data[name] = queue
+
+    def __delitem__(self, name: str) -> None:
+        self.pop(name)
+
+    def pop(self, name: str, *default: Any) -> Any:
+        """Remove and return a queue (its ``name`` and ``parent`` become None)."""
+        if name not in self._data:
+            if default:
+                return default[0]
+            raise KeyError(name)
+        queue = self._data.pop(name)
+        queue.name = queue.parent = None
+        return queue
+
+    copy = None
+
+    def _accepts(self, key: object) -> bool:
+        return isinstance(key, str)
+
+
+@implementer(IQueue)
+class Queue(Base):
+    """Pending jobs in claim order; see IQueue."""
+
+    name: str | None = None
+    _cancelled: CompletedCollection | None = None
+    _quarantine: OOBTree | None = None
+    _v_putting: Any = None  # the transaction of this connection's latest put
+
+    def __init__(self) -> None:
+        self.quotas = Quotas(self)
+        self.dispatchers = Dispatchers(self)
+        self._lanes = tuple(Lane.new({_KEEP_FIRST: None}) for _ in range(LANES))
+        self._length = Length()
+
+    # -- storage -----------------------------------------------------------------
+
+    @property
+    def lane_count(self) -> int:
+        """How many lanes this queue keeps its pending jobs in."""
+        return len(self._lanes)
+
+    def upgrade_lanes(self) -> bool:
+        """Give a queue made before :class:`Lane` existed such lanes; True if so.
+
+        Its plain OOBTree lanes cannot merge a put's changes at their tail
+        with a claim's at their head.  The jobs keep their keys.
+        """
+        if all(isinstance(lane, Lane) for lane in self._lanes):
+            return False
+        self._lanes = tuple(_as_lane(lane) for lane in self._lanes)
+        return True
+
+    def _lane(self, job: Any) -> OOBTree:
+        return self._lanes[lane_of(job._p_oid, len(self._lanes))]
+
+    def _insert(self, job: Any, rank: int, due: datetime.datetime) -> None:
+        key: QueueKey = (rank, clock.to_stamp(due), database_name(job) or "", job._p_oid)
+        lane = self._lane(job)
+        lane[key] = job
+        if isinstance(lane, Lane) and self._batching():
+            lane.hold_root()
+        job._queue_key = key
+        job.parent = self
+        self._length.change(1)
+
+    def _batching(self) -> bool:
+        """Whether this transaction put into this queue before (a batch of puts).
+
+        A batch stores the lanes' roots (:meth:`~zasync.model.lanes.Lane.hold_root`):
+        it runs long, and claims change the roots meanwhile.  A single put
+        keeps its commit one record smaller.
+        """
+        current = self._jar().transaction_manager.get()
+        if self._v_putting is current:
+            return True
+        self._v_putting = current
+        return False
+
+    def _remove(self, job: Any) -> None:
+        del self._lane(job)[job._queue_key]
+        job._queue_key = None
+        job.parent = None
+        self._length.change(-1)
+
+    def _items(self) -> Iterator[tuple[QueueKey, Any]]:
+        return heapq.merge(
+            *(lane.items(_FIRST_JOB) for lane in self._lanes), key=operator.itemgetter(0)
+        )
+
+    def _jar(self) -> Any:
+        if self._p_jar is None:
+            raise ZasyncError(
+                "this queue is not stored in a database yet: add it (for example "
+                "with zasync.install_queues(connection)) before putting jobs"
+            )
+        return self._p_jar
+
+    # -- reading -----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self._length())
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return (job for _, job in self._items())
+
+    def __getitem__(self, index: int) -> Any:
+        if index < 0:
+            return list(self)[index]
+        try:
+            return next(itertools.islice(self, index, None))
+        except StopIteration:
+            raise IndexError(index) from None
+
+    # -- putting -----------------------------------------------------------------
+
+    def put(
+        self,
+        item: Any,
+        begin_after: datetime.datetime | None = None,
+        begin_by: datetime.timedelta | None = None,
+        quota_names: Any = None,
+        failure_log_level: int | None = None,
+        retry_policy_factory: Any = None,
+    ) -> Any:
+        """Add a job, or a callable made into one, and return it; see IQueue.put."""
+        job = as_job(item)
+        if job.status != NEW:
+            raise ValueError("cannot add already-assigned job")
+        # Validate everything before changing anything: a refused put changes nothing.
+        names = job.quota_names
+        if quota_names is not None:
+            if isinstance(quota_names, str | bytes):
+                raise TypeError("provide an iterable of names")
+            names = tuple(quota_names)
+        for name in names:
+            if name not in self.quotas:
+                raise ValueError("unknown quota name", name)
+        if begin_after is not None:
+            begin_after = clock.to_utc(begin_after)
+        if begin_by is not None:
+            if not isinstance(begin_by, datetime.timedelta):
+                raise TypeError("begin_by must be a datetime.timedelta or None")
+            if begin_by < datetime.timedelta(0):
+                raise ValueError("negative values are not allowed")
+        if failure_log_level is not None and not isinstance(failure_log_level, int):
+            raise TypeError("failure_log_level must be a logging level (an int)")
+        check_retry_policy_factory(
+            job.retry_policy_factory if retry_policy_factory is None else retry_policy_factory
+        )
+        check_storable(job)
+        jar = self._jar()
+
+        if quota_names is not None:
+            job.quota_names = names
+        if failure_log_level is not None:
+            job.failure_log_level = failure_log_level
+        if retry_policy_factory is not None:
+            job.retry_policy_factory = retry_policy_factory
+        now = clock.utcnow()
+        if begin_after is not None:
+            job.begin_after = begin_after
+        elif job.begin_after is None:
+            job.begin_after = now
+        if begin_by is not None:
+            job.begin_by = begin_by
+        if job.assignerUUID is None:
+            job.assignerUUID = get_process_uuid()
+        if job._p_jar is None:
+            jar.add(job)
+        learn_at_commit(job)  # the put's commit tells this process the database's time
+        self._insert(job, _NORMAL, max(job.begin_after, now))
+        return job
+
+    def putBack(self, item: Any) -> None:
+        """Return a previously claimed job to the front of the queue; see IQueue."""
+        if not IJob.providedBy(item):
+            raise TypeError("putBack needs a job")
+        if item.status != NEW:
+            raise ValueError("can only put back a job with NEW status")
+        if item.begin_after is None or item._p_jar is None:
+            raise ValueError("can only put back a job that was put in a queue before")
+        self._insert(item, _PUT_BACK, clock.utcnow())
+
+    # -- taking out --------------------------------------------------------------
+
+    def pull(self, index: int = 0) -> Any:
+        """Remove and return the job at ``index``; it becomes NEW again."""
+        job = self[index]
+        self._remove(job)
+        job.assignerUUID = None
+        return job
+
+    def remove(self, item: Any) -> None:
+        """Remove a given pending job; ValueError if it is not in this queue."""
+        if getattr(item, "parent", None) is not self or getattr(item, "_queue_key", None) is None:
+            raise ValueError(f"{item!r} is not in this queue")
+        self._remove(item)
+        item.assignerUUID = None
+
+    # -- quarantine (see zasync.model.quarantine) ---------------------------------------
+
+    def quarantine(self, job: Any, cause: str, key: QueueKey | None = None) -> None:
+        """Move a job that cannot be loaded or stored into :attr:`quarantined`.
+
+        The job itself is neither loaded nor written (it may be unable to be
+        either).  With ``key``, it is taken out of its lane by that key first.
+        """
+        if key is not None:
+            self.drop_pending(key)
+        for quota in self.quotas.values():  # its slots: it will not run
+            quota.discard(job)
+        if self._quarantine is None:
+            self._quarantine = OOBTree()
+        oid = job._p_oid
+        self._quarantine[(database_name(job) or "", oid)] = (job, cause, stamp_now())
+        log_quarantined(int.from_bytes(oid, "big"), self.name, cause)
+
+    @property
+    def quarantined(self) -> list[QuarantinedJob]:
+        """The quarantined jobs, oldest first."""
+        if self._quarantine is None:
+            return []
+        found = [
+            QuarantinedJob(int.from_bytes(oid, "big"), dbname, job, cause, clock.from_stamp(when))
+            for (dbname, oid), (job, cause, when) in self._quarantine.items()
+        ]
+        return sorted(found, key=lambda entry: entry.when)
+
+    def _quarantine_key(self, oid: int) -> tuple[str, bytes] | None:
+        if self._quarantine is None:
+            return None
+        wanted = oid.to_bytes(8, "big")
+        return next((key for key in self._quarantine if key[1] == wanted), None)
+
+    def discard_quarantined(self, oid: int) -> str | None:
+        """Drop a quarantined job for good, without loading it; its cause, or None if absent."""
+        key = self._quarantine_key(oid)
+        if key is None or self._quarantine is None:
+            return None
+        _job, cause, _when = self._quarantine.pop(key)
+        return str(cause)
+
+    def release_quarantined(self, oid: int) -> Any:
+        """Put a quarantined job back at the front of the queue, if it is sound now.
+
+        Returns the job, or None if no job with this id is quarantined here;
+        UnloadableJobError if it still cannot be loaded or stored.
+        """
+        key = self._quarantine_key(oid)
+        if key is None or self._quarantine is None:
+            return None
+        job = self._quarantine[key][0]
+        problem = storing_problem(job)
+        if problem is not None:
+            raise UnloadableJobError(f"job {oid} still cannot be run: {problem}")
+        del self._quarantine[key]
+        job._status = NEW.value
+        job._active_start = None
+        job._queue_key = None
+        job.parent = None
+        if job.begin_after is None:
+            job.begin_after = clock.utcnow()
+        self.putBack(job)
+        return job
+
+    def pending_key(self, oid: int) -> QueueKey | None:
+        """The lane key of the pending job with this id, found without loading any job."""
+        wanted = oid.to_bytes(8, "big")
+        lane = self._lanes[lane_of(wanted, len(self._lanes))]
+        return next((key for key in lane.keys(_FIRST_JOB) if key[3] == wanted), None)
+
+    def drop_pending(self, key: QueueKey) -> None:
+        """Delete a pending job's lane entry without loading or writing the job."""
+        del self._lanes[lane_of(key[3], len(self._lanes))][key]
+        self._length.change(-1)
+
+    @property
+    def cancelled(self) -> CompletedCollection | None:
+        """Pending jobs that were cancelled (see ``zasync.cancel``); None until the first."""
+        return self._cancelled
+
+    def file_cancelled(self, job: Any) -> None:
+        """Keep a cancelled job (no longer pending) in :attr:`cancelled`, made on first use."""
+        if self._cancelled is None:
+            self._cancelled = CompletedCollection()
+            self._cancelled.parent = self
+        self._cancelled.add(job)
+
+    def _due(
+        self, items: Iterable[tuple[QueueKey, Any]], now_key: int
+    ) -> Iterator[tuple[QueueKey, Any]]:
+        for key, job in items:
+            if key[0] == _NORMAL and key[1] > now_key:
+                return  # ordered by due time: nothing later is due either
+            yield key, job
+
+    def _claim_order(
+        self, share: Share | None, now_key: int, limit: int = 1
+    ) -> Iterator[tuple[QueueKey, Any]]:
+        """Due ``(key, job)`` pairs in the order this claimer should try them.
+
+        Without a share: claim order.  With one: the claimer's own lanes'
+        jobs, and other lanes' jobs that it may take, each placed as if due
+        ``OWN_LEAD`` later (see :mod:`zasync.lanes`); then the newest due
+        jobs of the lanes it helps from their tail.  Other lanes' first jobs
+        are looked at only among the first few, so a scan stays short when
+        others own the head of the queue.
+        """
+        if share is None:
+            yield from self._due(self._items(), now_key)
+            return
+        count = len(self._lanes)
+        mine = [lane for n, lane in enumerate(self._lanes) if share.owns(n)]
+        others = [lane for n, lane in enumerate(self._lanes) if not share.owns(n)]
+        by_key = operator.itemgetter(0)
+        own = self._due(heapq.merge(*(ln.items(_FIRST_JOB) for ln in mine), key=by_key), now_key)
+        foreign = self._due(
+            heapq.merge(*(ln.items(_FIRST_JOB) for ln in others), key=by_key), now_key
+        )
+        yielded: set[int] = set()
+        next_own = next(own, None)
+        window = max(LANE_WINDOW, limit * count)
+        for examined, (key, job) in enumerate(foreign):
+            lead = (key[0], key[1] + OWN_LEAD)
+            while next_own is not None and next_own[0][:2] <= lead:
+                yield next_own
+                next_own = next(own, None)
+            if examined >= window:
+                break
+            if share.may_take(lane_of(key[3], count), key, job, now_key):
+                yielded.add(id(job))
+                yield key, job
+        if next_own is not None:
+            yield next_own
+            yield from own
+        for number, lane in enumerate(self._lanes):
+            if not share.owns(number) and share.helps_from_tail(number, now_key):
+                due = lane.items(_FIRST_JOB, (_NORMAL, now_key + 1), excludemax=True)
+                # Half of what lies beyond the jobs its owner takes next: the
+                # two ends then stay buckets apart, and the last few jobs of a
+                # lane are its owner's.
+                share_of_tail = max(0, len(due) - LANE_WINDOW) // 2
+                newest_first = itertools.islice(reversed(due), share_of_tail)
+                yield from ((k, j) for k, j in newest_first if id(j) not in yielded)
+
+    def claim(
+        self,
+        filter: Callable[[Any], Any] | None = None,
+        default: Any = None,
+        lane: Lanes = None,
+    ) -> Any:
+        """Remove and return the first due job that quotas and ``filter`` allow; see IQueue.
+
+        Claimers working at the same time can pass different ``lane`` numbers
+        (or disjoint sets of them): each then takes its own lanes' jobs first
+        instead of all racing for the first one; another lane's job comes
+        first once it has been due a second longer (see :mod:`zasync.lanes`).
+        """
+        taken = self.claim_batch(1, filter, lane)
+        return taken[0] if taken else default
+
+    def claim_batch(
+        self,
+        limit: int,
+        filter: Callable[[Any], Any] | None = None,
+        lane: Lanes = None,
+        careful: bool = False,
+    ) -> list[Any]:
+        """Claim up to ``limit`` jobs in one scan of the queue (as ``claim`` would, in turn).
+
+        A job that cannot be loaded is quarantined instead (see
+        :mod:`zasync.quarantine`); with ``careful`` (after a claim's commit
+        failed), so is a job whose state cannot be stored.
+        """
+        now = clock.utcnow()
+        cleaned: set[str] = set()
+        chosen: list[tuple[Any, Any]] = []  # (queued job, job handed out)
+        found_unsound: list[tuple[QueueKey, Any, Any, str]] = []
+        share = as_share(lane, len(self._lanes))
+        for key, job in self._claim_order(share, clock.to_stamp(now), limit):
+            if len(chosen) >= limit:
+                break
+            bad = unsound(job, careful)
+            if bad is not None:
+                found_unsound.append((key, job, *bad))
+                continue
+            if job._queue_key != key:
+                # The lane and the job disagree: this connection's copies are
+                # from different moments.  Leave it; a later poll sees both anew.
+                logging.getLogger("zasync.events").warning(
+                    "queue %r: %r is in a lane under %r but records %r; skipped",
+                    self.name,
+                    job,
+                    key,
+                    job._queue_key,
+                )
+                continue
+            if job._expired(now):
+                candidate = self._timeout_wrapper(job, now, filter)
+            else:
+                candidate = job if self._admits(job, filter, cleaned) else None
+            if candidate is not None:
+                chosen.append((job, candidate))
+        # Removing only after the scan: the lanes must not change while iterated.
+        for key, job, subject, problem in found_unsound:
+            if subject is job:
+                self.quarantine(job, problem, key)
+            else:  # a wrapper of a method of an unsound job: that job is the one to keep
+                self.drop_pending(key)
+                self.quarantine(subject, f"{problem} (met through job {oid_int(job)})")
+        touched = {id(self._lane(job)): self._lane(job) for job, _candidate in chosen}
+        for job, candidate in chosen:
+            self._remove(job)
+            if candidate is not job:
+                job.parent = candidate
+                candidate.parent = None
+                self._jar().add(candidate)
+                logging.getLogger("zasync.events").info(
+                    "%r missed its start deadline; claiming a job that fails it", job
+                )
+        for lane in touched.values():
+            _tidy(lane)
+            if isinstance(lane, Lane):
+                lane.hold_root()  # merged with a put's root, rather than a read conflict
+        return [candidate for _, candidate in chosen]
+
+    def _admits(self, job: Any, filter: Any, cleaned: set[str]) -> bool:
+        """Quotas and filter allow ``job``; if so, count it in its quotas."""
+        quotas = [q for q in (self.quotas.get(n) for n in job.quota_names) if q is not None]
+        for quota in quotas:
+            if quota.name not in cleaned:
+                quota.clean()
+                cleaned.add(quota.name)
+            if quota.filled and job not in quota:
+                return False
+        if filter is not None and not filter_accepts(filter, job):
+            return False
+        for quota in quotas:
+            quota.add(job)
+        return True
+
+    def _timeout_wrapper(self, job: Any, now: datetime.datetime, filter: Any) -> Any:
+        """A job that fails ``job`` with TimeoutError, if the filter takes it; else None."""
+        wrapper = Job(job.fail, TimeoutError())
+        wrapper.begin_after = now
+        wrapper.parent = self  # seen by the filter as PENDING
+        wrapper.assignerUUID = get_process_uuid()
+        if filter is not None and not filter_accepts(filter, wrapper):
+            return None
+        return wrapper
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name!r} pending={len(self)}>"
+
+
+_filter_errors_logged: set[tuple[str, str]] = set()
+
+
+def filter_accepts(filter: Callable[[Any], Any], job: Any) -> bool:
+    """``filter(job)``, with an error in the filter meaning "not this job".
+
+    A filter is user code: its bug must not fail the claim of every other
+    job.  The first error of each kind per filter is logged at ERROR.
+    """
+    try:
+        return bool(filter(job))
+    except (*TRANSACTION_ERRORS, *disconnect_errors()):
+        raise
+    except Exception as error:
+        seen = (repr(filter), type(error).__name__)
+        if seen not in _filter_errors_logged:
+            _filter_errors_logged.add(seen)
+            logging.getLogger("zasync.events").error(
+                "agent filter %r raised on %r; it is taken to refuse the job "
+                "(logged once per filter and error type)",
+                filter,
+                job,
+                exc_info=True,
+            )
+        return False
+
+
+def install_queues(connection: Any, *names: str) -> Queues:
+    """Make sure ``root[KEY]`` holds a Queues mapping with the default queue and ``names``.
+
+    Adds what is missing to ``connection`` (without committing) and returns the
+    mapping.  Safe to call on every start.
+    """
+    root = connection.root()
+    queues = root.get(KEY)
+    if queues is None:
+        queues = Queues()
+        root[KEY] = queues
+        connection.add(queues)
+        zope.event.notify(ObjectAdded(queues, root, KEY))
+    for name in ("", *names):
+        if name not in queues:
+            queue = Queue()
+            queues[name] = queue
+            connection.add(queue)
+            zope.event.notify(ObjectAdded(queue, queues, name))
+    return queues  # type: ignore[no-any-return]
+
+
+def upgrade_lanes(connection: Any) -> list[str]:
+    """Upgrade every queue's lanes (see :meth:`Queue.upgrade_lanes`); the queues changed.
+
+    Does not commit.  Safe to call on every start: once done, it writes nothing.
+    """
+    queues = connection.root().get(KEY)
+    if queues is None:
+        return []
+    return [name for name, queue in queues.items() if queue.upgrade_lanes()]
+
+
+def upgrade_lanes_at_start(connection: Any) -> None:
+    """:func:`upgrade_lanes` in commits of its own, at a worker's start.
+
+    Best effort: if claims and puts going on keep conflicting with it, the
+    queues work on with their old lanes and the next start tries again.
+    """
+    manager = connection.transaction_manager
+    try:
+        for attempt in manager.attempts(3):
+            with attempt:
+                changed = upgrade_lanes(connection)
+    except ConflictError:
+        logging.getLogger("zasync.events").warning(
+            "could not upgrade the queues' lanes (conflicts); the next start tries again"
+        )
+        return
+    if changed:
+        logging.getLogger("zasync.events").info(
+            "upgraded the lanes of queue(s) %s", ", ".join(map(repr, changed))
+        )
+
+
+def get_queues(connection: Any) -> Queues:
+    """The Queues mapping of a connection's database; LookupError if not installed."""
+    queues = connection.root().get(KEY)
+    if queues is None:
+        raise LookupError(
+            f"no zasync queues in this database (root[{KEY!r}] is missing); "
+            "call zasync.install_queues(connection) and commit, or start a worker once"
+        )
+    return queues  # type: ignore[no-any-return]
+
+
+def get_queue(connection: Any, name: str = "") -> Queue:
+    """The queue called ``name`` (default ``''``); LookupError naming the known queues."""
+    queues = get_queues(connection)
+    queue = queues.get(name)
+    if queue is None:
+        raise LookupError(f"no queue named {name!r}; known queues: {queues.keys()!r}")
+    return queue  # type: ignore[no-any-return]

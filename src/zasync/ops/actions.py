@@ -1,0 +1,318 @@
+"""What operators do to a running system: retry, remove, cancel, resize, purge.
+
+Each function takes a ``ZODB.DB``, works in a connection and transaction
+manager of its own (so it never touches the caller's transaction), retries
+conflicts a few times, and returns plain data describing what it did.
+Refusals raise before anything is committed: UnknownJobError for an unknown
+id, BadStatusError for a job in the wrong state, LookupError for an unknown
+queue, quota, dispatcher or agent, ValueError for a bad size or duration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import uuid as uuid_module
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import transaction
+from ZODB.POSException import ConflictError
+
+from zasync import clock
+from zasync.interfaces import COMPLETED, PENDING, BadStatusError, UnloadableJobError
+from zasync.model._base import check_size, check_threads
+from zasync.model.cancellation import cancel
+from zasync.model.failure import Failure
+from zasync.model.job import Job
+from zasync.model.quarantine import load_error, storing_problem
+from zasync.model.queue import get_queue, get_queues
+from zasync.ops.monitor import (
+    RETRIED_AS,
+    RETRY_OF,
+    find_quarantined,
+    get_job,
+    job_id,
+    parse_job_id,
+)
+
+T = TypeVar("T")
+ATTEMPTS = 5
+
+
+@contextlib.contextmanager
+def _connection(db: Any) -> Iterator[tuple[Any, transaction.TransactionManager]]:
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        yield conn, tm
+    finally:
+        tm.abort()
+        conn.close()
+
+
+def _in_transaction(db: Any, work: Callable[[Any, Any], T]) -> T:
+    """``work(conn, tm)`` then commit; conflicts retried up to ATTEMPTS times."""
+    with _connection(db) as (conn, tm):
+        for attempt in range(1, ATTEMPTS + 1):
+            tm.begin()
+            try:
+                result = work(conn, tm)
+                tm.commit()
+                return result
+            except ConflictError:
+                tm.abort()
+                if attempt == ATTEMPTS:
+                    raise
+            except BaseException:
+                tm.abort()
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def retry_job(db: Any, ident: str | int) -> dict[str, Any]:
+    """Put a new job with the same call and options as a failed one; return both ids.
+
+    The new job goes to the failed job's queue, annotated with
+    ``zasync.retry_of``; the failed job keeps its result and lists the new
+    one under ``zasync.retried_as``.  BadStatusError unless the job failed.
+    """
+
+    def work(conn: Any, tm: Any) -> dict[str, Any]:
+        old = get_job(conn, ident)
+        found = find_quarantined(conn, parse_job_id(ident))
+        if found is not None:  # back to the front of its queue, once its code is there
+            queue, _entry = found
+            queue.release_quarantined(parse_job_id(ident))
+            return {"id": job_id(old), "retried": job_id(old), "queue": queue.name}
+        error = load_error(old)
+        if error is not None:
+            raise UnloadableJobError(f"job {job_id(old)} cannot be loaded: {error}")
+        if old._status != COMPLETED or not isinstance(old.result, Failure):
+            raise BadStatusError(
+                f"job {job_id(old)} did not fail (it is {old.status}); only failed jobs are retried"
+            )
+        queue = old.queue
+        if queue is None:
+            raise BadStatusError(f"job {job_id(old)} is in no queue any more; put it again")
+        new = Job(old.callable, *old.args, **dict(old.kwargs))
+        options: dict[str, Any] = {"quota_names": tuple(old.quota_names)}
+        if old.failure_log_level is not None:
+            options["failure_log_level"] = old.failure_log_level
+        if old.retry_policy_factory is not None:
+            options["retry_policy_factory"] = old.retry_policy_factory
+        if old.begin_by is not None:
+            options["begin_by"] = old.begin_by
+        queue.put(new, begin_after=clock.utcnow(), **options)  # assigns the new job's oid
+        new.annotations[RETRY_OF] = job_id(old)
+        old.annotations[RETRIED_AS] = (*old.get_annotation(RETRIED_AS, ()), job_id(new))
+        return {"id": job_id(new), "retried": job_id(old), "queue": queue.name}
+
+    return _in_transaction(db, work)
+
+
+def remove_job(db: Any, ident: str | int) -> dict[str, Any]:
+    """Take a pending job out of its queue for good (it becomes NEW, in no queue).
+
+    A quarantined job, or one whose record cannot be loaded, is dropped
+    without being loaded: the way to clear a job whose code is gone.
+    """
+
+    def work(conn: Any, tm: Any) -> dict[str, Any]:
+        job = get_job(conn, ident)
+        dropped = _drop_unsound(conn, job)
+        if dropped is not None:
+            return dropped
+        if job.status != PENDING:
+            raise BadStatusError(
+                f"job {job_id(job)} is {job.status}; only pending jobs can be removed "
+                "(cancel a running one instead)"
+            )
+        queue = job.parent
+        queue.remove(job)
+        return {"removed": job_id(job), "queue": queue.name}
+
+    return _in_transaction(db, work)
+
+
+def _drop_unsound(conn: Any, job: Any) -> dict[str, Any] | None:
+    """Drop a quarantined or unloadable job without loading it; None if it is sound."""
+    number = job_id(job) or 0
+    found = find_quarantined(conn, number)
+    if found is not None:
+        queue, entry = found
+        queue.discard_quarantined(number)
+        return {"removed": number, "queue": queue.name, "was": "quarantined", "cause": entry.cause}
+    error = storing_problem(job)  # cannot be loaded, or not written back as it loads
+    if error is None:
+        return None
+    for queue in get_queues(conn).values():
+        key = queue.pending_key(number)
+        if key is not None:
+            queue.drop_pending(key)
+            return {"removed": number, "queue": queue.name, "was": "unloadable", "cause": error}
+        for da in queue.dispatchers.values():
+            for agent in da.values():
+                if agent.drop(job):
+                    return {
+                        "removed": number,
+                        "queue": queue.name,
+                        "was": "unloadable",
+                        "cause": error,
+                    }
+    raise UnloadableJobError(
+        f"job {number} cannot be run ({error}) and is not pending, held or quarantined"
+    )
+
+
+def cancel_job(db: Any, ident: str | int, reason: str | None = None) -> dict[str, Any]:
+    """Cancel a pending job at once, or ask a running one to stop (see zasync.model.cancellation).
+
+    A quarantined or unloadable job never ran and cannot: it is dropped.
+    """
+    with _connection(db) as (conn, tm):
+        for attempt in range(1, ATTEMPTS + 1):
+            tm.begin()
+            job = get_job(conn, ident)
+            try:
+                dropped = _drop_unsound(conn, job)
+                if dropped is not None:
+                    tm.commit()
+                    return {"id": job_id(job), "outcome": f"dropped ({dropped['was']})"}
+                what = cancel(job, reason)
+            except ConflictError:
+                tm.abort()
+                if attempt == ATTEMPTS:
+                    raise
+                continue
+            return {"id": job_id(job), "outcome": what}
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def set_quota_size(db: Any, queue_name: str, quota_name: str, size: int) -> dict[str, Any]:
+    """Change a quota's size at once; workers honour it at their next claim."""
+    check_size(size, "quota")
+
+    def work(conn: Any, tm: Any) -> dict[str, Any]:
+        queue = get_queue(conn, queue_name)
+        quota = queue.quotas.get(quota_name)
+        if quota is None:
+            raise LookupError(
+                f"no quota named {quota_name!r} in queue {queue_name!r}; known quotas: "
+                + (", ".join(repr(k) for k in queue.quotas) or "none")
+            )
+        old = quota.size
+        quota.size = size
+        return {"queue": queue_name, "quota": quota_name, "old_size": old, "size": size}
+
+    return _in_transaction(db, work)
+
+
+def set_agent_size(
+    db: Any,
+    queue_name: str,
+    dispatcher: str,
+    agent_name: str,
+    size: int | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Change how many jobs an agent holds (``size``) and runs at once (``threads``).
+
+    ``dispatcher`` is a UUID or an unambiguous prefix of one.  A running
+    worker picks the change up at its next poll; a worker's own options
+    apply again when it restarts.
+    """
+    if size is None and threads is None:
+        raise ValueError("give a size, threads, or both")
+    if size is not None:
+        check_size(size, "agent")
+    if threads is not None:
+        check_threads(threads)  # the Agent's own rule, for the CLI and the dashboard alike
+
+    def work(conn: Any, tm: Any) -> dict[str, Any]:
+        queue = get_queue(conn, queue_name)
+        da = queue.dispatchers[_find_uuid(queue, dispatcher)]
+        agent = da.get(agent_name)
+        if agent is None:
+            raise LookupError(
+                f"dispatcher {da.UUID} has no agent {agent_name!r} in queue {queue_name!r}; "
+                f"its agents: {', '.join(repr(k) for k in da) or 'none'}"
+            )
+        old = {"size": agent.size, "threads": agent.threads}
+        if size is not None:
+            agent.size = size
+        if threads is not None:
+            agent.threads = threads
+        return {
+            "queue": queue_name,
+            "dispatcher": str(da.UUID),
+            "agent": agent_name,
+            "old": old,
+            "size": agent.size,
+            "threads": agent.threads,
+        }
+
+    return _in_transaction(db, work)
+
+
+def _find_uuid(queue: Any, text: str) -> uuid_module.UUID:
+    matches = [u for u in queue.dispatchers if str(u).startswith(text.lower())]
+    if len(matches) == 1 and text:
+        return matches[0]  # type: ignore[no-any-return]
+    known = ", ".join(str(u) for u in queue.dispatchers) or "none"
+    if not matches or not text:
+        raise LookupError(f"no dispatcher {text!r} in queue {queue.name!r}; known: {known}")
+    raise LookupError(f"{text!r} matches several dispatchers: {known}; give more of the UUID")
+
+
+def _purge_targets(conn: Any, queue_name: str | None) -> dict[str, list[Any]]:
+    """Per queue, the collections of finished jobs that a purge prunes."""
+    queues = get_queues(conn)
+    names = list(queues.keys()) if queue_name is None else [queue_name]
+    targets: dict[str, list[Any]] = {}
+    for name in names:
+        queue = get_queue(conn, name)
+        collections = [a.completed for da in queue.dispatchers.values() for a in da.values()]
+        if queue.cancelled is not None:
+            collections.append(queue.cancelled)
+        targets[name] = collections
+    return targets
+
+
+def count_purgeable(
+    db: Any, older_than: datetime.timedelta, queue_name: str | None = None
+) -> dict[str, int]:
+    """How many finished jobs, per queue, :func:`purge_completed` would forget now.
+
+    Changes nothing; a purge that follows may forget a few more (jobs that
+    became old enough in between).
+    """
+    if older_than < datetime.timedelta(0):
+        raise ValueError("older_than must not be negative")
+    with _connection(db) as (conn, _tm):
+        cutoff = clock.utcnow() - older_than
+        return {
+            name: sum(sum(1 for _ in c.iter(start=cutoff)) for c in collections)
+            for name, collections in _purge_targets(conn, queue_name).items()
+        }
+
+
+def purge_completed(
+    db: Any, older_than: datetime.timedelta, queue_name: str | None = None
+) -> dict[str, Any]:
+    """Forget finished jobs that completed more than ``older_than`` ago; return counts per queue."""
+    if older_than < datetime.timedelta(0):
+        raise ValueError("older_than must not be negative")
+
+    def work(conn: Any, tm: Any) -> dict[str, Any]:
+        now = clock.utcnow()
+        purged: dict[str, int] = {}
+        for name, collections in _purge_targets(conn, queue_name).items():
+            total = 0
+            for collection in collections:
+                # prune() cuts what was filed before now - retention.
+                total += collection.prune(now=now - older_than + collection.retention)
+            purged[name] = total
+        return {"purged": purged, "older_than": older_than.total_seconds()}
+
+    return _in_transaction(db, work)

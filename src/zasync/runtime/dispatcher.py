@@ -1,0 +1,854 @@
+"""The dispatcher: the part of a worker process that claims jobs and runs them.
+
+One process runs one dispatcher, identified by the process UUID.  Its poll
+thread keeps one connection and, for each queue in ``root[KEY]``:
+
+1. activates the process's ``DispatcherAgents`` record there (once), installing
+   the configured agents;
+2. in **one** transaction: files the agents' completed jobs in their completed
+   collections, claims jobs up to each agent's ``size`` and marks them ACTIVE
+   (the commit a job would otherwise make to start), and pings;
+3. hands the claimed jobs to the agents' thread pools.
+
+A poll runs every ``poll_interval`` seconds, and at once when a commit changes
+a queue (a ``put`` in this process, or in another one whose commit this
+database is told about) while a pool has room, or when a pool's backlog runs
+low.  So a job's commits are usually its claim (shared with many jobs) and
+its result.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+import uuid as uuid_module
+from collections.abc import Callable, Collection, Iterable
+from typing import Any
+
+import pydantic
+import transaction
+from pydantic.dataclasses import dataclass
+
+from zasync import clock
+from zasync._dbtime import database_now, note_commit_of
+from zasync.identity import get_process_uuid
+from zasync.interfaces import ACTIVE, COMPLETED, KEY, NEW
+from zasync.model import _awaitables, _context
+from zasync.model.agent import Agent
+from zasync.model.failure import Failure
+from zasync.model.lanes import DispatcherShare
+from zasync.model.quarantine import unsound
+from zasync.model.retry import needs_start_commit
+from zasync.model.tx import (
+    TRANSACTION_ERRORS,
+    abort_quietly,
+    disconnect_errors,
+    report_storage_failure,
+    system_errors,
+    try_transaction_five_times,
+)
+from zasync.runtime._limits import Prefetch, Seconds, Threads, check_intervals
+from zasync.runtime.pool import AgentThreadPool, WorkItem
+from zasync.runtime.records import JobId, PollInfo, Records, new_job_record
+from zasync.storage.watch import ChangePoller, commit_watcher
+
+events_log = logging.getLogger("zasync.events")
+trace_log = logging.getLogger("zasync.trace")
+
+
+@dataclass(frozen=True, config=pydantic.ConfigDict(strict=True))
+class AgentSpec:
+    """An agent that a dispatcher installs (or updates) when it activates in a queue.
+
+    ``threads`` jobs run at once (1 to 1000); up to ``prefetch`` more (0 to
+    10000) are claimed ahead, so short jobs are claimed in batches.
+    ``filter`` (a picklable callable taking a job) chooses which jobs this
+    agent takes.  Wrong types or ranges raise a ValueError (pydantic's
+    ValidationError) here, not in a thread later.
+    """
+
+    name: str = "main"
+    queue: str = ""
+    threads: Threads = 3
+    prefetch: Prefetch = 0
+    filter: Callable[[Any], bool] | None = None
+
+    @property
+    def size(self) -> int:
+        """How many jobs the agent may hold: running plus claimed ahead."""
+        return self.threads + self.prefetch
+
+
+class _Arguments(pydantic.BaseModel):
+    """The types and ranges of a Dispatcher's settings, checked when it is made."""
+
+    model_config = pydantic.ConfigDict(strict=True)
+
+    uuid: uuid_module.UUID | None
+    poll_interval: Seconds
+    polls_size: pydantic.PositiveInt
+    jobs_size: pydantic.PositiveInt
+    ping_interval: Seconds | None
+    death_interval: Seconds | None
+
+    @pydantic.model_validator(mode="after")
+    def _intervals(self) -> _Arguments:
+        check_intervals(self.poll_interval, self.ping_interval, self.death_interval)
+        return self
+
+
+# -- registry (spec DI-3) -------------------------------------------------------
+
+_registry: dict[uuid_module.UUID, Dispatcher] = {}
+_registry_lock = threading.Lock()
+
+
+def get(uuid: uuid_module.UUID | None = None, default: Any = None) -> Any:
+    """The dispatcher registered for ``uuid`` (default: this process's), or ``default``."""
+    with _registry_lock:
+        return _registry.get(uuid or get_process_uuid(), default)
+
+
+def pop(uuid: uuid_module.UUID | None = None) -> Dispatcher:
+    """Remove and return a registered dispatcher; KeyError if missing."""
+    with _registry_lock:
+        return _registry.pop(uuid or get_process_uuid())
+
+
+def clear() -> None:
+    """Forget every registered dispatcher (tests)."""
+    with _registry_lock:
+        _registry.clear()
+
+
+def _job_id(job: Any) -> JobId:
+    return (int.from_bytes(job._p_oid, "big"), job._p_jar.db().database_name)
+
+
+class Dispatcher:
+    """Claims and runs jobs for one process; see the module documentation."""
+
+    STOPPED = "STOPPED"
+    RUNNING = "RUNNING"
+    STUCK = "STUCK"
+    STARTING = "STARTING"
+    #: The poll thread died: nothing is claimed or pinged any more.
+    DEAD = "DEAD"
+
+    thread: threading.Thread | None = None
+    #: What ended the poll thread while the dispatcher was active, if anything did.
+    poll_thread_error: BaseException | None = None
+    _change_poller: ChangePoller | None = None
+    #: Storages without commit notifications (RelStorage) are checked for
+    #: queue changes this often, so a put wakes the dispatcher without
+    #: waiting for ``poll_interval``.
+    change_poll_interval = 0.05
+
+    def __init__(
+        self,
+        db: Any,
+        uuid: uuid_module.UUID | None = None,
+        poll_interval: float = 5.0,
+        agents: Iterable[AgentSpec] = (AgentSpec(),),
+        polls_size: int = 400,
+        jobs_size: int = 1000,
+        ping_interval: float | None = None,
+        death_interval: float | None = None,
+        sole_owner: bool = False,
+    ) -> None:
+        _Arguments(
+            uuid=uuid,
+            poll_interval=poll_interval,
+            polls_size=polls_size,
+            jobs_size=jobs_size,
+            ping_interval=ping_interval,
+            death_interval=death_interval,
+        )
+        agents = tuple(agents)
+        for spec in agents:
+            if not isinstance(spec, AgentSpec):
+                raise TypeError(f"agents must be AgentSpec instances, not {spec!r}")
+        self.ping_interval = ping_interval
+        self.death_interval = death_interval
+        self.db = db
+        self.UUID = uuid or get_process_uuid()
+        self.poll_interval = poll_interval
+        self.agent_specs = agents
+        #: No other process can be running as this UUID (this one holds the
+        #: database file's lock): a record of this UUID still active from
+        #: before this dispatcher started belongs to a run that has ended,
+        #: and is taken over at once instead of after the death interval.
+        self.sole_owner = bool(sole_owner)
+        self.records = Records(polls_size, jobs_size)
+        self.activated: datetime.datetime | bool | None = False
+        self.pools: dict[tuple[str, str], AgentThreadPool] = {}
+        self._retiring: list[AgentThreadPool] = []  # retired pools still finishing jobs
+        self._activated_queues: set[bytes] = set()
+        self._refused: dict[str, int] = {}
+        self._heartbeat: threading.Thread | None = None
+        self._heartbeat_stop = threading.Event()
+        self._unsettled: dict[bytes, str] = {}  # held jobs to quarantine: oid -> cause
+        self._watched: set[bytes] = set()
+        self._wake = threading.Event()
+        self._hurry = threading.Event()
+        self._claiming = True
+        self._stop_polling = False
+        self._poll_failures = 0
+        self._last_poll_dump: PollInfo | None = None
+        self._runner: _awaitables.AwaitableRunner | None = None
+        self._previous_runner: _awaitables.AwaitableRunner | None = None
+        self.conn: Any = None
+        with _registry_lock:
+            if self.UUID in _registry:
+                raise ValueError("dispatcher for this UUID is already registered")
+            _registry[self.UUID] = self
+
+    # -- starting and stopping -------------------------------------------------------
+
+    def activate(self) -> None:
+        """Start polling in a thread of its own; see the module documentation."""
+        if self.activated:
+            raise ValueError("already activated")
+        events_log.info("attempting to activate dispatcher %s", self.UUID)
+        self.thread = None  # until the new poll thread runs (see poll_thread_died)
+        self.activated = clock.utcnow()
+        self.records.clear()
+        self._activated_queues.clear()
+        self._claiming = True
+        self._stop_polling = False
+        self.poll_thread_error = None
+        self._hurry.clear()
+        self.db.setPoolSize(self.db.getPoolSize() + 2)  # the poll and heartbeat threads
+        self._runner = _awaitables.AwaitableRunner(thread_initializer=_defer_filing)
+        self._previous_runner = _awaitables.set_runner(self._runner)
+        watcher = commit_watcher(self.db)
+        watcher.subscribe(self._on_commit)
+        if not watcher.supported:  # RelStorage: look for queue changes instead
+            self._change_poller = ChangePoller(
+                self.db,
+                lambda: self._watched,
+                self._on_commit,
+                self.change_poll_interval,
+                name=f"zasync-change-poller-{self.UUID}",
+            )
+            self._change_poller.start()
+        thread = threading.Thread(
+            target=self._poll_loop, name=f"zasync-dispatcher-{self.UUID}", daemon=True
+        )
+        thread.start()
+        self.thread = thread
+        self._heartbeat_stop.clear()
+        self._heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name=f"zasync-heartbeat-{self.UUID}", daemon=True
+        )
+        self._heartbeat.start()
+
+    def wake(self) -> None:
+        """Ask for a poll now rather than at the next interval."""
+        self._wake.set()
+
+    def stop(self, grace: float = 30.0) -> bool:
+        """Stop gracefully; True if every running job finished within ``grace`` seconds.
+
+        Claiming stops; claimed jobs that have not started go back to the front
+        of their queue (no interruption is counted); running jobs get ``grace``
+        seconds; then the dispatcher deactivates, and jobs still running are
+        handed to their retry policies as interrupted.
+        """
+        if not self.activated:
+            return True
+        self._claiming = False
+        self._halt_polling()
+        backlog = [(pool, item) for pool in self.pools.values() for item in pool.take_backlog()]
+        if backlog:
+            self._hand_back(backlog)
+        deadline = time.monotonic() + grace
+        drained = False
+        while not self._hurry.is_set():
+            drained = all(pool.wait_idle(0.05) for pool in self.pools.values())
+            if drained or time.monotonic() > deadline:
+                break
+        if not drained:
+            events_log.warning(
+                "dispatcher %s: jobs still running after %s s; interrupting them", self.UUID, grace
+            )
+        self.deactivate()
+        return drained
+
+    def hurry(self) -> None:
+        """End a graceful stop's wait for running jobs now (a second signal)."""
+        self._hurry.set()
+
+    def is_idle(self) -> bool:
+        """Nothing claimed, waiting or running here, as of the latest poll."""
+        poll = self.records.latest_poll()
+        if poll is None or any(p.running or p.backlog() for p in self.pools.values()):
+            return False
+        for agents in poll.values():
+            for info in (agents or {}).values():
+                if info["new jobs"] or info["len"]:
+                    return False
+        return True
+
+    def deactivate(self) -> None:
+        """Stop now: deactivate this process's records in every queue (spec DI-32)."""
+        if not self.activated:
+            raise ValueError("not activated")
+        self.activated = None
+        try:
+            self._halt_polling()
+            commit_watcher(self.db).unsubscribe(self._on_commit)
+            if self._change_poller is not None:
+                self._change_poller.stop()
+                self._change_poller = None
+
+            def unit(conn: Any) -> None:
+                queues = conn.root().get(KEY)
+                for queue in [] if queues is None else queues.values():
+                    da = queue.dispatchers.get(self.UUID)
+                    if da is not None and da.activated:
+                        da.deactivate()
+
+            self._in_fresh_connection(unit, f"cleanly deactivating UUID {self.UUID}")
+            released = sum(-pool.setSize(0) for pool in self.pools.values())
+            self.pools.clear()
+            self.db.setPoolSize(max(1, self.db.getPoolSize() - released - 2))
+            if self._runner is not None:
+                _awaitables.set_runner(self._previous_runner)
+                self._runner.close()
+                self._runner = None
+            events_log.info("deactivated dispatcher %s", self.UUID)
+        finally:
+            self.activated = False
+
+    def _halt_polling(self) -> None:
+        self._stop_polling = True
+        self._wake.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout=60)
+        self._heartbeat_stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join(timeout=60)
+
+    # -- the heartbeat -----------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        """Keep this worker's pings fresh in a thread and transaction of their own.
+
+        Polls ping too, but a poll can take long (an agent filter that is
+        slow, a large claim) or fail; a live worker must not look dead to
+        its siblings meanwhile, or they would run its jobs a second time.
+        Only the ping is written here; judging siblings stays with polls.
+        """
+        tm = transaction.TransactionManager()
+        conn: Any = None
+        while not self._heartbeat_stop.is_set():
+            interval = self.ping_interval if self.ping_interval is not None else 30.0
+            try:
+                if conn is None:
+                    conn = self.db.open(transaction_manager=tm)
+                tm.begin()
+                pinged = self._beat(conn.root().get(KEY))
+                tm.commit()
+                for ping in pinged:
+                    note_commit_of(ping)
+            except Exception:  # conflicts, outages: the next beat (or poll) tries again
+                abort_quietly(tm)
+                trace_log.debug("heartbeat of %s failed", self.UUID, exc_info=True)
+            self._heartbeat_stop.wait(max(0.05, interval / 3))
+        if conn is not None:
+            abort_quietly(tm)
+            conn.close()
+
+    def _beat(self, queues: Any) -> list[Any]:
+        """Ping where a ping is due; return the pings written (their commits measure the clock)."""
+        written = []
+        for queue in [] if queues is None else queues.values():
+            da = queue.dispatchers.get(self.UUID)
+            if da is not None and da.activated and queue._p_oid in self._activated_queues:
+                da.beat()
+                if da.last_ping._p_changed:
+                    written.append(da.last_ping)
+        return written
+
+    # -- the poll loop ---------------------------------------------------------------
+
+    def _poll_loop(self) -> None:
+        try:
+            tm = transaction.TransactionManager()
+            self.conn = self.db.open(transaction_manager=tm)
+            self._tm = tm
+            try:
+                while self.activated and not self._stop_polling:
+                    try:
+                        self._wake.wait(self._poll_once())
+                        self._wake.clear()
+                    except Exception:  # outside the poll itself: log, pause, go on
+                        events_log.exception("poll loop of dispatcher %s failed", self.UUID)
+                        time.sleep(1.0)
+            finally:
+                try:
+                    abort_quietly(tm)
+                finally:
+                    self.conn.close()
+                    self.conn = None
+        except BaseException as e:  # SystemExit, or the database gone for good
+            events_log.critical(
+                "the poll thread of dispatcher %s died: this worker claims nothing more",
+                self.UUID,
+                exc_info=True,
+            )
+            self.poll_thread_error = e  # after the log line: watchers act on this
+
+    def _poll_once(self) -> float:
+        """Poll, logging and counting failures; return how long to wait for the next poll."""
+        try:
+            self.poll()
+        except Exception as error:
+            self._poll_failures += 1
+            if isinstance(error, system_errors()):
+                report_storage_failure(f"poll of dispatcher {self.UUID}", error)
+            elif self._poll_failures == 1 or self._poll_failures % 10 == 0:
+                events_log.error(
+                    "poll of dispatcher %s failed (%d in a row); retrying",
+                    self.UUID,
+                    self._poll_failures,
+                    exc_info=True,
+                )
+            return min(self.poll_interval, 0.1 * 2.0 ** min(self._poll_failures, 6))
+        if self._poll_failures:
+            events_log.info("dispatcher %s: polls work again", self.UUID)
+        self._poll_failures = 0
+        return self.poll_interval
+
+    @property
+    def poll_thread_died(self) -> bool:
+        """Active, yet its poll thread has ended: a worker process should exit and restart."""
+        if not self.activated or self._stop_polling or self.thread is None:
+            return False
+        return self.poll_thread_error is not None or not self.thread.is_alive()
+
+    def poll(self) -> PollInfo:
+        """Run one poll now, in the calling thread (the poll thread, or a test)."""
+        self.records.mark_poll_start()
+        info = PollInfo()
+        started: list[JobId] = []
+        tm = self._tm
+        try:
+            tm.begin()
+            queues = self.conn.root().get(KEY)
+            if queues is None:
+                return info
+            unsure: set[str] = set()  # queues whose claim failed: their agents are unknown
+            for name, queue in queues.items():
+                info[name] = None
+                if self._activate_in(queue, tm):
+                    info[name] = {}
+                    claimed = self._claim_in(queue, info[name], tm)
+                    if claimed is None:
+                        unsure.add(name)
+                    else:
+                        started.extend(claimed)
+            self._retire_pools(info, unsure)
+            return info
+        finally:
+            abort_quietly(tm)
+            self.records.add_poll(info, started)
+            if info != self._last_poll_dump and trace_log.isEnabledFor(logging.DEBUG):
+                trace_log.debug("poll %s: %r", info.key, dict(info))
+            self._last_poll_dump = info
+
+    def _activate_in(self, queue: Any, tm: Any) -> bool:
+        """Make sure this process is registered and active in ``queue`` (spec DI-13)."""
+        if queue._p_oid in self._activated_queues:
+            da = queue.dispatchers.get(self.UUID)
+            if da is not None and da.activated:
+                return True
+            events_log.warning(
+                "dispatcher %s was deactivated in queue %r by another process; reactivating",
+                self.UUID,
+                queue.name,
+            )
+            self._activated_queues.discard(queue._p_oid)
+
+        def unit() -> bool:
+            if self.UUID not in queue.dispatchers:
+                queue.dispatchers.register(self.UUID)
+            da = queue.dispatchers[self.UUID]
+            if da.activated:
+                if not da.dead_at(database_now(self.conn)) and not self._ended_run(da):
+                    return False
+                da.hold_liveness()
+                da.deactivate()  # our previous incarnation died: recover its jobs
+            if self.ping_interval is not None:
+                da.ping_interval = datetime.timedelta(seconds=self.ping_interval)
+            if self.death_interval is not None:
+                da.ping_death_interval = datetime.timedelta(seconds=self.death_interval)
+            da.activate()
+            self._install_agents(queue, da)
+            return True
+
+        oid = int.from_bytes(queue._p_oid, "big")
+        # Watch before the claim's snapshot is taken: a put committed between that
+        # snapshot and a later watch would wake nobody until the next timed poll.
+        self._watched.add(queue._length._p_oid)
+        result = try_transaction_five_times(
+            unit,
+            f"activating dispatcher UUID {self.UUID} in queue {queue.name!r} (oid {oid})",
+            tm,
+            reraise=disconnect_errors(),
+        )
+        if result is True:
+            note_commit_of(queue.dispatchers[self.UUID].last_ping)  # activating pinged
+            self._activated_queues.add(queue._p_oid)
+            self._refused.pop(queue.name, None)
+            return True
+        if result is False:
+            self._log_refusal(queue, oid)
+        return False
+
+    def _ended_run(self, da: Any) -> bool:
+        """``da`` was activated by an earlier run of this worker, which has surely ended."""
+        started = self.activated
+        if not self.sole_owner or not isinstance(started, datetime.datetime):
+            return False
+        if da.activated >= started:
+            return False  # activated by this very run: not an earlier one's
+        events_log.info(
+            "dispatcher %s takes over its own record in queue %r, active since %s: this "
+            "process holds the database file, so the run that left it has ended",
+            self.UUID,
+            da.parent.name if da.parent is not None else None,
+            da.activated.isoformat(),
+        )
+        return True
+
+    def _log_refusal(self, queue: Any, oid: int) -> None:
+        count = self._refused[queue.name] = self._refused.get(queue.name, 0) + 1
+        da = queue.dispatchers[self.UUID]
+        reference = da.last_alive() or clock.utcnow()
+        level = logging.ERROR if count == 1 else logging.WARNING
+        if count == 1 or count % 10 == 0:
+            events_log.log(
+                level,
+                "UUID %s already activated in queue %s (oid %d): another process? "
+                "(To stop polling this queue, stop this worker: zasync.runtime.dispatcher.get()."
+                "stop().)  If the other process is gone, its record counts as dead and "
+                "is taken over after %s",
+                self.UUID,
+                queue.name,
+                oid,
+                (reference + da.ping_death_interval).isoformat(),
+            )
+
+    def _install_agents(self, queue: Any, da: Any) -> None:
+        for spec in self.agent_specs:
+            if spec.queue != queue.name:
+                continue
+            agent = da.get(spec.name)
+            if agent is None:
+                da[spec.name] = Agent(size=spec.size, filter=spec.filter, threads=spec.threads)
+                events_log.info("agent %r added to queue %r", spec.name, queue.name)
+            else:
+                agent.size, agent.threads, agent.filter = spec.size, spec.threads, spec.filter
+
+    def _claim_in(self, queue: Any, queue_info: dict[str, Any], tm: Any) -> list[JobId] | None:
+        """File, claim and ping in one transaction; hand claimed jobs to the pools.
+
+        None if the transaction failed: then nothing was claimed, and the
+        queue's agents are not known from this poll.
+        """
+        da = queue.dispatchers[self.UUID]
+        careful = False
+
+        def unit() -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+            now = clock.utcnow()
+            claimed: list[tuple[str, Any]] = []
+            details: dict[str, Any] = {}
+            lane = self._lanes_in(queue)
+            for agent_name, agent in da.items():
+                held = list(agent)
+                details[agent_name] = {
+                    "size": agent.size,
+                    "len": None,
+                    "error": None,
+                    "new jobs": [],
+                    "active jobs": [_job_id(j) for j in held],
+                }
+                for job in [*held, *agent.parked()]:
+                    cause = self._unsettled.get(job._p_oid)
+                    bad = (job, cause) if cause is not None else unsound(job)
+                    if bad is not None:
+                        agent.drop(job)
+                        queue.quarantine(*bad)
+                    elif job._status == COMPLETED:
+                        agent.jobCompleted(job)
+                    elif job in held and self._orphaned(queue.name, agent_name, job):
+                        self._reclaim(queue, da, agent, job)
+                details[agent_name]["len"] = len(agent)
+                for job in agent.claim_jobs(lane, careful) if self._claiming else ():
+                    if job._status == NEW and not needs_start_commit(job):
+                        job._status = ACTIVE.value
+                        job._active_start = clock.to_stamp(now)
+                    claimed.append((agent_name, job))
+            deaths = sum(p.deaths for (q, _), p in self.pools.items() if q == queue.name)
+            if da.thread_deaths != deaths:  # rare: written only when a thread died
+                da.thread_deaths = deaths
+            queue.dispatchers.ping(self.UUID)
+            return claimed, details
+
+        identifier = f"claiming for UUID {self.UUID} in queue {queue.name!r}"
+        unsettled = dict(self._unsettled)
+        result = try_transaction_five_times(unit, identifier, tm, reraise=disconnect_errors())
+        if isinstance(result, Failure) and not result.check(*TRANSACTION_ERRORS):
+            # Not a conflict: perhaps a job whose state cannot be stored.  Claim
+            # again, checking each job as its commit would (and quarantining).
+            careful = True
+            result = try_transaction_five_times(
+                unit, f"{identifier}, checking each job", tm, reraise=disconnect_errors()
+            )
+        if isinstance(result, Failure):
+            queue_info["error"] = repr(result)
+            self._ping_alone(queue, tm)
+            return None
+        note_commit_of(da.last_ping)  # a no-op unless this claim's commit pinged
+        for oid in unsettled:
+            if not any(job._p_oid == oid for agent in da.values() for job in agent):
+                self._unsettled.pop(oid, None)  # quarantined (or gone)
+        claimed, details = result
+        queue_info.update(details)
+        started: list[JobId] = []
+        for agent_name, agent in da.items():
+            self._ensure_pool(queue.name, agent_name, agent.threads)
+        for agent_name, job in claimed:
+            job_id = _job_id(job)
+            self.records.add_job(job_id, new_job_record(repr(job), tuple(job.quota_names)))
+            details[agent_name]["new jobs"].append(job_id)
+            started.append(job_id)
+            self.pools[(queue.name, agent_name)].assign((job._p_oid, job_id[1]))
+        return started
+
+    def quarantine_later(self, oid: bytes, cause: str) -> None:
+        """Have the next poll quarantine a held job that a thread could not settle."""
+        self._unsettled[oid] = cause
+        self.wake()
+
+    def _ping_alone(self, queue: Any, tm: Any) -> None:
+        """Ping in a transaction of its own: liveness must not hang on a failed claim."""
+        try_transaction_five_times(
+            lambda: queue.dispatchers.ping(self.UUID),
+            f"pinging for UUID {self.UUID} in queue {queue.name!r}",
+            tm,
+            reraise=disconnect_errors(),
+        )
+
+    def _lanes_in(self, queue: Any) -> DispatcherShare | None:
+        """This dispatcher's share of ``queue``'s lanes among its active dispatchers.
+
+        Lanes only help when other dispatchers claim from the queue too.  The
+        active dispatchers, in UUID order, split the lanes between them and
+        leave each other's jobs alone while the owner can take them, so their
+        claims rarely go for the same job (see :mod:`zasync.lanes`).
+        """
+        active = [(uuid, da) for uuid, da in queue.dispatchers.items() if da.activated]
+        uuids = [uuid for uuid, _ in active]
+        if len(active) < 2 or self.UUID not in uuids:
+            return None
+        return DispatcherShare([da for _, da in active], uuids.index(self.UUID), queue.lane_count)
+
+    def _orphaned(self, queue_name: str, agent_name: str, job: Any) -> bool:
+        """Held here in the database, yet not waiting or running in this process.
+
+        It happens when a claim's commit succeeded but its answer was lost
+        (the connection broke in the commit): the poll saw an error and handed
+        nothing to the threads.  Without this check such jobs would wait in
+        a live worker's agent for ever.
+        """
+        pool = self.pools.get((queue_name, agent_name))
+        pools = [*self._retiring, *([] if pool is None else [pool])]
+        return not any(p.owns(job._p_oid) for p in pools)
+
+    def _reclaim(self, queue: Any, da: Any, agent: Any, job: Any) -> None:
+        """Give an orphaned job back: to the queue if it never started here, else as interrupted."""
+        try:
+            started = self.records.job_info(*_job_id(job)).get("started") is not None
+        except (KeyError, ValueError):
+            started = False
+        events_log.warning(
+            "%r was claimed here but never reached a thread (a commit whose answer was "
+            "lost?); handing it back%s",
+            job,
+            " as interrupted" if started else "",
+        )
+        agent.remove(job)
+        if started or job._status not in (ACTIVE, NEW):
+            da._hand_back(queue, agent, job)
+        else:
+            job._status = NEW.value
+            job._active_start = None
+            queue.putBack(job)
+
+    # -- pools -----------------------------------------------------------------------
+
+    def _ensure_pool(self, queue_name: str, agent_name: str, threads: int) -> None:
+        pool = self.pools.get((queue_name, agent_name))
+        if pool is None:
+            pool = self.pools[(queue_name, agent_name)] = AgentThreadPool(
+                self, queue_name, agent_name
+            )
+        delta = threads - pool.getSize()
+        if delta > 0:  # room first: new threads open their connections at once
+            self.db.setPoolSize(self.db.getPoolSize() + delta)
+            pool.setSize(threads)
+        elif delta < 0:
+            pool.setSize(threads)
+            self.db.setPoolSize(max(1, self.db.getPoolSize() + delta))
+
+    def _retire_pools(self, info: PollInfo, unsure: Collection[str] = ()) -> None:
+        """Stop the pools of agents this poll saw removed (not of queues it could not read).
+
+        A retired pool's threads finish the jobs it holds; until they are
+        done with them it stays in ``_retiring``, so the orphan check still
+        sees those jobs as this process's.
+        """
+        self._retiring = [pool for pool in self._retiring if pool.holds_anything()]
+        for key in list(self.pools):
+            queue_name, agent_name = key
+            agents = info.get(queue_name)
+            if queue_name in unsure:
+                continue
+            if queue_name in info and agents is not None and agent_name not in agents:
+                pool = self.pools.pop(key)
+                self._retiring.append(pool)
+                self.db.setPoolSize(max(1, self.db.getPoolSize() + pool.setSize(0)))
+
+    def thread_exited(self, pool: AgentThreadPool) -> None:
+        """A thread of ``pool`` ended: bring the pool back to its size while active."""
+        if self.activated and self.pools.get((pool.queue_name, pool.agent_name)) is pool:
+            pool.setSize()
+
+    def job_done(self, pool: AgentThreadPool) -> None:
+        """A worker finished a job: poll soon if the pool's backlog is running low."""
+        if self._claiming and pool.backlog() <= max(1, pool.getSize() // 2):
+            self._wake.set()
+
+    def _has_room(self) -> bool:
+        if not self.pools:
+            return True
+        return any(pool.backlog() < max(1, pool.getSize()) for pool in self.pools.values())
+
+    def _on_commit(self, tid: bytes, oids: Collection[bytes], local: bool) -> None:
+        if threading.current_thread() is self.thread or not self._claiming:
+            return
+        watched = self._watched
+        if watched and any(oid in watched for oid in oids) and self._has_room():
+            self._wake.set()
+
+    def _hand_back(self, items: list[tuple[AgentThreadPool, WorkItem]]) -> None:
+        """Return claimed jobs that never started to the front of their queues."""
+
+        def unit(conn: Any) -> None:
+            for _pool, (oid, dbname) in items:
+                job = (
+                    conn.get(oid)
+                    if dbname == conn.db().database_name
+                    else conn.get_connection(dbname).get(oid)
+                )
+                agent = job.parent
+                if agent is None or getattr(agent, "parent", None) is None:
+                    continue
+                if agent.parent.UUID != self.UUID or job._status not in (ACTIVE, NEW):
+                    continue
+                job._status = NEW.value
+                job._active_start = None
+                queue = agent.queue
+                agent.remove(job)
+                queue.putBack(job)
+
+        self._in_fresh_connection(unit, f"handing back unstarted jobs of {self.UUID}")
+
+    def _in_fresh_connection(self, unit: Callable[[Any], Any], identifier: str) -> Any:
+        """Run ``unit(conn)`` in a connection of its own and commit (five tries)."""
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            tm.begin()
+            return try_transaction_five_times(lambda: unit(conn), identifier, tm)
+        finally:
+            tm.abort()
+            conn.close()
+
+    # -- introspection (in memory) ------------------------------------------------------
+
+    def getStatusInfo(self) -> dict[str, Any]:
+        """uuid, poll interval, status, time since last poll and uptime (spec DI-36).
+
+        The status is STOPPED, STARTING, RUNNING, STUCK (no poll for two
+        intervals) or DEAD (the poll thread ended; ``poll thread error`` says
+        why).
+        """
+        now = clock.utcnow()
+        interval = datetime.timedelta(seconds=self.poll_interval)
+        info: dict[str, Any] = {
+            "uuid": self.UUID,
+            "poll interval": interval,
+            "status": self.STOPPED,
+            "time since last poll": None,
+            "uptime": None,
+        }
+        if not isinstance(self.activated, datetime.datetime):
+            return info
+        info["uptime"] = now - self.activated
+        if self.poll_thread_died:
+            info["status"] = self.DEAD
+            info["poll thread error"] = repr(self.poll_thread_error)
+            return info
+        poll = self.records.latest_poll()
+        slack = interval  # a poll in progress is not "stuck"
+        if poll is None:
+            info["time since last poll"] = now - self.activated
+            stuck = self.activated + interval + slack < now
+            info["status"] = self.STUCK if stuck else self.STARTING
+        else:
+            info["time since last poll"] = now - poll.utc_timestamp
+            stuck = poll.utc_timestamp + interval + slack < now
+            info["status"] = self.STUCK if stuck else self.RUNNING
+        return info
+
+    def getJobInfo(self, oid: int, database_name: str | None = None) -> dict[str, Any]:
+        """The record of a job this dispatcher claimed; KeyError if unknown."""
+        return self.records.job_info(oid, database_name)
+
+    def getActiveJobIds(self, queue: str | None = None, agent: str | None = None) -> list[JobId]:
+        """Jobs of the latest poll not yet completed, newest first."""
+        return self.records.active_job_ids(queue, agent)
+
+    def getPollInfo(self, at: Any = None, before: Any = None) -> PollInfo:
+        """The newest poll at (or strictly before) a key or time."""
+        return self.records.poll_info(at, before)
+
+    def iterPolls(
+        self, at: Any = None, before: Any = None, since: Any = None, count: Any = None
+    ) -> Any:
+        """Polls from newest to oldest."""
+        return self.records.iter_polls(at, before, since, count)
+
+    def getStatistics(
+        self,
+        at: Any = None,
+        before: Any = None,
+        since: Any = None,
+        queue: Any = None,
+        agent: Any = None,
+    ) -> dict[str, Any]:
+        """Counts and extremes of jobs over a window of polls."""
+        return self.records.statistics(at, before, since, queue, agent)
+
+    def __repr__(self) -> str:
+        return f"<Dispatcher {self.UUID} {'active' if self.activated else 'inactive'}>"
+
+
+def _defer_filing() -> None:
+    _context.set_filing_deferred(True)

@@ -1,0 +1,487 @@
+"""An agent's thread pool: threads that each keep a connection and run claimed jobs.
+
+Work items are ``(oid, database name)`` pairs of jobs the dispatcher claimed.
+Each thread loads the job in its own connection (waiting out disconnects),
+checks that the job is still this dispatcher's to run, and runs it; the job
+commits for itself.  What escapes the job is handled so that no job is left
+stuck in the agent (spec P-8, B2-9, B2-10).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import queue as queue_module
+import threading
+import time
+import uuid
+from typing import Any, Protocol
+
+import transaction
+
+from zasync import clock
+from zasync._logtext import short_repr
+from zasync.interfaces import (
+    ACTIVE,
+    ASSIGNED,
+    CALLBACKS,
+    COMPLETED,
+    PENDING,
+    BadStatusError,
+    IAgent,
+    IJob,
+)
+from zasync.model import _context
+from zasync.model.cancellation import cancel_before_start
+from zasync.model.quarantine import describe, unsound
+from zasync.model.tx import (
+    TRANSACTION_ERRORS,
+    abort_quietly,
+    backoff,
+    disconnect_errors,
+    never_fail,
+    quiet_storage_load_failures,
+    report_storage_failure,
+    system_errors,
+)
+from zasync.runtime.local import local
+from zasync.runtime.records import Records, describe_result
+
+
+class PoolOwner(Protocol):
+    """What a pool needs of the dispatcher it serves (so the pool knows no Dispatcher)."""
+
+    UUID: uuid.UUID
+    db: Any
+    records: Records
+    activated: datetime.datetime | bool | None
+
+    def wake(self) -> None:
+        """Poll soon."""
+
+    def job_done(self, pool: AgentThreadPool) -> None:
+        """A thread of ``pool`` finished a job."""
+
+    def thread_exited(self, pool: AgentThreadPool) -> None:
+        """A thread of ``pool`` ended (replace it if the pool should still have it)."""
+
+    def quarantine_later(self, oid: bytes, cause: str) -> None:
+        """Quarantine the job ``oid`` from the poll thread."""
+
+
+events_log = logging.getLogger("zasync.events")
+#: How long (seconds) a job run here still counts as this pool's for the orphan check.
+FINISHED_MEMORY = 60.0
+#: How many finished jobs a pool remembers at most (the oldest are forgotten first).
+FINISHED_KEPT = 10_000
+trace_log = logging.getLogger("zasync.trace")
+
+WorkItem = tuple[bytes, str]
+
+
+class AgentThreadPool:
+    """The threads that run one agent's jobs in this process."""
+
+    def __init__(self, dispatcher: PoolOwner, queue_name: str, agent_name: str) -> None:
+        self.dispatcher = dispatcher
+        self.queue_name = queue_name
+        self.agent_name = agent_name
+        self.queue: queue_module.Queue[WorkItem | None] = queue_module.Queue()
+        # The threads that count towards the size: started, and not leaving.
+        self.threads: list[threading.Thread] = []
+        self._size = 0
+        # Exit requests (``None``) in ``queue`` that no thread has taken yet.
+        self._wakeups = 0
+        self._lock = threading.Lock()
+        self.running = 0  # jobs being run right now
+        # Jobs handed to this pool and not yet done with: waiting or running.
+        self._owned: set[bytes] = set()
+        # Jobs run here lately, by when they finished: the dispatcher's poll may
+        # still see one as held and unfinished (its transaction began before the
+        # job's result commit), and must not take it for an orphan.
+        self._finished: dict[bytes, float] = {}
+        self._idle = threading.Condition(self._lock)
+        #: Threads that died (and were replaced), and errors of zasync's own
+        #: bookkeeping while handling a job: both shown by the live view.
+        self.deaths = 0
+        self.errors = 0
+        self._started = 0  # threads ever started here, to name them
+
+    def getSize(self) -> int:
+        """The declared number of threads."""
+        return self._size
+
+    def thread_count(self) -> int:
+        """The threads alive and counted towards the size (not those leaving)."""
+        with self._lock:
+            return sum(1 for t in self.threads if t.is_alive())
+
+    def setSize(self, size: int | None = None) -> int:
+        """Start or stop threads to reach ``size``; return the change in declared size.
+
+        Without ``size``, only replaces threads that died.  Shrinking asks
+        surplus threads to leave: an idle one when it takes an exit request
+        from the queue, a busy one when it finishes its job.  Requests are
+        counted, so a shrink followed by a growth, while the threads are busy,
+        neither starts too few threads nor lets the stale requests stop more
+        threads than the size allows (see :meth:`_leave_if_surplus`).
+        """
+        with self._lock:
+            old = self._size
+            if size is not None:
+                self._size = size
+            # A thread replacing itself (on its way out) no longer counts.
+            me = threading.current_thread()
+            self.threads = [t for t in self.threads if t.is_alive() and t is not me]
+            while len(self.threads) < self._size:
+                thread = threading.Thread(
+                    target=self._main,
+                    name=f"zasync-{self.queue_name or 'default'}-{self.agent_name}-{self._started}",
+                    daemon=True,
+                )
+                self._started += 1
+                self.threads.append(thread)
+                thread.start()
+            for _ in range(len(self.threads) - self._size - self._wakeups):
+                self._wakeups += 1
+                self.queue.put(None)
+            return self._size - old
+
+    def _leave_if_surplus(self, woken: bool = False) -> bool:
+        """Between jobs: True if this thread must stop (the pool has more than its size).
+
+        A leaving thread stops counting at once.  ``woken``: the thread has
+        just taken an exit request from the queue.
+        """
+        me = threading.current_thread()
+        with self._lock:
+            if woken:
+                self._wakeups -= 1
+            if me in self.threads and len(self.threads) <= self._size:
+                return False
+            if me in self.threads:
+                self.threads.remove(me)
+            return True
+
+    def assign(self, item: WorkItem) -> None:
+        """Queue a claimed job for the threads."""
+        with self._lock:
+            self._owned.add(item[0])
+            self._finished.pop(item[0], None)
+        self.queue.put(item)
+
+    def owns(self, oid: bytes) -> bool:
+        """True if the job is waiting here, being run here, or was run here lately."""
+        with self._lock:
+            if oid in self._owned:
+                return True
+            finished = self._finished.get(oid)
+            return finished is not None and time.monotonic() - finished < FINISHED_MEMORY
+
+    def holds_anything(self) -> bool:
+        """Jobs waiting, running, or finished here within the orphan check's memory."""
+        with self._lock:
+            if self._owned:
+                return True
+            now = time.monotonic()
+            return any(now - t < FINISHED_MEMORY for t in self._finished.values())
+
+    def _remember_finished(self, oid: bytes) -> None:
+        """Note a job done here (called with the lock held); forget the oldest beyond a bound."""
+        self._finished.pop(oid, None)  # re-inserted last: the dict stays in finishing order
+        self._finished[oid] = time.monotonic()
+        while len(self._finished) > FINISHED_KEPT:
+            del self._finished[next(iter(self._finished))]
+
+    def backlog(self) -> int:
+        """Claimed jobs waiting for a thread."""
+        return max(0, self.queue.qsize() - self._wakeups)
+
+    def take_backlog(self) -> list[WorkItem]:
+        """Remove and return every waiting job (for a graceful stop)."""
+        items: list[WorkItem] = []
+        exits = 0
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue_module.Empty:
+                for _ in range(exits):  # keep exit requests for the threads
+                    self.queue.put(None)
+                return items
+            if item is None:
+                exits += 1
+                continue
+            with self._lock:
+                self._owned.discard(item[0])
+            items.append(item)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no job is running here; True if that happened in time."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self.running:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+            return True
+
+    # -- the threads ---------------------------------------------------------------
+
+    def _main(self) -> None:
+        _context.set_filing_deferred(True)
+        # Only the job this thread was given is checked; its callbacks are not in an agent.
+        _context.set_ownership_check(lambda job: job is not local.job or self._still_ours(job))
+        local.dispatcher = self.dispatcher
+        quiet_storage_load_failures()  # a job's reload waits an outage out and reports it
+        conn: Any = None
+        try:
+            conn = self._open()
+            while True:
+                item = self.queue.get()
+                if item is None:
+                    if self._leave_if_surplus(woken=True):
+                        return
+                    continue
+                with self._lock:
+                    self.running += 1
+                try:
+                    self._run(conn, item)
+                except BaseException:
+                    # _run turns whatever a job raises into its outcome; this is
+                    # zasync's own bookkeeping failing.  The job stays held in
+                    # the database, and the dispatcher's orphan check hands it
+                    # back once this pool no longer remembers it.
+                    self.errors += 1
+                    events_log.critical(
+                        "worker thread %s: unexpected error handling job %d; "
+                        "the thread goes on, and the job is recovered as orphaned",
+                        threading.current_thread().name,
+                        int.from_bytes(item[0], "big"),
+                        exc_info=True,
+                    )
+                    conn = self._reopen(conn)
+                finally:
+                    if conn.opened is None:  # the job closed it
+                        conn = self._reopen(conn)
+                    with self._idle:
+                        self.running -= 1
+                        self._owned.discard(item[0])
+                        self._remember_finished(item[0])
+                        self._idle.notify_all()
+                    self.dispatcher.job_done(self)
+                if self._leave_if_surplus():
+                    return
+        except BaseException:
+            self.deaths += 1
+            events_log.critical(
+                "worker thread %s died; it is replaced",
+                threading.current_thread().name,
+                exc_info=True,
+            )
+        finally:
+            local.dispatcher = None
+            local.job = None
+            abort_quietly(transaction.manager)
+            if conn is not None:
+                self._close_quietly(conn)
+            if self.dispatcher.activated:
+                self.dispatcher.thread_exited(self)
+
+    def _reopen(self, conn: Any) -> Any:
+        """A fresh connection after an unexpected error: the old one may hold a broken state."""
+        abort_quietly(transaction.manager)
+        self._close_quietly(conn)
+        return self._open()
+
+    def _open(self, tm: Any = None) -> Any:
+        """A connection to the database, waiting out a storage that fails (spec P-6).
+
+        Opening a connection reads the storage (RelStorage polls the
+        database): with the server away, a thread that gave up here would die
+        and its replacement would fail the same way, in a loop.
+        """
+        failures = 0
+        while True:
+            try:
+                return self.dispatcher.db.open(transaction_manager=tm)
+            except system_errors() as error:
+                if not self.dispatcher.activated:
+                    raise  # stopping: nothing left to wait for
+                failures += 1
+                report_storage_failure("opening a connection for a worker thread", error)
+                clock.sleep(backoff(failures))
+
+    @staticmethod
+    def _close_quietly(conn: Any) -> None:
+        try:
+            conn.close()
+        except Exception:  # a connection with a failed transaction still joined
+            events_log.warning("could not close a worker connection", exc_info=True)
+
+    def _load(self, conn: Any, oid: bytes, dbname: str) -> Any:
+        """Load the job, retrying forever on conflicts and disconnects (spec P-6)."""
+        conflicts = disconnects = 0
+        while True:
+            try:
+                transaction.begin()
+                jar = (
+                    conn if dbname in ("", conn.db().database_name) else conn.get_connection(dbname)
+                )
+                job = jar.get(oid)
+                job._p_activate()
+                return job
+            except TRANSACTION_ERRORS:
+                conflicts += 1
+                if conflicts == 1 or conflicts % 5 == 0:
+                    events_log.warning(
+                        "%d transaction error(s) while trying to get job %d in db %s",
+                        conflicts,
+                        int.from_bytes(oid, "big"),
+                        dbname,
+                        exc_info=True,
+                    )
+            except disconnect_errors():
+                disconnects += 1
+                delay = backoff(disconnects)
+                events_log.info(
+                    "database disconnected while trying to get job %d in db %s; retrying in %d s",
+                    int.from_bytes(oid, "big"),
+                    dbname,
+                    delay,
+                )
+                clock.sleep(delay)
+
+    def _run(self, conn: Any, item: WorkItem) -> None:
+        oid, dbname = item
+        job_id = (int.from_bytes(oid, "big"), dbname)
+        records = self.dispatcher.records
+        thread_id = threading.get_ident()
+        records.update_job(job_id, started=clock.utcnow(), thread=thread_id)
+        try:
+            job = self._load(conn, oid, dbname)
+            bad = unsound(job)
+            problem = None if bad is None else bad[1]
+        except Exception as error:  # _load waits out conflicts and disconnects
+            problem = f"its record cannot be loaded: {describe(error)}"
+        if problem is not None:
+            # Running or even settling it would fail; the dispatcher's next
+            # poll quarantines it (one ERROR line there).
+            abort_quietly(transaction.manager)
+            trace_log.info("not running job %d: %s", job_id[0], problem)
+            records.update_job(job_id, result=problem, failed=True, completed=clock.utcnow())
+            self.dispatcher.wake()
+            return
+        if not self._still_ours(job):
+            if self._in_our_agent(job) and job._status in (CALLBACKS, COMPLETED):
+                events_log.error("job already completed? %r", job)
+                self._settle(job)
+            else:
+                trace_log.info("not running %r: it was reassigned", job)
+            records.update_job(job_id, reassigned=True, completed=clock.utcnow())
+            abort_quietly(transaction.manager)
+            return
+        if cancel_before_start(job):  # asked to stop while it waited for a thread
+            records.update_job(
+                job_id, result=short_repr(job.result), failed=True, completed=clock.utcnow()
+            )
+            return
+        trace_log.info("starting in thread %d: %r", thread_id, job)
+        local.job = job
+        local._last_progress = 0.0
+        try:
+            result = job.run_claimed() if job._status == ACTIVE else job()
+        except BadStatusError:
+            abort_quietly(transaction.manager)
+            events_log.error("job already completed? %r", job, exc_info=True)
+            self._settle(job)
+            result = job.result
+        except BaseException:
+            # Job code cannot get here (the job records what it raises); this
+            # is an error of the job's bookkeeping.  Settle the job, go on.
+            abort_quietly(transaction.manager)
+            self.errors += 1
+            events_log.critical("unexpected error running %r", job, exc_info=True)
+            self._settle(job)
+            result = job.result
+        finally:
+            local.job = None
+            abort_quietly(transaction.manager)
+        # A job returns itself when it stopped because it is no longer this
+        # worker's (handed to another, run elsewhere): nothing to wait for
+        # here, and it may be running in another worker's agent.
+        waiting = job._status == ACTIVE and result is not job
+        if waiting and IJob.providedBy(result):
+            self._park(job)
+        text, failed = describe_result(None if waiting else result)
+        records.update_job(
+            job_id,
+            result=text,
+            failed=failed,
+            waiting=waiting,
+            completed=None if waiting else clock.utcnow(),
+        )
+        trace_log.info("completed in thread %d: %r", thread_id, job)
+
+    def _in_our_agent(self, job: Any) -> bool:
+        agent = job.parent
+        if not IAgent.providedBy(agent) or agent.parent is None:
+            return False
+        return bool(agent.parent.UUID == self.dispatcher.UUID and agent.parent.activated)
+
+    def _still_ours(self, job: Any) -> bool:
+        """The job is in an active agent of this dispatcher, waiting to run or running."""
+        return self._in_our_agent(job) and job._status in (ACTIVE, "new")
+
+    def _park(self, job: Any) -> None:
+        """Take a job that waits for another job out of the agent's slots."""
+
+        def park() -> None:
+            agent = job.parent
+            if job._status == ACTIVE and self._in_our_agent(job) and job in list(agent):
+                agent.park(job)
+
+        never_fail(park, f"parking {job!r}", transaction.manager)
+
+    def _settle(self, job: Any) -> None:
+        """Move a job that escaped with an error out of the agent, whatever it takes (B2-9/10).
+
+        Works in a fresh connection: the thread's own may be what broke (a
+        job can close it).  If even settling fails, the dispatcher's next
+        poll quarantines the job, so that nothing retries it for ever.
+        """
+        oid, dbname = job._p_oid, job._p_jar.db().database_name
+        tm = transaction.TransactionManager()
+        conn = self._open(tm)
+        try:
+            tm.begin()
+            jar = conn if dbname == conn.db().database_name else conn.get_connection(dbname)
+            fresh = jar.get(oid)
+            never_fail(lambda: _settle_unit(fresh), f"settling {fresh!r} after an error", tm)
+        except BaseException as error:
+            abort_quietly(tm)
+            cause = f"zasync could not settle it after an error: {describe(error)}"
+            events_log.critical("%s; it is quarantined", cause, exc_info=True)
+            self.dispatcher.quarantine_later(oid, cause)
+        finally:
+            abort_quietly(tm)
+            self._close_quietly(conn)
+
+
+def _settle_unit(job: Any) -> None:
+    status = job.status
+    if status == COMPLETED:
+        agent = job.parent
+        if IAgent.providedBy(agent) and job in list(agent):
+            agent.jobCompleted(job)
+    elif status == CALLBACKS:
+        job.resumeCallbacks()
+    elif status == ACTIVE:
+        job.handleInterrupt()
+    elif status in (ASSIGNED, PENDING):
+        agent = job.parent
+        if IAgent.providedBy(agent):
+            agent.remove(job)
+            queue = agent.queue
+            if queue is not None:
+                queue.putBack(job)
