@@ -192,3 +192,13 @@ def check_port(host: str, port: int, option: str) -> None:
 def stdin_is_interactive() -> bool:
     """True when a person can answer a question on stdin."""
     return sys.stdin is not None and sys.stdin.isatty()
+
+
+class BadSettings(click.ClickException):
+    """A setting of the wrong type or out of range: one line, exit status 2, nothing started."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        """Print ``zasync: error: MESSAGE`` on standard error."""
+        click.echo(f"zasync: error: {self.format_message()}", err=True, file=file)

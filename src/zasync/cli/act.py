@@ -1,0 +1,138 @@
+"""The commands that act on jobs, quotas and agents: ``retry``, ``remove``, ``cancel``, ...
+
+Each says what it did (JSON with ``--json``); an unknown id or a wrong state
+exits with status 1, one line saying why, and changes nothing.  ``purge`` says
+what it will delete and asks first (``--yes`` skips the question; without a
+terminal to ask on, it refuses).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from zasync.cli import _output as out
+from zasync.cli._common import fail, stdin_is_interactive
+from zasync.ops import actions
+from zasync.ops.durations import parse_duration
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def retry(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
+    """Put a failed job again: a new job with the same call and options."""
+    done = out.act(obj, lambda db: actions.retry_job(db, job_id))
+    out.done(done, as_json, f"job {done['retried']} retried as job {done['id']}")
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def remove(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
+    """Take a pending job out of its queue (it will never run)."""
+    done = out.act(obj, lambda db: actions.remove_job(db, job_id))
+    out.done(done, as_json, f"job {done['removed']} removed from queue {done['queue']!r}")
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--reason", default=None, help="Why; stored with the request.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def cancel(obj: dict[str, Any], job_id: str, reason: str | None, as_json: bool) -> None:
+    """Cancel a pending job at once, or ask a running job to stop (it decides when)."""
+    done = out.act(obj, lambda db: actions.cancel_job(db, job_id, reason))
+    text = (
+        f"job {done['id']} cancelled"
+        if done["outcome"] == "cancelled"
+        else f"job {done['id']} is running: asked it to stop"
+    )
+    out.done(done, as_json, text)
+
+
+@click.group()
+def quota() -> None:
+    """Quotas: how many jobs naming them may run at once."""
+
+
+@quota.command("resize")
+@click.argument("name")
+@click.argument("size", type=click.IntRange(0))
+@click.option("--queue", "queue_name", default="", show_default=True, help="Queue name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def quota_resize(obj: dict[str, Any], name: str, size: int, queue_name: str, as_json: bool) -> None:
+    """Change quota NAME's size to SIZE, at once.  Example: zasync quota resize reports 4"""
+    done = out.act(obj, lambda db: actions.set_quota_size(db, queue_name, name, size))
+    out.done(done, as_json, f"quota {name!r}: size {done['old_size']} -> {size}")
+
+
+@click.group()
+def agent() -> None:
+    """Agents: the job slots and threads of each worker."""
+
+
+@agent.command("resize")
+@click.argument("worker")
+@click.argument("name", default="main")
+@click.option("--size", type=int, default=None, help="Jobs it may hold (0 or more).")
+@click.option("--threads", type=int, default=None, help="Jobs it runs at once (1 to 1000).")
+@click.option("--queue", "queue_name", default="", show_default=True, help="Queue name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def agent_resize(
+    obj: dict[str, Any],
+    worker: str,
+    name: str,
+    size: int | None,
+    threads: int | None,
+    queue_name: str,
+    as_json: bool,
+) -> None:
+    """Resize agent NAME (default main) of WORKER (a UUID or its first characters).
+
+    Example: zasync agent resize 3f2a main --threads 8 --size 32
+    """
+    done = out.act(
+        obj, lambda db: actions.set_agent_size(db, queue_name, worker, name, size, threads)
+    )
+    out.done(done, as_json,
+          f"agent {name!r} of {done['dispatcher']}: size {done['size']}, "
+          f"threads {done['threads']}")  # fmt: skip
+
+
+@click.command()
+@click.option("--older-than", required=True, help="A duration: 7d, 12h, 30m.")
+@click.option("--queue", "queue_name", default=None, help="Only this queue.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def purge(
+    obj: dict[str, Any], older_than: str, queue_name: str | None, yes: bool, as_json: bool
+) -> None:
+    """Forget finished jobs that completed longer ago than --older-than.
+
+    Says how many it will delete and asks first; --yes does not ask (scripts, cron).
+    """
+    try:
+        age = parse_duration(older_than)
+    except ValueError as e:
+        raise click.UsageError(f"bad --older-than: {e}") from None
+    where = "every queue" if queue_name is None else f"queue {queue_name!r}"
+    found = out.act(obj, lambda db: actions.count_purgeable(db, age, queue_name))
+    total = sum(found.values())
+    if total and not yes:
+        plan = f"will delete {total} finished jobs older than {older_than} from {where}"
+        if not stdin_is_interactive():
+            fail(f"{plan}; refusing without --yes (no terminal to ask on)")
+        click.confirm(f"{plan}. Go on?", abort=True, err=True)
+    if total:
+        done = out.act(obj, lambda db: actions.purge_completed(db, age, queue_name))
+    else:
+        done = {"purged": found, "older_than": age.total_seconds()}
+    total = sum(done["purged"].values())
+    out.done(done, as_json, f"purged {total} finished jobs older than {older_than} from {where}")
