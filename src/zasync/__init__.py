@@ -78,7 +78,7 @@ __all__ = [
     "Dispatcher",
     "AgentSpec",
     "local",
-    # operations (see zasync.ops.monitor, zasync.ops.actions, zasync.web, zasync.ops.metrics)
+    # operations (see zasync.ops.queries, zasync.ops.views, zasync.ops.actions, zasync.web)
     "cancel",
     "request_cancel",
     # databases

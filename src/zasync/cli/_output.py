@@ -12,7 +12,7 @@ import transaction
 
 from zasync.cli._common import CliError, database
 from zasync.interfaces import ZasyncError
-from zasync.ops import monitor
+from zasync.ops import queries, views
 from zasync.storage.database import one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,7 +69,7 @@ def filter_options(func: F) -> F:
             "states",
             multiple=True,
             metavar="STATE",
-            help="Keep jobs in this state (repeatable): " + ", ".join(monitor.STATES) + ".",
+            help="Keep jobs in this state (repeatable): " + ", ".join(views.STATES) + ".",
         ),
         click.option(
             "--callable",
@@ -94,9 +94,9 @@ def make_filter(
     since: str | None,
     before: str | None,
     queue_name: str | None,
-) -> monitor.JobFilter:
+) -> queries.JobFilter:
     try:
-        return monitor.make_filter(states, callable_glob, since, before, queue_name)
+        return queries.make_filter(states, callable_glob, since, before, queue_name)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
 

@@ -16,7 +16,7 @@ from zasync import clock
 from zasync.cli import _output as out
 from zasync.cli._common import database
 from zasync.model.queue import get_queues
-from zasync.ops import monitor
+from zasync.ops import queries, views
 from zasync.storage.database import default_uri, redact
 
 
@@ -31,7 +31,7 @@ def jobs(obj: dict[str, Any], /, limit: int, as_json: bool, **filters: Any) -> N
     Example: zasync jobs --state failed --since 1h --callable 'myapp.*'
     """
     chosen = out.make_filter(**filters)
-    found = out.read(obj, lambda c: monitor.list_jobs(c, chosen, limit or None))
+    found = out.read(obj, lambda c: queries.list_jobs(c, chosen, limit or None))
     if as_json:
         out.print_json(found)
     else:
@@ -44,7 +44,7 @@ def jobs(obj: dict[str, Any], /, limit: int, as_json: bool, **filters: Any) -> N
 def count(obj: dict[str, Any], /, as_json: bool, **filters: Any) -> None:
     """Count the jobs that the filters keep.  Example: zasync count --state pending"""
     chosen = out.make_filter(**filters)
-    number = out.read(obj, lambda c: monitor.count_jobs(c, chosen))
+    number = out.read(obj, lambda c: queries.count_jobs(c, chosen))
     click.echo(json.dumps({"count": number}) if as_json else str(number))
 
 
@@ -54,7 +54,7 @@ def count(obj: dict[str, Any], /, as_json: bool, **filters: Any) -> None:
 @click.pass_obj
 def job(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
     """Show one job: call, arguments, times, result or traceback, progress, callbacks."""
-    info = out.read(obj, lambda c: monitor.job_info(c, job_id))
+    info = out.read(obj, lambda c: views.job_info(c, job_id))
     if as_json:
         out.print_json(info)
         return
@@ -86,8 +86,8 @@ def job(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
 @click.pass_obj
 def traceback(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
     """Print the traceback of a failed job."""
-    text = out.read(obj, lambda c: monitor.traceback(c, job_id))
-    click.echo(json.dumps({"id": int(monitor.parse_job_id(job_id)), "traceback": text})
+    text = out.read(obj, lambda c: views.traceback(c, job_id))
+    click.echo(json.dumps({"id": int(views.parse_job_id(job_id)), "traceback": text})
                if as_json else text.rstrip())  # fmt: skip
 
 
@@ -97,7 +97,7 @@ def traceback(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
 def jobstats(obj: dict[str, Any], /, as_json: bool, **filters: Any) -> None:
     """Counts by state, and the shortest, longest and mean durations of kept jobs."""
     chosen = out.make_filter(**filters)
-    stats = out.read(obj, lambda c: monitor.job_stats(c, chosen))
+    stats = out.read(obj, lambda c: queries.job_stats(c, chosen))
     if as_json:
         out.print_json(stats)
         return
@@ -114,7 +114,7 @@ def jobstats(obj: dict[str, Any], /, as_json: bool, **filters: Any) -> None:
     out.table(["kind", "shortest", "longest", "mean"], rows)
 
 
-def _one_job(name: str, query: Callable[[Any, monitor.JobFilter], Any], doc: str) -> click.Command:
+def _one_job(name: str, query: Callable[[Any, queries.JobFilter], Any], doc: str) -> click.Command:
     """A command that shows the one job ``query`` finds, or 'none'."""
 
     @out.filter_options
@@ -134,10 +134,10 @@ def _one_job(name: str, query: Callable[[Any, monitor.JobFilter], Any], doc: str
 
 
 lastcompleted = _one_job(
-    "lastcompleted", monitor.last_completed, "Show the most recently completed job."
+    "lastcompleted", queries.last_completed, "Show the most recently completed job."
 )
 nextpending = _one_job(
-    "nextpending", monitor.next_pending, "Show the pending job that will be claimed next."
+    "nextpending", queries.next_pending, "Show the pending job that will be claimed next."
 )
 
 
@@ -147,7 +147,7 @@ nextpending = _one_job(
 @click.pass_obj
 def dispatchers(obj: dict[str, Any], queue_name: str | None, as_json: bool) -> None:
     """Workers (dispatchers) by queue: alive/dead/stopped, last ping, agents, running jobs."""
-    found = out.read(obj, lambda c: monitor.dispatchers(c, queue_name))
+    found = out.read(obj, lambda c: queries.dispatchers(c, queue_name))
     if as_json:
         out.print_json(found)
         return
@@ -167,7 +167,7 @@ def dispatchers(obj: dict[str, Any], queue_name: str | None, as_json: bool) -> N
 @click.pass_obj
 def uuids(obj: dict[str, Any], as_json: bool) -> None:
     """The UUIDs of all registered workers."""
-    found = out.read(obj, monitor.uuids)
+    found = out.read(obj, queries.uuids)
     click.echo(json.dumps(found) if as_json else "\n".join(found))
 
 

@@ -36,7 +36,7 @@ from collections.abc import Collection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from zasync.ops import _http, monitor
+from zasync.ops import _http, views
 from zasync.ops.metrics import CONTENT_TYPE, WorkerMetrics
 from zasync.runtime.dispatcher import Dispatcher
 from zasync.storage.database import Database
@@ -102,7 +102,7 @@ def polls(dispatcher: Any, count: int = 3) -> list[dict[str, Any]]:
 
 def job(dispatcher: Any, ident: str) -> dict[str, Any]:
     """This worker's record of a job; KeyError if it has none."""
-    record = dispatcher.getJobInfo(monitor.parse_job_id(ident))
+    record = dispatcher.getJobInfo(views.parse_job_id(ident))
     return dict(_plain(record))
 
 

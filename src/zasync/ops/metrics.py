@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from zasync import _counters
-from zasync.ops import monitor
+from zasync.ops import queries
 from zasync.runtime.records import JobId, PollInfo, Records
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -65,13 +65,13 @@ class DatabaseCollector(Collector):
         tm = transaction.TransactionManager()
         conn = self.db.open(transaction_manager=tm)
         try:
-            for queue in monitor.queues(conn):
+            for queue in queries.queues(conn):
                 for state, number in queue["counts"].items():
                     jobs.add_metric([queue["name"], state], number)
                 for quota in queue["quotas"]:
                     quota_size.add_metric([queue["name"], quota["name"]], quota["size"])
                     quota_used.add_metric([queue["name"], quota["name"]], quota["used"])
-            for d in monitor.dispatchers(conn):
+            for d in queries.dispatchers(conn):
                 up.add_metric([d["queue"], d["uuid"]], 1 if d["state"] == "alive" else 0)
                 if d["seconds_since_ping"] is not None:
                     ping_age.add_metric([d["queue"], d["uuid"]], d["seconds_since_ping"])

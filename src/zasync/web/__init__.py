@@ -1,7 +1,8 @@
 """The web dashboard: ``zasync web`` (Flask app, served by waitress on 127.0.0.1).
 
 Built by :func:`make_app` (no module-level state).  Pages read through
-:mod:`zasync.monitor`; actions go through :mod:`zasync.actions`:
+:mod:`zasync.ops.queries` and :mod:`zasync.ops.views`; actions go through
+:mod:`zasync.ops.actions`:
 
 * ``/`` queues with counts by state, dispatchers with liveness and last ping,
   agents and what each runs now, charts of the last hour;
@@ -34,7 +35,7 @@ import transaction
 from flask import Flask, Response, g, jsonify, redirect, render_template, request, url_for
 
 from zasync.interfaces import ZasyncError
-from zasync.ops import _http, actions, monitor
+from zasync.ops import _http, actions, queries, views
 from zasync.ops.metrics import CONTENT_TYPE, database_exposition
 
 TOKEN_HEADER = "X-Zasync-Token"
@@ -128,38 +129,38 @@ def make_app(
 
     @app.get("/")
     def overview() -> Any:
-        snap = read(monitor.snapshot)
+        snap = read(queries.snapshot)
         return render_template("overview.html", snap=snap, chart=_chart(snap.timeline))
 
     @app.get("/jobs")
     def jobs() -> Any:
         form = _filter_args()
-        chosen = monitor.make_filter(**form)
-        found = read(lambda c: monitor.list_jobs(c, chosen, 200))
-        return render_template("jobs.html", jobs=found, form=form, states=monitor.STATES)
+        chosen = queries.make_filter(**form)
+        found = read(lambda c: queries.list_jobs(c, chosen, 200))
+        return render_template("jobs.html", jobs=found, form=form, states=views.STATES)
 
     @app.get("/jobs/<ident>")
     def job(ident: str) -> Any:
-        info = read(lambda c: monitor.job_info(c, ident))
+        info = read(lambda c: views.job_info(c, ident))
         return render_template("job.html", job=info, message=request.args.get("message"))
 
     # -- JSON -----------------------------------------------------------------------
 
     @app.get("/api/overview")
     def api_overview() -> Any:
-        snap = read(monitor.snapshot)
+        snap = read(queries.snapshot)
         return jsonify(
             queues=snap.queues, dispatchers=snap.dispatchers, timeline=snap.timeline, time=snap.time
         )
 
     @app.get("/api/jobs")
     def api_jobs() -> Any:
-        chosen = monitor.make_filter(**_filter_args())
-        return jsonify(read(lambda c: monitor.list_jobs(c, chosen, 200)))
+        chosen = queries.make_filter(**_filter_args())
+        return jsonify(read(lambda c: queries.list_jobs(c, chosen, 200)))
 
     @app.get("/api/jobs/<ident>")
     def api_job(ident: str) -> Any:
-        return jsonify(read(lambda c: monitor.job_info(c, ident)))
+        return jsonify(read(lambda c: views.job_info(c, ident)))
 
     @app.get("/metrics")
     def metrics() -> Any:
