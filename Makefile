@@ -6,10 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test lint check clean
+.PHONY: help demo test test-fast lint check clean
 
 help:  ## Show this help
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "zasync needs Python 3.11 or newer (set PYTHON=...)")'
@@ -24,7 +24,10 @@ demo: $(STAMP)  ## Run the demonstration workload on an embedded FileStorage fil
 test: $(STAMP)  ## Run the whole test suite (installs Debian's chromium and PostgreSQL if missing)
 	@bash .ci/browser-deps
 	@bash .ci/postgres-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov --cov-report=term
+
+test-fast: $(STAMP)  ## Run the unit tier only (well under a minute)
+	$(BIN)/python -m pytest tests/unit
 
 lint: $(STAMP)  ## ruff (lint and format) and mypy
 	$(BIN)/ruff check src tests bench

@@ -31,3 +31,17 @@ def run_python(code: str, timeout: float = 60, **env: str) -> str:
     if done.returncode != 0:
         raise AssertionError(f"child failed ({done.returncode}):\n{done.stderr}")
     return done.stdout
+
+
+def zasync_cli(*args, check=True, timeout=120):
+    """Run ``python -m zasync ARGS``; with ``check``, a non-zero exit fails the test."""
+    done = subprocess.run(
+        [sys.executable, "-m", "zasync", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=python_env(),
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"exit {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done

@@ -24,7 +24,7 @@ from zasync.testing import wait_for_result
 import support
 
 CHROMIUM = "/usr/bin/chromium"
-DOCS_SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 TOKEN = "browser-test-token"
 
 pytestmark = pytest.mark.slow

@@ -9,22 +9,9 @@ import sys
 import pytest
 
 import zasync
-from processes import python_env
+from processes import python_env, zasync_cli
 from zasync.ops.durations import parse_duration, parse_time
 from zasync.runtime.settings import agent_from_config, load_config, parse_agent_option
-
-
-def zasync_cli(*args, check=True, timeout=120):
-    done = subprocess.run(
-        [sys.executable, "-m", "zasync", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=python_env(),
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"exit {done.returncode}\n{done.stdout}\n{done.stderr}")
-    return done
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 import transaction
 
 import zasync
-from test_cli import zasync_cli
+from processes import zasync_cli
 from workers import WorkerProcess, client, free_port, wait_until
 
 

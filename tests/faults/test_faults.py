@@ -501,7 +501,7 @@ def test_the_embedded_worker_killed_five_times_while_another_process_puts_jobs(t
         putter = subprocess.Popen(
             [
                 sys.executable,
-                str(Path(__file__).with_name("fault_putter.py")),
+                str(Path(__file__).parents[1] / "fault_putter.py"),
                 uri,
                 str(JOBS),
                 str(EMBEDDED_BATCH),

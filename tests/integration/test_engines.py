@@ -14,7 +14,7 @@ import pytest
 import transaction
 
 import zasync
-from test_cli import zasync_cli
+from processes import zasync_cli
 from workers import WorkerProcess, client, lines, wait_until
 from zasync import COMPLETED, AbortedError, Failure, Job, NeverRetry
 

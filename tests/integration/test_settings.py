@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_cli import zasync_cli
+from processes import zasync_cli
 from workers import WorkerProcess
 
 

@@ -8,7 +8,7 @@ import pytest
 import transaction
 
 import zasync
-from zasync.ops import monitor
+from zasync.ops import views
 from zasync.testing import running_dispatcher, wait_for, wait_for_result
 from zasync.web import is_loopback, make_app
 
@@ -29,7 +29,7 @@ def site(zasync_db, zasync_conn):
     later = queue.put(zasync.Job(operator.add, 1, 2), begin_after=zasync.utcnow() + _hour())
     transaction.commit()
     app = make_app(zasync_db, TOKEN)
-    ids = {"ok": monitor.job_id(ok), "bad": monitor.job_id(bad), "later": monitor.job_id(later)}
+    ids = {"ok": views.job_id(ok), "bad": views.job_id(bad), "later": views.job_id(later)}
     return app.test_client(), ids, zasync_conn
 
 
@@ -70,11 +70,11 @@ def test_actions_need_the_token_and_a_post(site):
     wrong = web.post(f"/jobs/{ids['bad']}/retry", data={"token": "nope"})
     assert wrong.status_code == 403
     transaction.begin()
-    assert monitor.job_info(conn, ids["bad"])["retried_as"] == []  # nothing changed
+    assert views.job_info(conn, ids["bad"])["retried_as"] == []  # nothing changed
     done = web.post(f"/jobs/{ids['bad']}/retry", data={"token": TOKEN})
     assert done.status_code == 303 and "/jobs/" in done.headers["Location"]
     transaction.begin()
-    assert len(monitor.job_info(conn, ids["bad"])["retried_as"]) == 1
+    assert len(views.job_info(conn, ids["bad"])["retried_as"]) == 1
     header = {"X-Zasync-Token": TOKEN}
     cancelled = web.post(f"/jobs/{ids['later']}/cancel", headers=header).get_json()
     assert cancelled["message"] == "cancelled"

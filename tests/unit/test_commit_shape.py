@@ -12,40 +12,18 @@ import uuid
 
 import pytest
 import transaction
-from transaction.interfaces import ISynchronizer
-from zope.interface import implementer
 
 from zasync import ACTIVE, COMPLETED, Agent, BadStatusError, Job
 from zasync.model import _context
+from zasync.testing import count_commits
 
 import support
 
 
-@implementer(ISynchronizer)
-class CommitCounter:
-    """Counts commits that write to a storage (empty transactions write nothing)."""
-
-    def __init__(self):
-        self.commits = 0
-        self._writes = False
-
-    def beforeCompletion(self, txn):
-        self._writes = bool(txn._resources)
-
-    def afterCompletion(self, txn):
-        if self._writes and txn.status == transaction._transaction.Status.COMMITTED:
-            self.commits += 1
-
-    def newTransaction(self, txn):
-        pass
-
-
 @pytest.fixture
 def counter():
-    c = CommitCounter()
-    transaction.manager.registerSynch(c)
-    yield c
-    transaction.manager.unregisterSynch(c)
+    with count_commits() as c:
+        yield c
 
 
 def test_job_without_callbacks_commits_twice(root, counter):

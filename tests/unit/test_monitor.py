@@ -12,7 +12,7 @@ import transaction
 import zasync
 from zasync.interfaces import BadStatusError, CancelledError, UnknownJobError
 from zasync.model.cancellation import CANCEL
-from zasync.ops import actions, monitor
+from zasync.ops import actions, queries, views
 from zasync.testing import running_dispatcher, wait_for, wait_for_result
 
 import support
@@ -46,7 +46,7 @@ def world(zasync_db, zasync_conn, tmp_path):
         transaction.commit()
         assert support.event("world-started").wait(30)
         ids = {
-            name: monitor.job_id(job)
+            name: views.job_id(job)
             for name, job in [
                 ("ok", ok),
                 ("bad", bad),
@@ -62,21 +62,21 @@ def world(zasync_db, zasync_conn, tmp_path):
 
 def test_ids_parse_and_unknown_ids_are_clear_errors(world):
     _db, conn, ids, _ = world
-    assert monitor.parse_job_id("42") == 42 and monitor.parse_job_id("0x2a") == 42
+    assert views.parse_job_id("42") == 42 and views.parse_job_id("0x2a") == 42
     with pytest.raises(ValueError, match="not a job id: 'abc'"):
-        monitor.parse_job_id("abc")
+        views.parse_job_id("abc")
     with pytest.raises(UnknownJobError, match="no job with id 999999"):
-        monitor.job_info(conn, "999999")
+        views.job_info(conn, "999999")
     # The root object exists but is not a job.
     with pytest.raises(UnknownJobError):
-        monitor.job_info(conn, 0)
-    assert monitor.get_job(conn, str(ids["ok"])).result == 42
+        views.job_info(conn, 0)
+    assert views.get_job(conn, str(ids["ok"])).result == 42
 
 
 def test_job_info_of_a_success_and_a_failure(world):
     _, conn, ids, _ = world
     transaction.begin()
-    ok = monitor.job_info(conn, ids["ok"])
+    ok = views.job_info(conn, ids["ok"])
     assert ok["status"] == "completed" and ok["outcome"] == "succeeded"
     assert ok["callable"] == "_operator.mul" and ok["args"] == ["6", "7"]
     assert ok["result"] == 42 and ok["traceback"] is None
@@ -84,12 +84,12 @@ def test_job_info_of_a_success_and_a_failure(world):
     assert [c["callable"] for c in ok["callbacks"]] == ["support.describe"]
     assert [h["status"] for h in ok["history"]] == ["pending", "active", "callbacks", "completed"]
     json.dumps(ok)  # JSON-ready
-    bad = monitor.job_info(conn, ids["bad"])
+    bad = views.job_info(conn, ids["bad"])
     assert bad["outcome"] == "failed" and bad["error_type"] == "builtins.ZeroDivisionError"
     assert "ZeroDivisionError" in bad["traceback"]
-    assert "ZeroDivisionError" in monitor.traceback(conn, ids["bad"])
+    assert "ZeroDivisionError" in views.traceback(conn, ids["bad"])
     with pytest.raises(ValueError, match="has no traceback"):
-        monitor.traceback(conn, ids["ok"])
+        views.traceback(conn, ids["ok"])
 
 
 def test_listing_filters_by_state_glob_and_time(world):
@@ -97,7 +97,7 @@ def test_listing_filters_by_state_glob_and_time(world):
     transaction.begin()
 
     def listed(**kw):
-        return {j["id"] for j in monitor.list_jobs(conn, monitor.make_filter(**kw), limit=None)}
+        return {j["id"] for j in queries.list_jobs(conn, queries.make_filter(**kw), limit=None)}
 
     assert listed(states="failed") == {ids["bad"]}
     assert listed(states="succeeded") >= {ids["ok"]}
@@ -111,8 +111,8 @@ def test_listing_filters_by_state_glob_and_time(world):
     assert ids["later"] in listed(since="1m")
     assert ids["bad"] in listed(since="10m", states="failed")
     assert listed(before="1d", states="failed") == set()
-    assert monitor.count_jobs(conn, monitor.make_filter(states="pending")) == 2
-    assert len(monitor.list_jobs(conn, limit=2)) == 2
+    assert queries.count_jobs(conn, queries.make_filter(states="pending")) == 2
+    assert len(queries.list_jobs(conn, limit=2)) == 2
 
 
 @pytest.mark.parametrize(
@@ -125,43 +125,43 @@ def test_listing_filters_by_state_glob_and_time(world):
 )
 def test_bad_filters_say_what_is_wrong(kw, message):
     with pytest.raises(ValueError, match=message):
-        monitor.make_filter(**kw)
+        queries.make_filter(**kw)
 
 
 def test_unknown_queue_is_refused(world):
     _, conn, _, _ = world
     with pytest.raises(LookupError, match="no queue named 'nope'"):
-        monitor.list_jobs(conn, monitor.make_filter(queue="nope"))
+        queries.list_jobs(conn, queries.make_filter(queue="nope"))
 
 
 def test_counts_stats_last_and_next(world):
     _, conn, ids, _ = world
     transaction.begin()
-    counts = monitor.counts_by_queue(conn)[""]
+    counts = queries.counts_by_queue(conn)[""]
     assert counts["pending"] == 2 and counts["active"] == 1 and counts["failed"] == 1
     assert counts["succeeded"] == 1  # callbacks live on their job, not in a collection
-    stats = monitor.job_stats(conn)
+    stats = queries.job_stats(conn)
     assert stats["counts"]["failed"] == 1
     assert stats["durations"]["failed"]["longest"]["id"] == ids["bad"]
     assert stats["durations"]["active"]["shortest"]["id"] == ids["active"]
-    assert monitor.next_pending(conn)["id"] == ids["later"]
-    last_failed = monitor.last_completed(conn, monitor.make_filter(states="failed"))
+    assert queries.next_pending(conn)["id"] == ids["later"]
+    last_failed = queries.last_completed(conn, queries.make_filter(states="failed"))
     assert last_failed["id"] == ids["bad"]
-    assert monitor.last_completed(conn, monitor.make_filter(callable_glob="nothing*")) is None
+    assert queries.last_completed(conn, queries.make_filter(callable_glob="nothing*")) is None
 
 
 def test_dispatchers_and_agents_show_liveness_and_running_jobs(world):
     _, conn, ids, dispatcher = world
     transaction.begin()
-    (entry,) = monitor.dispatchers(conn)
+    (entry,) = queries.dispatchers(conn)
     assert entry["uuid"] == str(dispatcher.UUID) and entry["state"] == "alive"
     assert entry["last_ping"] is not None
     (agent,) = entry["agents"]
     assert agent["name"] == "main" and ids["active"] in [j["id"] for j in agent["jobs"]]
-    assert monitor.uuids(conn) == [str(dispatcher.UUID)]
-    (queue,) = monitor.queues(conn)
+    assert queries.uuids(conn) == [str(dispatcher.UUID)]
+    (queue,) = queries.queues(conn)
     assert queue["quotas"] == [{"name": "reports", "size": 2, "used": 0}]
-    line = monitor.timeline(conn, datetime.timedelta(minutes=10), buckets=5)
+    line = queries.timeline(conn, datetime.timedelta(minutes=10), buckets=5)
     assert sum(b["failed"] for b in line["buckets"]) == 1
     assert sum(b["succeeded"] for b in line["buckets"]) == 1
 
@@ -170,15 +170,15 @@ def test_cancel_a_pending_job_runs_its_callbacks(world):
     db, conn, ids, _ = world
     assert actions.cancel_job(db, ids["doomed"], "not needed")["outcome"] == "cancelled"
     transaction.begin()
-    doomed = monitor.get_job(conn, ids["doomed"])
+    doomed = views.get_job(conn, ids["doomed"])
     assert doomed.status == zasync.COMPLETED and doomed.result.check(CancelledError)
     assert doomed.get_annotation(CANCEL)["reason"] == "not needed"
-    assert monitor.get_job(conn, ids["signal"]).status == zasync.COMPLETED  # callback ran
+    assert views.get_job(conn, ids["signal"]).status == zasync.COMPLETED  # callback ran
     assert len(zasync.get_queue(conn)) == 1  # left the queue
-    info = monitor.job_info(conn, ids["doomed"])
+    info = views.job_info(conn, ids["doomed"])
     assert info["outcome"] == "cancelled" and info["queue"] == ""
     assert ids["doomed"] in {
-        j["id"] for j in monitor.list_jobs(conn, monitor.make_filter(states="cancelled"))
+        j["id"] for j in queries.list_jobs(conn, queries.make_filter(states="cancelled"))
     }
     with pytest.raises(BadStatusError, match="cannot cancel"):
         actions.cancel_job(db, ids["doomed"])
@@ -187,10 +187,10 @@ def test_cancel_a_pending_job_runs_its_callbacks(world):
 def test_cancel_a_running_job_is_cooperative(world):
     db, conn, ids, _ = world
     assert actions.cancel_job(db, ids["active"])["outcome"] == "requested"
-    job = monitor.get_job(conn, ids["active"])
+    job = views.get_job(conn, ids["active"])
     failure = wait_for_result(job)
     assert failure.check(CancelledError)
-    assert monitor.job_info(conn, ids["active"])["cancel_requested"] is True
+    assert views.job_info(conn, ids["active"])["cancel_requested"] is True
 
 
 def test_retry_a_failed_job_puts_a_linked_copy(world):
@@ -198,9 +198,9 @@ def test_retry_a_failed_job_puts_a_linked_copy(world):
     done = actions.retry_job(db, ids["bad"])
     assert done["retried"] == ids["bad"] and done["id"] != ids["bad"]
     transaction.begin()
-    new = monitor.get_job(conn, done["id"])
-    assert new.args == [1, 0] and new.get_annotation(monitor.RETRY_OF) == ids["bad"]
-    assert monitor.job_info(conn, ids["bad"])["retried_as"] == [done["id"]]
+    new = views.get_job(conn, done["id"])
+    assert new.args == [1, 0] and new.get_annotation(views.RETRY_OF) == ids["bad"]
+    assert views.job_info(conn, ids["bad"])["retried_as"] == [done["id"]]
     assert wait_for_result(new).check(ZeroDivisionError)
     with pytest.raises(BadStatusError, match="did not fail"):
         actions.retry_job(db, ids["ok"])
@@ -214,8 +214,8 @@ def test_remove_only_pending_jobs(world):
         actions.remove_job(db, ids["ok"])
     assert actions.remove_job(db, ids["later"]) == {"removed": ids["later"], "queue": ""}
     transaction.begin()
-    assert monitor.get_job(conn, ids["later"]).status == zasync.NEW
-    assert monitor.count_jobs(conn, monitor.make_filter(states="pending")) == 1
+    assert views.get_job(conn, ids["later"]).status == zasync.NEW
+    assert queries.count_jobs(conn, queries.make_filter(states="pending")) == 1
 
 
 def test_resize_quota_and_agent(world):
@@ -239,11 +239,11 @@ def test_resize_quota_and_agent(world):
 def test_purge_forgets_old_completed_jobs(world):
     db, conn, _ids, _ = world
     transaction.begin()
-    before = monitor.count_jobs(conn, monitor.make_filter(states="completed"))
+    before = queries.count_jobs(conn, queries.make_filter(states="completed"))
     assert actions.purge_completed(db, datetime.timedelta(days=1))["purged"] == {"": 0}
     done = actions.purge_completed(db, datetime.timedelta(0))
     assert done["purged"][""] == before > 0
     transaction.begin()
-    assert monitor.count_jobs(conn, monitor.make_filter(states="completed")) == 0
+    assert queries.count_jobs(conn, queries.make_filter(states="completed")) == 0
     with pytest.raises(ValueError):
         actions.purge_completed(db, datetime.timedelta(seconds=-1))

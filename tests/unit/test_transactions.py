@@ -10,9 +10,9 @@ from ZODB.POSException import ConflictError
 
 import zasync
 from zasync import ACTIVE, COMPLETED, PENDING, Failure, Job
+from zasync.testing import run_until_idle
 
 import support
-from drive import run_until_idle
 
 
 def test_ac51_put_run_and_callbacks(db, conn, queues):

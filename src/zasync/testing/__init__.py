@@ -4,28 +4,39 @@ The clock (:func:`set_now`, :func:`advance`, :func:`reset_now`) is the one
 every part of zasync reads.  The ``wait_for_*`` helpers sync the calling
 thread's transaction and check a condition until it holds or a timeout
 passes; they never sleep longer than needed.  :func:`running_dispatcher`
-starts a dispatcher for a ``with`` block.  The pytest fixtures live in
-:mod:`zasync.pytest_plugin`, which pytest loads automatically.
+starts a dispatcher for a ``with`` block; :func:`run_until_idle` runs due jobs
+without one, deterministically; :func:`count_commits` counts what a piece of
+code costs in commits.  The pytest fixtures live in
+:mod:`zasync.testing.pytest_plugin`, which pytest loads automatically.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import transaction
+from transaction.interfaces import ISynchronizer
+from zope.interface import implementer
 
 from zasync.clock import advance, reset_now, set_now
 from zasync.interfaces import ACTIVE, CALLBACKS, COMPLETED, PENDING
+from zasync.model.agent import Agent
+from zasync.model.failure import Failure
+from zasync.model.queue import get_queue
 from zasync.runtime import dispatcher as dispatcher_module
 from zasync.runtime.dispatcher import AgentSpec, Dispatcher
 
 __all__ = [
+    "CommitCounter",
     "advance",
+    "count_commits",
     "reset_now",
+    "run_until_idle",
     "running_dispatcher",
     "set_now",
     "wait_for",
@@ -67,10 +78,20 @@ def wait_for(
         pause = min(pause * 2, 0.05)
 
 
-def wait_for_result(job: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
-    """Wait until ``job`` is COMPLETED and return its result."""
+def wait_for_result(
+    job: Any, timeout: float = DEFAULT_TIMEOUT, *, raise_failure: bool = False
+) -> Any:
+    """Wait until ``job`` is COMPLETED and return its result.
+
+    A failed job's result is a :class:`~zasync.Failure`; with ``raise_failure``
+    its exception is raised here instead, so that the test shows the job's
+    error and traceback rather than a comparison with a Failure.
+    """
     wait_for(lambda: job.status == COMPLETED, timeout, "job never completed")
-    return job.result
+    result = job.result
+    if raise_failure and isinstance(result, Failure):
+        result.raiseException()
+    return result
 
 
 def wait_for_start(job: Any, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -138,3 +159,100 @@ def running_dispatcher(
             dispatcher.stop(grace)
         with contextlib.suppress(KeyError):
             dispatcher_module.pop(dispatcher.UUID)
+
+
+_idle_runner_uuids: dict[int, uuid.UUID] = {}
+
+
+def run_until_idle(db: Any, queue_name: str = "", limit: int = 100, sync: bool = True) -> list[Any]:
+    """Claim and call due jobs, one at a time, until none is due; return their results.
+
+    A deterministic stand-in for a worker: no poll thread, no pool, no timing.
+    It runs in a thread of its own with its own connection (as a worker's
+    thread would), registered in the queue as a dispatcher with one agent, and
+    calls at most ``limit`` jobs.  An exception escaping a job's call (not a
+    failure, which becomes the job's result) is raised here.  With ``sync``
+    the calling thread's transaction is restarted afterwards, so that it sees
+    what the jobs committed (its uncommitted changes are lost: commit first).
+    """
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        tm = transaction.TransactionManager()
+        conn = db.open(transaction_manager=tm)
+        try:
+            tm.begin()
+            queue = get_queue(conn, queue_name)
+            key = id(db)
+            if key not in _idle_runner_uuids or _idle_runner_uuids[key] not in queue.dispatchers:
+                _idle_runner_uuids[key] = uuid.uuid4()
+                registered = queue.dispatchers.register(_idle_runner_uuids[key])
+                registered["main"] = Agent(size=1000)
+                registered.activate()
+                tm.commit()
+            agent = queue.dispatchers[_idle_runner_uuids[key]]["main"]
+            for _ in range(limit):
+                job = agent.claimJob()
+                if job is None:
+                    break
+                tm.commit()
+                results.append(job())
+        except BaseException as error:  # raised again in the caller's thread
+            errors.append(error)
+        finally:
+            tm.abort()
+            conn.close()
+
+    thread = threading.Thread(target=work, name="zasync-run-until-idle")
+    thread.start()
+    thread.join(DEFAULT_TIMEOUT)
+    if thread.is_alive():
+        raise AssertionError(f"jobs still running after {DEFAULT_TIMEOUT} seconds")
+    if errors:
+        raise errors[0]
+    if sync:
+        transaction.begin()
+    return results
+
+
+@implementer(ISynchronizer)
+class CommitCounter:
+    """Counts the commits of one transaction manager that wrote to a database.
+
+    Empty transactions (nothing joined them) are not counted: they cost nothing.
+    """
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self._writes = False
+
+    def beforeCompletion(self, txn: Any) -> None:
+        """Note whether the finishing transaction has anything to write."""
+        # transaction has no public "did anything join" question; its resource list is it.
+        self._writes = bool(txn._resources)
+
+    def afterCompletion(self, txn: Any) -> None:
+        """Count the transaction if it committed and wrote."""
+        if self._writes and txn.status == transaction._transaction.Status.COMMITTED:
+            self.commits += 1
+
+    def newTransaction(self, txn: Any) -> None:
+        """Nothing to do when a transaction begins."""
+
+
+@contextlib.contextmanager
+def count_commits(manager: Any = None) -> Iterator[CommitCounter]:
+    """Count the commits made through ``manager`` (default: this thread's) in the block.
+
+    Example: ``with count_commits() as counter: job()`` then
+    ``assert counter.commits == 2``.  Commits of worker threads go through
+    their own managers and are not counted.
+    """
+    tm = transaction.manager if manager is None else manager
+    counter = CommitCounter()
+    tm.registerSynch(counter)
+    try:
+        yield counter
+    finally:
+        tm.unregisterSynch(counter)

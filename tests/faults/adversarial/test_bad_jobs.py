@@ -19,7 +19,7 @@ from zasync import COMPLETED, AbortedError, Failure, Job, TimeoutError, clock
 from zasync.interfaces import RetryPolicyError, UnknownRetryPolicyError, ZasyncError
 from zasync.model import retry
 from zasync.model.job import POLICY_TRIES
-from zasync.ops import monitor
+from zasync.ops import queries, views
 from zasync.runtime import dispatcher as dispatcher_module
 from zasync.testing import running_dispatcher, wait_for, wait_for_result
 
@@ -204,8 +204,8 @@ def test_an_interruption_whose_policy_raises_fails_the_job(zasync_conn, zasync_q
 def failed_ids(db):
     conn = db.open()
     try:
-        found = monitor.list_jobs(conn, monitor.make_filter("failed"), limit=None)
-        counted = monitor.count_jobs(conn, monitor.make_filter("failed"))
+        found = queries.list_jobs(conn, queries.make_filter("failed"), limit=None)
+        counted = queries.count_jobs(conn, queries.make_filter("failed"))
     finally:
         conn.close()
     assert counted == len(found)
@@ -226,7 +226,7 @@ def test_a_job_aborted_after_its_worker_died_is_listed_as_failed(
     transaction.commit()
     with running_dispatcher(zasync_db, threads=1, poll_interval=0.1):
         assert wait_for_result(job).check(AbortedError)
-    assert monitor.job_id(job) in failed_ids(zasync_db)
+    assert views.job_id(job) in failed_ids(zasync_db)
 
 
 def test_a_job_that_missed_its_deadline_is_listed_as_failed(zasync_db, zasync_queue):
@@ -237,7 +237,7 @@ def test_a_job_that_missed_its_deadline_is_listed_as_failed(zasync_db, zasync_qu
     transaction.commit()
     with running_dispatcher(zasync_db, threads=1, poll_interval=0.1):
         assert wait_for_result(job).check(TimeoutError)
-    assert monitor.job_id(job) in failed_ids(zasync_db)
+    assert views.job_id(job) in failed_ids(zasync_db)
 
 
 def test_a_thread_that_dies_anyway_is_replaced_and_shown(zasync_db, zasync_queue, monkeypatch):
@@ -263,7 +263,7 @@ def test_a_thread_that_dies_anyway_is_replaced_and_shown(zasync_db, zasync_queue
         conn = zasync_db.open()
         try:
             wait_for(
-                lambda: [d["thread_deaths"] for d in monitor.dispatchers(conn)] == [1],
+                lambda: [d["thread_deaths"] for d in queries.dispatchers(conn)] == [1],
                 message="the death never reached the database",
             )
         finally:

@@ -22,7 +22,7 @@ from ZODB.FileStorage import FileStorage
 import zasync
 from zasync import COMPLETED, Failure, Job
 from zasync.interfaces import AbortedError, RetryPolicyError
-from zasync.ops import actions, monitor
+from zasync.ops import actions, views
 from zasync.runtime.dispatcher import AgentSpec, Dispatcher
 from zasync.testing import running_dispatcher, wait_for, wait_for_poll, wait_for_result
 
@@ -141,7 +141,7 @@ def test_operators_clear_a_pending_job_that_loads_but_cannot_be_written(tmp_path
     first = queue.put(Job(bad_jobs.healthy, bad_jobs.BecomesALock()), begin_after=far)
     second = queue.put(Job(bad_jobs.healthy, bad_jobs.BecomesALock()), begin_after=far)
     transaction.commit()
-    ids = [monitor.job_id(first), monitor.job_id(second)]
+    ids = [views.job_id(first), views.job_id(second)]
     conn.close()
     db.close()
     db = ZODB.DB(FileStorage(path))  # the arguments now load as locks
@@ -220,6 +220,6 @@ def test_an_interrupted_job_whose_code_is_gone_is_quarantined_with_its_quota_fre
             assert entry.job is job
             assert "gone_work.work cannot be imported" in entry.cause
             conn.close()
-        assert actions.remove_job(db, monitor.job_id(job))["was"] == "quarantined"
+        assert actions.remove_job(db, views.job_id(job))["was"] == "quarantined"
     finally:
         db.close()

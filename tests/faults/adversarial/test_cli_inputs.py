@@ -295,12 +295,12 @@ def test_the_table_tries_over_a_hundred_bad_inputs() -> None:
 def test_an_unexpected_error_is_one_line_that_suggests_verbose(
     places: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from zasync.ops import monitor
+    from zasync.ops import queries
 
     def broken(conn: Any) -> list[str]:
         raise RuntimeError("a bug\nover two lines")
 
-    monkeypatch.setattr(monitor, "uuids", broken)
+    monkeypatch.setattr(queries, "uuids", broken)
     result = CliRunner().invoke(main, ["--db", places["ready"], "uuids"], catch_exceptions=False)
     assert result.exit_code == 1
     assert result.stderr == (

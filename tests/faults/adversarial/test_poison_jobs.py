@@ -24,7 +24,7 @@ import zasync
 from processes import SRC, TESTS, python_env
 from workers import WorkerProcess, client, wait_until
 from zasync import COMPLETED, Job
-from zasync.ops import metrics, monitor
+from zasync.ops import metrics, queries, views
 
 import bad_jobs
 
@@ -55,7 +55,7 @@ def put_healthy(uri: str) -> list[int]:
         queue = zasync.install_queues(conn)[""]
         jobs = [queue.put(Job(bad_jobs.healthy, n)) for n in range(HEALTHY)]
         transaction.commit()
-        return [monitor.job_id(job) for job in jobs]
+        return [views.job_id(job) for job in jobs]
 
 
 def statuses(uri: str, ids: list[int]) -> list[str]:
@@ -149,7 +149,7 @@ def test_a_job_whose_module_was_removed_after_put_is_quarantined(uri, tmp_path):
         ]
         assert worker.text().count("quarantined out of queue") == 1
         with client(uri) as conn:
-            states = [d["state"] for d in monitor.dispatchers(conn)]
+            states = [d["state"] for d in queries.dispatchers(conn)]
         assert states == ["alive"]
         assert_operator_tools_work(uri, bad)
     finally:
@@ -191,7 +191,7 @@ def put_corrupted(uri: str, path: Path) -> int:
         queue = zasync.install_queues(conn)[""]
         poison = queue.put(Job(bad_jobs.healthy, 100))
         transaction.commit()
-        bad = monitor.job_id(poison)
+        bad = views.job_id(poison)
     assert bad is not None
     corrupt_record(path, bad)
     return bad
