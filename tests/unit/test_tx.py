@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import transaction
 from persistent.mapping import PersistentMapping
+from ZODB.POSException import ConflictError
 
 from zasync import _counters
-from zasync.model.tx import never_fail, try_transaction_five_times
+from zasync.model.tx import (
+    commit_in_fresh_connection,
+    fresh_connection,
+    never_fail,
+    read_in_fresh_connection,
+    try_transaction_five_times,
+)
 
 
 def _conflicting_unit(db, mine, theirs):
@@ -88,3 +96,75 @@ def test_a_failure_that_repeats_is_logged_once_a_minute(caplog):
         tx.try_transaction_five_times(always_fails, "claiming in queue ''", tm)
     [message] = [r.getMessage() for r in caplog.records]
     assert "(49 more such failures since the last report)" in message
+
+
+def test_commit_in_fresh_connection_redoes_work_that_conflicted_and_notes_the_commit(db, root):
+    root["counter"] = PersistentMapping(n=0)
+    transaction.commit()
+    calls = []
+
+    def bump(conn, tm):
+        calls.append(1)
+        conn.root()["counter"]["n"] += 1
+        if len(calls) == 1:  # someone else commits the same object meanwhile
+            other_tm = transaction.TransactionManager()
+            other = db.open(transaction_manager=other_tm)
+            other.root()["counter"]["n"] += 10
+            other_tm.commit()
+            other.close()
+        return conn.root()["counter"]["n"]
+
+    assert commit_in_fresh_connection(db, bump, note="zasync: test bump") == 11
+    assert len(calls) == 2
+    transaction.begin()
+    assert root["counter"]["n"] == 11
+    records = db.storage.iterator(db.lastTransaction())
+    try:
+        (last,) = list(records)
+    finally:
+        getattr(records, "close", lambda: None)()
+    assert last.description == b"zasync: test bump"
+
+
+def test_commit_in_fresh_connection_gives_up_after_its_tries(db, root):
+    root["counter"] = PersistentMapping(n=0)
+    transaction.commit()
+
+    def always_conflicts(conn, tm):
+        conn.root()["counter"]["n"] += 1
+        other_tm = transaction.TransactionManager()
+        other = db.open(transaction_manager=other_tm)
+        other.root()["counter"]["n"] += 1
+        other_tm.commit()
+        other.close()
+
+    with pytest.raises(ConflictError):
+        commit_in_fresh_connection(db, always_conflicts, tries=3)
+    transaction.begin()
+    assert root["counter"]["n"] == 3  # only the other connections' commits landed
+
+
+def test_an_error_in_the_work_aborts_and_is_not_retried(db, root):
+    calls = []
+
+    def broken(conn, tm):
+        calls.append(1)
+        conn.root()["half"] = 1
+        raise KeyError("nope")
+
+    with pytest.raises(KeyError):
+        commit_in_fresh_connection(db, broken)
+    assert calls == [1]
+    transaction.begin()
+    assert "half" not in root
+
+
+def test_fresh_connections_leave_the_callers_transaction_alone(db, root):
+    root["mine"] = "uncommitted"
+    root["seen"] = 1
+    with fresh_connection(db) as (conn, _tm):
+        conn.root()["theirs"] = 1  # left uncommitted: aborted at the end
+    assert read_in_fresh_connection(db, lambda conn: "mine" in conn.root()) is False
+    assert root["mine"] == "uncommitted"
+    transaction.commit()
+    assert read_in_fresh_connection(db, lambda conn: sorted(conn.root())) == ["mine", "seen"]

@@ -20,10 +20,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 import click
-import transaction
 from ZODB.POSException import POSError
 
 from zasync.interfaces import KEY, ZasyncError
+from zasync.model.tx import read_in_fresh_connection
 from zasync.storage.database import Database, default_uri, one_line, open_database, redact
 
 #: Seconds a command waits for a ZEO or PostgreSQL server before giving up.
@@ -156,13 +156,7 @@ def open_cli_database(obj: dict[str, Any], *, create: bool = False) -> Database:
 
 def require_queues(opened: Database) -> None:
     """A one-line error unless a worker (or ``install_queues``) has set the database up."""
-    tm = transaction.TransactionManager()
-    conn = opened.db.open(transaction_manager=tm)
-    try:
-        installed = KEY in conn.root()
-    finally:
-        tm.abort()
-        conn.close()
+    installed = read_in_fresh_connection(opened.db, lambda conn: KEY in conn.root())
     if not installed:
         uri = redact(opened.uri or default_uri())
         fail(

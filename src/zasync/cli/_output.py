@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-import transaction
 
 from zasync.cli._common import CliError, database
 from zasync.interfaces import ZasyncError
+from zasync.model.tx import read_in_fresh_connection
 from zasync.ops import queries, views
 from zasync.storage.database import one_line
 
@@ -22,15 +22,10 @@ ERRORS = (ZasyncError, LookupError, ValueError)
 def read(obj: dict[str, Any], query: Callable[[Any], Any]) -> Any:
     """Run ``query(conn)`` on a fresh connection; errors become one-line CLI errors."""
     with database(obj) as db:
-        tm = transaction.TransactionManager()
-        conn = db.open(transaction_manager=tm)
         try:
-            return query(conn)
+            return read_in_fresh_connection(db, query)
         except ERRORS as e:
             raise CliError(one_line(_message(e))) from e
-        finally:
-            tm.abort()
-            conn.close()
 
 
 def act(obj: dict[str, Any], action: Callable[[Any], Any]) -> Any:

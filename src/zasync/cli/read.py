@@ -10,12 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-import transaction
 
 from zasync import clock
 from zasync.cli import _output as out
 from zasync.cli._common import database
 from zasync.model.queue import get_queues
+from zasync.model.tx import read_in_fresh_connection
 from zasync.ops import queries, views
 from zasync.storage.database import default_uri, redact
 
@@ -228,13 +228,7 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
     from rich.table import Table
 
     with database(obj) as db:
-        tm = transaction.TransactionManager()
-        conn = db.open(transaction_manager=tm)
-        try:
-            data = _status_data(conn)
-        finally:
-            tm.abort()
-            conn.close()
+        data = read_in_fresh_connection(db, _status_data)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

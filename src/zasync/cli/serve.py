@@ -10,11 +10,12 @@ import urllib.request
 from typing import Any
 
 import click
-import transaction
 
+from zasync import clock
 from zasync.cli import _output as out
 from zasync.cli._common import CONNECT_TIMEOUT, CliError, check_port, database
 from zasync.model.queue import install_queues
+from zasync.model.tx import commit_in_fresh_connection
 from zasync.storage.database import default_uri, file_path, one_line
 
 
@@ -107,17 +108,12 @@ def _wait_for_file(obj: dict[str, Any]) -> None:
         return
     deadline = time.monotonic() + obj.get("connect_timeout", CONNECT_TIMEOUT)
     while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.1)
+        clock.sleep(0.1)
 
 
 def _install_default_queue(db: Any) -> None:
     """Install the queues (the default one) if no worker has yet; harmless if one has."""
-    tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
-    try:
-        for attempt in tm.attempts(5):  # a worker starting beside us installs them too
-            with attempt:
-                install_queues(conn)
-    finally:
-        tm.abort()
-        conn.close()
+    # A worker starting beside us installs them too: conflicts retry.
+    commit_in_fresh_connection(
+        db, lambda conn, _tm: install_queues(conn), note="zasync: install queues"
+    )

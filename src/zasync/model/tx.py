@@ -8,16 +8,30 @@ Every commit zasync makes for a job goes through one of the helpers here:
 * :func:`try_transaction_five_times` gives up after five conflicts or on any
   other error, returning a :class:`~zasync.model.failure.Failure`.  Used by the
   dispatcher's own bookkeeping, which it simply tries again on its next poll.
+
+Work outside the caller's transaction gets a connection of its own:
+
+* :func:`fresh_connection`: a connection and transaction manager for a block,
+  aborted and closed after it (read-only work, or work that commits itself);
+* :func:`read_in_fresh_connection`: one query in such a connection;
+* :func:`commit_in_fresh_connection`: one unit of work committed, conflicts
+  retried a few times (what an operator's action needs);
+* :func:`in_fresh_connection`: one object's work, committed or not, riding out
+  a short outage.
+
+Every backoff goes through :func:`zasync.clock.sleep`, so tests control time.  (Waits
+for something outside, with a deadline, use real time.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import transaction
@@ -331,3 +345,58 @@ def in_fresh_connection(db: Any, oid: bytes, work: Callable[[Any], T], commit: b
         finally:
             tm.abort()
             conn.close()
+
+
+@contextlib.contextmanager
+def fresh_connection(db: Any) -> Iterator[tuple[Any, transaction.TransactionManager]]:
+    """A connection of ``db`` with a transaction manager of its own, for a ``with`` block.
+
+    Whatever the block leaves uncommitted is aborted; the connection goes back
+    to the pool.  The caller's transaction is not touched.
+    """
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        yield conn, tm
+    finally:
+        abort_quietly(tm)
+        conn.close()
+
+
+def read_in_fresh_connection(db: Any, query: Callable[[Any], T]) -> T:
+    """Return ``query(connection)`` run on the newest state, in a connection of its own."""
+    with fresh_connection(db) as (conn, tm):
+        tm.begin()
+        return query(conn)
+
+
+def commit_in_fresh_connection(
+    db: Any,
+    work: Callable[[Any, transaction.TransactionManager], T],
+    tries: int = 5,
+    note: str = "",
+) -> T:
+    """Run ``work(connection, tm)`` and commit, in a connection of its own.
+
+    A conflict runs the work again on fresh state (``tries`` times in all,
+    then the ConflictError propagates); any other error aborts and propagates
+    at once.  ``note`` is written in the transaction's description, where
+    ``fsdump`` and undo logs show it.
+    """
+    with fresh_connection(db) as (conn, tm):
+        for attempt in range(1, tries + 1):
+            txn = tm.begin()
+            if note:
+                txn.note(note)
+            try:
+                result = work(conn, tm)
+                tm.commit()
+                return result
+            except TRANSACTION_ERRORS:
+                tm.abort()
+                if attempt == tries:
+                    raise
+            except BaseException:
+                tm.abort()
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover: the loop returns or raises

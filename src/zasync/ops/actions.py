@@ -10,13 +10,10 @@ queue, quota, dispatcher or agent, ValueError for a bad size or duration.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import uuid as uuid_module
-from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import transaction
 from ZODB.POSException import ConflictError
 
 from zasync import clock
@@ -27,40 +24,11 @@ from zasync.model.failure import Failure
 from zasync.model.job import Job
 from zasync.model.quarantine import load_error, storing_problem
 from zasync.model.queue import get_queue, get_queues
+from zasync.model.tx import commit_in_fresh_connection, fresh_connection
 from zasync.ops.views import RETRIED_AS, RETRY_OF, find_quarantined, get_job, job_id, parse_job_id
 
 T = TypeVar("T")
 ATTEMPTS = 5
-
-
-@contextlib.contextmanager
-def _connection(db: Any) -> Iterator[tuple[Any, transaction.TransactionManager]]:
-    tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
-    try:
-        yield conn, tm
-    finally:
-        tm.abort()
-        conn.close()
-
-
-def _in_transaction(db: Any, work: Callable[[Any, Any], T]) -> T:
-    """``work(conn, tm)`` then commit; conflicts retried up to ATTEMPTS times."""
-    with _connection(db) as (conn, tm):
-        for attempt in range(1, ATTEMPTS + 1):
-            tm.begin()
-            try:
-                result = work(conn, tm)
-                tm.commit()
-                return result
-            except ConflictError:
-                tm.abort()
-                if attempt == ATTEMPTS:
-                    raise
-            except BaseException:
-                tm.abort()
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def retry_job(db: Any, ident: str | int) -> dict[str, Any]:
@@ -101,7 +69,7 @@ def retry_job(db: Any, ident: str | int) -> dict[str, Any]:
         old.annotations[RETRIED_AS] = (*old.get_annotation(RETRIED_AS, ()), job_id(new))
         return {"id": job_id(new), "retried": job_id(old), "queue": queue.name}
 
-    return _in_transaction(db, work)
+    return commit_in_fresh_connection(db, work, ATTEMPTS)
 
 
 def remove_job(db: Any, ident: str | int) -> dict[str, Any]:
@@ -125,7 +93,7 @@ def remove_job(db: Any, ident: str | int) -> dict[str, Any]:
         queue.remove(job)
         return {"removed": job_id(job), "queue": queue.name}
 
-    return _in_transaction(db, work)
+    return commit_in_fresh_connection(db, work, ATTEMPTS)
 
 
 def _drop_unsound(conn: Any, job: Any) -> dict[str, Any] | None:
@@ -163,7 +131,7 @@ def cancel_job(db: Any, ident: str | int, reason: str | None = None) -> dict[str
 
     A quarantined or unloadable job never ran and cannot: it is dropped.
     """
-    with _connection(db) as (conn, tm):
+    with fresh_connection(db) as (conn, tm):
         for attempt in range(1, ATTEMPTS + 1):
             tm.begin()
             job = get_job(conn, ident)
@@ -198,7 +166,7 @@ def set_quota_size(db: Any, queue_name: str, quota_name: str, size: int) -> dict
         quota.size = size
         return {"queue": queue_name, "quota": quota_name, "old_size": old, "size": size}
 
-    return _in_transaction(db, work)
+    return commit_in_fresh_connection(db, work, ATTEMPTS)
 
 
 def set_agent_size(
@@ -245,7 +213,7 @@ def set_agent_size(
             "threads": agent.threads,
         }
 
-    return _in_transaction(db, work)
+    return commit_in_fresh_connection(db, work, ATTEMPTS)
 
 
 def _find_uuid(queue: Any, text: str) -> uuid_module.UUID:
@@ -282,7 +250,7 @@ def count_purgeable(
     """
     if older_than < datetime.timedelta(0):
         raise ValueError("older_than must not be negative")
-    with _connection(db) as (conn, _tm):
+    with fresh_connection(db) as (conn, _tm):
         cutoff = clock.utcnow() - older_than
         return {
             name: sum(sum(1 for _ in c.iter(start=cutoff)) for c in collections)
@@ -308,4 +276,4 @@ def purge_completed(
             purged[name] = total
         return {"purged": purged, "older_than": older_than.total_seconds()}
 
-    return _in_transaction(db, work)
+    return commit_in_fresh_connection(db, work, ATTEMPTS)

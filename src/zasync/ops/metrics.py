@@ -22,12 +22,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import transaction
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from zasync import _counters
+from zasync.model.tx import fresh_connection
 from zasync.ops import queries
 from zasync.runtime.records import JobId, PollInfo, Records
 
@@ -62,24 +62,20 @@ class DatabaseCollector(Collector):
             "Seconds since the dispatcher's last ping",
             labels=["queue", "uuid"],
         )
-        tm = transaction.TransactionManager()
-        conn = self.db.open(transaction_manager=tm)
-        try:
-            for queue in queries.queues(conn):
-                for state, number in queue["counts"].items():
-                    jobs.add_metric([queue["name"], state], number)
-                for quota in queue["quotas"]:
-                    quota_size.add_metric([queue["name"], quota["name"]], quota["size"])
-                    quota_used.add_metric([queue["name"], quota["name"]], quota["used"])
-            for d in queries.dispatchers(conn):
-                up.add_metric([d["queue"], d["uuid"]], 1 if d["state"] == "alive" else 0)
-                if d["seconds_since_ping"] is not None:
-                    ping_age.add_metric([d["queue"], d["uuid"]], d["seconds_since_ping"])
-        except LookupError:
-            pass  # no queues installed yet: nothing to report
-        finally:
-            tm.abort()
-            conn.close()
+        with fresh_connection(self.db) as (conn, _tm):
+            try:
+                for queue in queries.queues(conn):
+                    for state, number in queue["counts"].items():
+                        jobs.add_metric([queue["name"], state], number)
+                    for quota in queue["quotas"]:
+                        quota_size.add_metric([queue["name"], quota["name"]], quota["size"])
+                        quota_used.add_metric([queue["name"], quota["name"]], quota["used"])
+                for d in queries.dispatchers(conn):
+                    up.add_metric([d["queue"], d["uuid"]], 1 if d["state"] == "alive" else 0)
+                    if d["seconds_since_ping"] is not None:
+                        ping_age.add_metric([d["queue"], d["uuid"]], d["seconds_since_ping"])
+            except LookupError:
+                pass  # no queues installed yet: nothing to report
         yield from (jobs, quota_size, quota_used, up, ping_age)
 
 

@@ -387,7 +387,7 @@ class Dispatcher:
                         self._wake.clear()
                     except Exception:  # outside the poll itself: log, pause, go on
                         events_log.exception("poll loop of dispatcher %s failed", self.UUID)
-                        time.sleep(1.0)
+                        time.sleep(1.0)  # a guard against a hot loop, not a backoff: real time
             finally:
                 try:
                     abort_quietly(tm)

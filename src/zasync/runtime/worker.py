@@ -42,7 +42,6 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import pydantic
-import transaction
 from pydantic.dataclasses import dataclass
 
 from zasync import _counters
@@ -50,6 +49,7 @@ from zasync.identity import ENV_VAR as UUID_ENV_VAR
 from zasync.identity import load_or_create_uuid_file, set_process_uuid
 from zasync.interfaces import ZasyncError
 from zasync.model.queue import install_queues, upgrade_lanes_at_start
+from zasync.model.tx import commit_in_fresh_connection, fresh_connection
 from zasync.runtime._limits import Grace, Port, Seconds, check_intervals
 from zasync.runtime.dispatcher import AgentSpec, Dispatcher
 from zasync.storage.database import Database, open_database
@@ -154,16 +154,14 @@ def run_worker(
         raise ValueError("http_port is set but no http_server was given to serve it")
     opened = open_database(options.db, serve=options.serve, connect_timeout=connect_timeout)
     try:
-        conn = opened.db.open()
-        try:
-            # Workers starting together on a new database race to install.
-            for attempt in transaction.manager.attempts(5):
-                with attempt:
-                    install_queues(conn, *options.queue_names)
+        # Workers starting together on a new database race to install: conflicts retry.
+        commit_in_fresh_connection(
+            opened.db,
+            lambda conn, _tm: install_queues(conn, *options.queue_names),
+            note="zasync: install queues",
+        )
+        with fresh_connection(opened.db) as (conn, _tm):
             upgrade_lanes_at_start(conn)
-        finally:
-            transaction.abort()
-            conn.close()
         worker_uuid = choose_uuid(opened, options.uuid)
         set_process_uuid(worker_uuid)
         dispatcher = Dispatcher(

@@ -45,6 +45,7 @@ from ZODB.DemoStorage import DemoStorage
 from ZODB.FileStorage.FileStorage import FILESTORAGE_MAGIC
 from ZODB.POSException import ConflictError, POSError
 
+from zasync import clock
 from zasync._files import make_dirs
 from zasync.interfaces import ZasyncError
 from zasync.storage.embedded import EmbeddedServer, served_socket, socket_path
@@ -259,7 +260,7 @@ def _try_storage(factory: Any, uri: str, scheme: str) -> Any:
             if scheme not in _MISSING_EXTRA or attempt == _SCHEMA_ATTEMPTS or _unreachable(e):
                 raise ZasyncError(f"cannot open {redact(uri)!r}: {_why(e, scheme)}") from e
             log.info("opening %s failed (%s); retrying", scheme, type(e).__name__)
-            time.sleep(0.2 * attempt)
+            clock.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
 
 

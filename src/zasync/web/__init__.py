@@ -31,10 +31,10 @@ import threading
 from collections.abc import Collection
 from typing import Any
 
-import transaction
 from flask import Flask, Response, g, jsonify, redirect, render_template, request, url_for
 
 from zasync.interfaces import ZasyncError
+from zasync.model.tx import read_in_fresh_connection
 from zasync.ops import _http, actions, queries, views
 from zasync.ops.metrics import CONTENT_TYPE, database_exposition
 
@@ -78,13 +78,7 @@ def make_app(
         return bool(given) and hmac.compare_digest(str(given).encode(), token.encode())
 
     def read(query: Any) -> Any:
-        tm = transaction.TransactionManager()
-        conn = db.open(transaction_manager=tm)
-        try:
-            return query(conn)
-        finally:
-            tm.abort()
-            conn.close()
+        return read_in_fresh_connection(db, query)
 
     @app.context_processor
     def nonce() -> dict[str, str]:
