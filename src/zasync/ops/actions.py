@@ -27,14 +27,8 @@ from zasync.model.failure import Failure
 from zasync.model.job import Job
 from zasync.model.quarantine import load_error, storing_problem
 from zasync.model.queue import get_queue, get_queues
-from zasync.ops.monitor import (
-    RETRIED_AS,
-    RETRY_OF,
-    find_quarantined,
-    get_job,
-    job_id,
-    parse_job_id,
-)
+from zasync.ops.monitor import find_quarantined, get_job, job_id, parse_job_id
+from zasync.schema import RETRIED_AS, RETRY_OF
 
 T = TypeVar("T")
 ATTEMPTS = 5
