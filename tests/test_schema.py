@@ -46,8 +46,6 @@ from zasync import (
 from zasync.demo import Tally, combine, record, square_sum
 from zasync.model.patterns import parallel, serial
 
-pytestmark = pytest.mark.slow
-
 DATABASES = Path(__file__).parent / "data" / "databases"
 VERSIONS = sorted(p.name for p in DATABASES.iterdir() if (p / "Data.fs").is_file())
 PATIENCE = 120.0
