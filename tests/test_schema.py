@@ -204,7 +204,7 @@ def test_old_module_paths_are_today_s_modules():
 
 def test_the_code_uses_the_listed_constants():
     from zasync import interfaces
-    from zasync.cli import PROGRESS as cli_progress
+    from zasync.cli.put import PROGRESS as cli_progress
     from zasync.model import cancellation, job, patterns
     from zasync.ops import monitor
     from zasync.runtime import local
