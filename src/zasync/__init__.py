@@ -4,7 +4,6 @@
 runs it and commits its database changes together with its result.
 """
 
-from zasync._moved import register_old_paths
 from zasync.clock import set_now, utcnow
 from zasync.identity import get_process_uuid, set_process_uuid
 from zasync.interfaces import (
@@ -45,6 +44,7 @@ from zasync.model.retry import (
 )
 from zasync.runtime.dispatcher import AgentSpec, Dispatcher
 from zasync.runtime.local import local
+from zasync.schema import register_old_paths
 from zasync.storage.database import Database, open_database
 
 __all__ = [

@@ -11,8 +11,10 @@ import enum
 
 from zope.interface import Attribute, Interface
 
+from zasync.schema import ROOT_KEY
+
 #: Key of the :class:`zasync.model.queue.Queues` mapping in the ZODB root.
-KEY = "zasync"
+KEY = ROOT_KEY
 
 
 class Status(enum.StrEnum):

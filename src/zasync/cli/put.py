@@ -21,8 +21,7 @@ from zasync.model.job import Job
 from zasync.model.queue import get_queue
 from zasync.ops.durations import parse_duration, parse_time
 from zasync.runtime.worker import resolve
-
-PROGRESS = "zasync.progress"
+from zasync.schema import PROGRESS
 
 
 def _value(text: str) -> Any:

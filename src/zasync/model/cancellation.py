@@ -28,9 +28,7 @@ from zasync.interfaces import (
 )
 from zasync.model.failure import Failure
 from zasync.model.tx import in_fresh_connection, never_fail
-
-CANCEL = "zasync.cancel"
-"""The annotation holding a cancellation request: ``{'at': ISO time, 'reason': text}``."""
+from zasync.schema import CANCEL
 
 CANCELLED = "cancelled"
 REQUESTED = "requested"

@@ -50,6 +50,7 @@ from zasync.model.completed import completion_key, long_to_dt
 from zasync.model.failure import Failure
 from zasync.model.quarantine import problem_of
 from zasync.model.tx import TRANSACTION_ERRORS, abort_quietly, never_fail
+from zasync.schema import UNRUNNABLE_CALLBACKS
 
 events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
@@ -58,8 +59,6 @@ _TIME_DECISIONS = (datetime.datetime, datetime.timedelta)
 #: What a status-guarded unit returns when another connection moved the job on meanwhile.
 MOVED_ON = object()
 _MICROSECOND = datetime.timedelta(microseconds=1)
-#: The annotation listing ``(callback id, cause)`` of callbacks skipped as unrunnable.
-UNRUNNABLE_CALLBACKS = "zasync.unrunnable_callbacks"
 #: How many times a retry policy that raises is asked before the job fails with its error.
 POLICY_TRIES = 3
 

@@ -16,8 +16,7 @@ from typing import Any
 
 from zasync.interfaces import ZasyncError
 from zasync.model.job import Job, as_job
-
-_DONE = "zasync.parallel.done"
+from zasync.schema import PARALLEL_DONE
 
 
 def collect_results(*jobs: Any) -> list[Any]:
@@ -46,7 +45,7 @@ def _start(main: Any, mode: str, jobs: list[Any], postprocess: Any) -> Any:
     if mode == "serial":
         queue.put(jobs[0]).addCallback(Job(_serial_step, post, jobs, 1, queue))
     else:
-        post.annotations[_DONE] = 0
+        post.annotations[PARALLEL_DONE] = 0
         for job in jobs:
             queue.put(job).addCallback(Job(_parallel_step, post, len(jobs), queue))
     return post
@@ -63,7 +62,7 @@ def _parallel_step(post: Any, expected: int, queue: Any, result: Any) -> None:
     # Every finishing job writes the same counter, so two finishing at once
     # conflict and one retries (callbacks retry conflicts forever): exactly
     # one of them sees the last count and puts the postprocess job.
-    done = post.annotations[_DONE] + 1
-    post.annotations[_DONE] = done
+    done = post.annotations[PARALLEL_DONE] + 1
+    post.annotations[PARALLEL_DONE] = done
     if done == expected:
         queue.put(post)

@@ -25,7 +25,8 @@ from zasync.model.job import Job
 from zasync.model.quarantine import load_error, storing_problem
 from zasync.model.queue import get_queue, get_queues
 from zasync.model.tx import commit_in_fresh_connection, fresh_connection
-from zasync.ops.views import RETRIED_AS, RETRY_OF, find_quarantined, get_job, job_id, parse_job_id
+from zasync.ops.views import find_quarantined, get_job, job_id, parse_job_id
+from zasync.schema import RETRIED_AS, RETRY_OF
 
 T = TypeVar("T")
 ATTEMPTS = 5

@@ -31,13 +31,12 @@ from zasync.interfaces import (
     IJob,
     UnknownJobError,
 )
-from zasync.model.cancellation import CANCEL
 from zasync.model.failure import Failure
 from zasync.model.lanes import lane_of
 from zasync.model.quarantine import QuarantinedJob, load_error
 from zasync.model.queue import get_queues
 from zasync.model.tx import TRANSACTION_ERRORS, disconnect_errors
-from zasync.runtime.local import PROGRESS
+from zasync.schema import CANCEL, PROGRESS, RETRIED_AS, RETRY_OF
 
 STATES = (
     "pending",
@@ -55,8 +54,6 @@ STATES = (
 jobs taken out of the way because they cannot be loaded or stored (``quarantined``;
 ``unloadable`` for one found elsewhere whose record cannot be read)."""
 
-RETRY_OF = "zasync.retry_of"
-RETRIED_AS = "zasync.retried_as"
 _REPR_LIMIT = 300
 
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from zasync import clock
 from zasync.model.tx import in_fresh_connection
+from zasync.schema import CANCEL, PROGRESS
 
-PROGRESS = "zasync.progress"
 _PROGRESS_MIN_INTERVAL = 0.2  # seconds between two progress commits of one job
 
 
@@ -117,8 +117,6 @@ class Local(threading.local):
         Checks at most every 0.2 s (in between it answers from the last check);
         once seen, the answer stays True.  False outside a worker thread.
         """
-        from zasync.model.cancellation import CANCEL
-
         job = self.job
         if job is None or job._p_jar is None:
             return False
