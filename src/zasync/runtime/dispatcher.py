@@ -99,7 +99,7 @@ class _Arguments(pydantic.BaseModel):
         return self
 
 
-# -- registry (spec DI-3) -------------------------------------------------------
+# -- registry -------------------------------------------------------
 
 _registry: dict[uuid_module.UUID, Dispatcher] = {}
 _registry_lock = threading.Lock()
@@ -293,7 +293,7 @@ class Dispatcher:
         return True
 
     def deactivate(self) -> None:
-        """Stop now: deactivate this process's records in every queue (spec DI-32)."""
+        """Stop now: deactivate this process's records in every queue."""
         if not self.activated:
             raise ValueError("not activated")
         self.activated = None
@@ -461,7 +461,7 @@ class Dispatcher:
             self._last_poll_dump = info
 
     def _activate_in(self, queue: Any, tm: Any) -> bool:
-        """Make sure this process is registered and active in ``queue`` (spec DI-13)."""
+        """Make sure this process is registered and active in ``queue``."""
         if queue._p_oid in self._activated_queues:
             da = queue.dispatchers.get(self.UUID)
             if da is not None and da.activated:
@@ -783,7 +783,7 @@ class Dispatcher:
     # -- introspection (in memory) ------------------------------------------------------
 
     def getStatusInfo(self) -> dict[str, Any]:
-        """uuid, poll interval, status, time since last poll and uptime (spec DI-36).
+        """uuid, poll interval, status, time since last poll and uptime.
 
         The status is STOPPED, STARTING, RUNNING, STUCK (no poll for two
         intervals) or DEAD (the poll thread ended; ``poll thread error`` says

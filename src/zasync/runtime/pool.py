@@ -4,7 +4,7 @@ Work items are ``(oid, database name)`` pairs of jobs the dispatcher claimed.
 Each thread loads the job in its own connection (waiting out disconnects),
 checks that the job is still this dispatcher's to run, and runs it; the job
 commits for itself.  What escapes the job is handled so that no job is left
-stuck in the agent (spec P-8, B2-9, B2-10).
+stuck in the agent.
 """
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ class AgentThreadPool:
         return self._open()
 
     def _open(self, tm: Any = None) -> Any:
-        """A connection to the database, waiting out a storage that fails (spec P-6).
+        """A connection to the database, waiting out a storage that fails.
 
         Opening a connection reads the storage (RelStorage polls the
         database): with the server away, a thread that gave up here would die
@@ -320,7 +320,7 @@ class AgentThreadPool:
             events_log.warning("could not close a worker connection", exc_info=True)
 
     def _load(self, conn: Any, oid: bytes, dbname: str) -> Any:
-        """Load the job, retrying forever on conflicts and disconnects (spec P-6)."""
+        """Load the job, retrying forever on conflicts and disconnects."""
         conflicts = disconnects = 0
         while True:
             try:
@@ -444,7 +444,7 @@ class AgentThreadPool:
         never_fail(park, f"parking {job!r}", transaction.manager)
 
     def _settle(self, job: Any) -> None:
-        """Move a job that escaped with an error out of the agent, whatever it takes (B2-9/10).
+        """Move a job that escaped with an error out of the agent, whatever it takes.
 
         Works in a fresh connection: the thread's own may be what broke (a
         job can close it).  If even settling fails, the dispatcher's next

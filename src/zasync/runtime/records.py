@@ -34,7 +34,7 @@ class PollInfo(dict[str, Any]):
 
 
 def new_job_record(call: str, quota_names: tuple[str, ...]) -> dict[str, Any]:
-    """The record made when a job is claimed (spec DI-23)."""
+    """The record made when a job is claimed."""
     return {
         "call": call,
         "quota names": quota_names,
@@ -221,7 +221,7 @@ class Records:
         queue: str | None = None,
         agent: str | None = None,
     ) -> dict[str, Any]:
-        """Counts and extremes of the jobs in a window of polls (spec DI-41)."""
+        """Counts and extremes of the jobs in a window of polls."""
         polls = list(self.iter_polls(at=at, before=before, since=since))
         stats: dict[str, Any] = {
             "started": 0,
