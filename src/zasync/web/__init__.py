@@ -28,7 +28,7 @@ import ipaddress
 import secrets
 import signal
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, redirect, render_template, request, url_for
@@ -74,11 +74,21 @@ def make_app(
     app.config["ZASYNC_DB"] = db
     app.config["ZASYNC_ALLOWED_HOSTS"] = None if allowed_hosts is None else frozenset(allowed_hosts)
 
-    def token_ok(given: str | None) -> bool:
-        return bool(given) and hmac.compare_digest(str(given).encode(), token.encode())
-
     def read(query: Any) -> Any:
         return read_in_fresh_connection(db, query)
+
+    _add_guards(app, token, read_needs_token)
+    _add_pages(app, read)
+    _add_api(app, read, db)
+    _add_actions(app, db)
+    return app
+
+
+def _add_guards(app: Flask, token: str, read_needs_token: bool) -> None:
+    """Host check, token checks, security headers, and errors as one-line refusals."""
+
+    def token_ok(given: str | None) -> bool:
+        return bool(given) and hmac.compare_digest(str(given).encode(), token.encode())
 
     @app.context_processor
     def nonce() -> dict[str, str]:
@@ -119,7 +129,9 @@ def make_app(
         status = 404 if isinstance(error, LookupError) else 400
         return _refuse(status, str(error.args[0] if error.args else error))
 
-    # -- pages ----------------------------------------------------------------------
+
+def _add_pages(app: Flask, read: Callable[[Any], Any]) -> None:
+    """The HTML pages: the overview, the job list, one job."""
 
     @app.get("/")
     def overview() -> Any:
@@ -138,7 +150,9 @@ def make_app(
         info = read(lambda c: views.job_info(c, ident))
         return render_template("job.html", job=info, message=request.args.get("message"))
 
-    # -- JSON -----------------------------------------------------------------------
+
+def _add_api(app: Flask, read: Callable[[Any], Any], db: Any) -> None:
+    """The same data as JSON, and the database's Prometheus metrics."""
 
     @app.get("/api/overview")
     def api_overview() -> Any:
@@ -160,7 +174,9 @@ def make_app(
     def metrics() -> Any:
         return Response(database_exposition(db), content_type=CONTENT_TYPE)
 
-    # -- actions --------------------------------------------------------------------
+
+def _add_actions(app: Flask, db: Any) -> None:
+    """The POST actions (the guards have checked the token): retry, remove, cancel, resize."""
 
     def done(ident: Any, message: str) -> Any:
         if request.headers.get(TOKEN_HEADER):
@@ -202,8 +218,6 @@ def make_app(
             _whole(form, "threads") if form.get("threads") else None,
         )
         return jsonify(result) if request.headers.get(TOKEN_HEADER) else redirect("/", code=303)
-
-    return app
 
 
 def _whole(form: Any, name: str) -> int:
