@@ -30,13 +30,14 @@ starts).  A worker whose poll thread dies stops with exit status 1.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pkgutil
 import signal
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import field
 from typing import Any, Protocol
 from uuid import UUID
@@ -52,6 +53,7 @@ from zasync.model.queue import install_queues, upgrade_lanes_at_start
 from zasync.model.tx import commit_in_fresh_connection, fresh_connection
 from zasync.runtime._limits import Grace, Port, Seconds, check_intervals
 from zasync.runtime.dispatcher import AgentSpec, Dispatcher
+from zasync.runtime.dispatcher import pop as forget_dispatcher
 from zasync.storage.database import Database, open_database
 
 log = logging.getLogger("zasync.events")
@@ -154,14 +156,7 @@ def run_worker(
         raise ValueError("http_port is set but no http_server was given to serve it")
     opened = open_database(options.db, serve=options.serve, connect_timeout=connect_timeout)
     try:
-        # Workers starting together on a new database race to install: conflicts retry.
-        commit_in_fresh_connection(
-            opened.db,
-            lambda conn, _tm: install_queues(conn, *options.queue_names),
-            note="zasync: install queues",
-        )
-        with fresh_connection(opened.db) as (conn, _tm):
-            upgrade_lanes_at_start(conn)
+        _prepare_queues(opened, options.queue_names)
         worker_uuid = choose_uuid(opened, options.uuid)
         set_process_uuid(worker_uuid)
         dispatcher = Dispatcher(
@@ -182,15 +177,7 @@ def run_worker(
         signals.install()
         try:
             dispatcher.activate()
-            log.info(
-                "worker %s serving %s with %s",
-                worker_uuid,
-                opened.uri + (f" (shared at {opened.server.address})" if opened.server else ""),
-                ", ".join(
-                    f"{a.queue!r}/{a.name} ({a.threads} threads, {a.prefetch} ahead)"
-                    for a in options.agents
-                ),
-            )
+            _log_started(worker_uuid, opened, options)
             if ready is not None:
                 ready(dispatcher, opened)
             status = _wait(dispatcher, stop, options.burst)
@@ -200,18 +187,9 @@ def run_worker(
             signals.restore()
             if live_server is not None:
                 live_server.close()
-            from zasync.runtime import dispatcher as registry
-
-            registry._registry.pop(dispatcher.UUID, None)
-        conflicts = _counters.conflict_counts()
-        by_class = sorted(_counters.conflicts_by_class().items(), key=lambda kv: -kv[1])
-        log.info(
-            "worker %s stopped; conflict retries: job %d, bookkeeping %d (on: %s)",
-            worker_uuid,
-            conflicts.get("job", 0),
-            conflicts.get("bookkeeping", 0),
-            ", ".join(f"{name} {count}" for name, count in by_class) or "nothing",
-        )
+            with contextlib.suppress(KeyError):
+                forget_dispatcher(dispatcher.UUID)
+        _log_stopped(worker_uuid)
         return status
     finally:
         opened.close()
@@ -225,6 +203,42 @@ class Closable(Protocol):
 
 
 HttpServerFactory = Callable[[Dispatcher, Database, int], Closable]
+
+
+def _prepare_queues(opened: Database, names: Iterable[str]) -> None:
+    """Install the queues (workers starting together race: conflicts retry), upgrade lanes."""
+    commit_in_fresh_connection(
+        opened.db,
+        lambda conn, _tm: install_queues(conn, *names),
+        note="zasync: install queues",
+    )
+    with fresh_connection(opened.db) as (conn, _tm):
+        upgrade_lanes_at_start(conn)
+
+
+def _log_started(worker_uuid: UUID, opened: Database, options: WorkerOptions) -> None:
+    log.info(
+        "worker %s serving %s with %s",
+        worker_uuid,
+        opened.uri + (f" (shared at {opened.server.address})" if opened.server else ""),
+        ", ".join(
+            f"{a.queue!r}/{a.name} ({a.threads} threads, {a.prefetch} ahead)"
+            for a in options.agents
+        ),
+    )
+
+
+def _log_stopped(worker_uuid: UUID) -> None:
+    conflicts = _counters.conflict_counts()
+    by_class = sorted(_counters.conflicts_by_class().items(), key=lambda kv: -kv[1])
+    log.info(
+        "worker %s stopped; conflict retries: job %d, bookkeeping %d (on: %s)",
+        worker_uuid,
+        conflicts.get("job", 0),
+        conflicts.get("bookkeeping", 0),
+        ", ".join(f"{name} {count}" for name, count in by_class) or "nothing",
+    )
+
 
 #: The exit status of a worker whose poll thread died.
 POLL_THREAD_DIED = 1
