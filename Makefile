@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test test-fast lint check clean
+.PHONY: help demo test test-fast lint docs check clean
 
 help:  ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,11 +29,15 @@ test: $(STAMP)  ## Run the whole test suite (installs Debian's chromium and Post
 test-fast: $(STAMP)  ## Run the unit tier only (well under a minute)
 	$(BIN)/python -m pytest tests/unit
 
-lint: $(STAMP)  ## ruff (lint and format) and mypy
+lint: $(STAMP)  ## ruff (lint and format), mypy, import layers, and the docs site (warnings fail)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(CURDIR)/var/docs-lint-site
+
+docs: $(STAMP)  ## Build the documentation site into site/ (open site/index.html)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 check: lint test  ## Everything CI runs
 
