@@ -11,7 +11,7 @@ Two sources, each a ``prometheus_client`` collector:
   conflict retries.  ``zasync worker --http-port`` serves it (with the
   database collector) on ``/metrics``.
 
-Metric names start with ``zasync_``.  See ``docs/operations.md`` for the list.
+Metric names start with ``zasync_``.  The list is in the docs (reference, metrics).
 """
 
 from __future__ import annotations

@@ -650,7 +650,7 @@ class Dispatcher:
         Lanes only help when other dispatchers claim from the queue too.  The
         active dispatchers, in UUID order, split the lanes between them and
         leave each other's jobs alone while the owner can take them, so their
-        claims rarely go for the same job (see :mod:`zasync.lanes`).
+        claims rarely go for the same job (see :mod:`zasync.model.lanes`).
         """
         active = [(uuid, da) for uuid, da in queue.dispatchers.items() if da.activated]
         uuids = [uuid for uuid, _ in active]

@@ -125,7 +125,7 @@ def open_database(
 
     An embedded file is shared: the first process to open it holds it and
     serves it to the others, which connect as its clients, and when it stops
-    one of them serves it next (:mod:`zasync.takeover`).  ``serve=False``
+    one of them serves it next (:mod:`zasync.storage.takeover`).  ``serve=False``
     keeps the file to this process alone and never serves it.  ``create=False`` refuses an
     embedded file that does not exist yet (and creates no directory) rather
     than making a new database.  ``connect_timeout`` bounds the wait for a ZEO

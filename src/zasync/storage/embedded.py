@@ -388,7 +388,7 @@ class EmbeddedServer:
         ``db`` is this process's own database on ``storage``, whose commits
         go to the file directly and are forwarded to the clients; None when
         this process only serves (it took over from a stopped server, see
-        :mod:`zasync.takeover`) and its own database is a client too.
+        :mod:`zasync.storage.takeover`) and its own database is a client too.
         """
         self.address = address
         self._db = db
