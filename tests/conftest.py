@@ -11,8 +11,6 @@ import pytest
 import transaction
 import ZODB
 import zope.event
-from ZODB.DemoStorage import DemoStorage
-from ZODB.FileStorage import FileStorage
 
 import zasync
 from zasync import clock, identity
@@ -21,19 +19,14 @@ from zasync.model import retry, tx
 START = datetime.datetime(2006, 8, 10, 15, 44, 22, 211, tzinfo=datetime.UTC)
 
 
-def open_database(kind: str, path: Any) -> ZODB.DB:
-    """Open a real database: 'memory' (DemoStorage) or 'file' (FileStorage)."""
-    if kind == "memory":
-        return ZODB.DB(DemoStorage())
-    return ZODB.DB(FileStorage(str(path / "Data.fs")))
+# The suite's fixtures are the ones zasync ships to users (zasync.testing.pytest_plugin),
+# under short names; tests/unit runs them on both storages (see tests/unit/conftest.py).
 
 
-@pytest.fixture(params=["memory", "file"])
-def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[ZODB.DB]:
-    database = open_database(request.param, tmp_path)
-    yield database
-    transaction.abort()
-    database.close()
+@pytest.fixture
+def db(zasync_bare_db: ZODB.DB) -> ZODB.DB:
+    """A database with nothing installed."""
+    return zasync_bare_db
 
 
 @pytest.fixture

@@ -16,8 +16,11 @@ import transaction
 from ZODB.POSException import ConflictError
 
 import zasync
+from storages import both_storages
 
 import support
+
+zasync_storage = both_storages  # real conflicts in memory and on file
 
 THREADS = 8
 PER_THREAD = 200

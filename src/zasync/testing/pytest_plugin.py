@@ -2,8 +2,10 @@
 
 Loaded automatically when zasync is installed:
 
-* ``zasync_db``: a fresh FileStorage database in a temporary directory, with
-  the queues installed;
+* ``zasync_storage``: the storage the database uses: a fresh FileStorage in a
+  temporary directory (override this fixture to test on another storage);
+* ``zasync_bare_db``: a database on it, with nothing installed;
+* ``zasync_db``: the same database with zasync's queues installed;
 * ``zasync_conn``: a connection to it (the test thread's transaction);
 * ``zasync_queue``: its default queue;
 * ``zasync_dispatcher``: a running dispatcher on it, stopped after the test.
@@ -24,16 +26,28 @@ from zasync.testing import running_dispatcher
 
 
 @pytest.fixture
-def zasync_db(tmp_path: Any) -> Iterator[Any]:
-    """A FileStorage database with zasync's queues installed."""
-    db = ZODB.DB(FileStorage(str(tmp_path / "zasync-test.fs")))
-    conn = db.open()
-    install_queues(conn)
-    transaction.commit()
-    conn.close()
+def zasync_storage(tmp_path: Any) -> Any:
+    """A fresh FileStorage in the test's temporary directory."""
+    return FileStorage(str(tmp_path / "zasync-test.fs"))
+
+
+@pytest.fixture
+def zasync_bare_db(zasync_storage: Any) -> Iterator[Any]:
+    """A database on ``zasync_storage`` with nothing installed; closed after the test."""
+    db = ZODB.DB(zasync_storage)
     yield db
     transaction.abort()
     db.close()
+
+
+@pytest.fixture
+def zasync_db(zasync_bare_db: Any) -> Any:
+    """``zasync_bare_db`` with zasync's queues installed."""
+    conn = zasync_bare_db.open()
+    install_queues(conn)
+    transaction.commit()
+    conn.close()
+    return zasync_bare_db
 
 
 @pytest.fixture
