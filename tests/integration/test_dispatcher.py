@@ -36,7 +36,7 @@ def _clean_registry():
     dispatcher_module.clear()
 
 
-def test_ac2_1_construction(zasync_db):
+def test_construction(zasync_db):
     u = uuid.uuid4()
     d = Dispatcher(zasync_db, uuid=u, poll_interval=0.5)
     assert (d.db, d.UUID, d.poll_interval) == (zasync_db, u, 0.5)
@@ -46,7 +46,7 @@ def test_ac2_1_construction(zasync_db):
     assert zasync.get_process_uuid() == Dispatcher(zasync_db).UUID
 
 
-def test_ac2_2_connection_pool_accounting(zasync_db):
+def test_connection_pool_accounting(zasync_db):
     assert zasync_db.getPoolSize() == 7
     d = Dispatcher(zasync_db, uuid=uuid.uuid4(), agents=[AgentSpec(threads=3)])
     d.activate()
@@ -56,7 +56,7 @@ def test_ac2_2_connection_pool_accounting(zasync_db):
     assert zasync_db.getPoolSize() == 7
 
 
-def test_ac2_3_first_poll_without_queues(tmp_path):
+def test_first_poll_without_queues(tmp_path):
     import ZODB
     from ZODB.FileStorage import FileStorage
 
@@ -73,7 +73,7 @@ def test_ac2_3_first_poll_without_queues(tmp_path):
         db.close()
 
 
-def test_ac2_4_ac2_5_registration_activation_and_idle_poll(zasync_db, events, caplog):
+def test_registration_activation_and_idle_poll(zasync_db, events, caplog):
     with caplog.at_level(logging.DEBUG, "zasync"), running_dispatcher(zasync_db, threads=3) as d:
         poll = wait_for_poll(d)
         conn = zasync_db.open()
@@ -100,7 +100,7 @@ def test_ac2_4_ac2_5_registration_activation_and_idle_poll(zasync_db, events, ca
     assert "poll " in caplog.text
 
 
-def test_ac2_6_job_runs_and_is_recorded(zasync_dispatcher, zasync_queue, caplog):
+def test_job_runs_and_is_recorded(zasync_dispatcher, zasync_queue, caplog):
     caplog.set_level(logging.INFO, "zasync")
     job = zasync_queue.put(Job(operator.mul, 14, 3))
     transaction.commit()
@@ -128,7 +128,7 @@ def test_ac2_6_job_runs_and_is_recorded(zasync_dispatcher, zasync_queue, caplog)
     assert len(agent) == 0
 
 
-def test_ac2_7_poll_lookup(zasync_dispatcher):
+def test_poll_lookup(zasync_dispatcher):
     poll = wait_for_poll(zasync_dispatcher)
     assert zasync_dispatcher.getPollInfo(at=poll.key).key <= poll.key
     assert zasync_dispatcher.getPollInfo(at=poll.utc_timestamp).key >= poll.key
@@ -136,7 +136,7 @@ def test_ac2_7_poll_lookup(zasync_dispatcher):
         zasync_dispatcher.getPollInfo(at=1, before=2)
 
 
-def test_ac2_8_failure_is_logged(zasync_dispatcher, zasync_queue, caplog):
+def test_failure_is_logged(zasync_dispatcher, zasync_queue, caplog):
     caplog.set_level(logging.ERROR, "zasync.events")
     job = zasync_queue.put(Job(operator.mul, 14, None))
     transaction.commit()
@@ -147,13 +147,13 @@ def test_ac2_8_failure_is_logged(zasync_dispatcher, zasync_queue, caplog):
     assert "in _run" in caplog.text
 
 
-def test_ac2_10_job_puts_through_local_queue(zasync_dispatcher, zasync_queue):
+def test_job_puts_through_local_queue(zasync_dispatcher, zasync_queue):
     job = zasync_queue.put(support.put_through_local_queue)
     transaction.commit()
     assert wait_for_result(job) == 42
 
 
-def test_ac2_11_live_annotations(zasync_dispatcher, zasync_queue):
+def test_live_annotations(zasync_dispatcher, zasync_queue):
     support.calls.clear()
     job = zasync_queue.put(support.live_conversation)
     transaction.commit()
@@ -181,7 +181,7 @@ def test_local_outside_a_worker():
         zasync.local.setLiveAnnotation("x", 1)
 
 
-def test_ac2_12_ac2_13_statistics_and_status(zasync_db, zasync_queue):
+def test_statistics_and_status(zasync_db, zasync_queue):
     with running_dispatcher(zasync_db, poll_interval=0.5) as d:
         good = [zasync_queue.put(Job(operator.mul, 2, i)) for i in range(3)]
         bad = zasync_queue.put(Job(operator.mul, 2, None))
@@ -209,7 +209,7 @@ def test_ac2_12_ac2_13_statistics_and_status(zasync_db, zasync_queue):
     assert status["time since last poll"] is None and status["uptime"] is None
 
 
-def test_ac2_14_already_completed_job_is_filed(zasync_dispatcher, zasync_queue, caplog):
+def test_already_completed_job_is_filed(zasync_dispatcher, zasync_queue, caplog):
     with caplog.at_level(logging.ERROR, "zasync.events"):
         done = zasync_queue.put(Job(operator.mul, 21, 2))
         done.fail()  # completed while still queued
@@ -283,7 +283,7 @@ def test_graceful_stop_hands_back_unstarted_jobs(zasync_db, zasync_queue):
         assert [wait_for_result(j) for j in waiting] == [42, 42, 42]
 
 
-def test_ac2_15_a_scheduled_job_waits_for_the_virtual_clock(zasync_dispatcher, zasync_queue):
+def test_a_scheduled_job_waits_for_the_virtual_clock(zasync_dispatcher, zasync_queue):
     start = datetime.datetime(2026, 1, 5, 15, 50, tzinfo=datetime.UTC)
     due = start.replace(minute=56)
     zasync.testing.set_now(start)
@@ -304,7 +304,7 @@ def test_ac2_15_a_scheduled_job_waits_for_the_virtual_clock(zasync_dispatcher, z
         zasync.testing.reset_now()
 
 
-def test_ac2_16_live_status_and_records_of_an_active_job(zasync_dispatcher, zasync_queue):
+def test_live_status_and_records_of_an_active_job(zasync_dispatcher, zasync_queue):
     job = zasync_queue.put(Job(support.annotate_status_then_block, "ac2-16"))
     transaction.commit()
     assert wait_for_annotation(job, "status") == ACTIVE

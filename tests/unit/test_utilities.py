@@ -11,7 +11,7 @@ from zasync.model.completed import dt_to_long, long_to_dt
 UTC = datetime.UTC
 
 
-def test_ac2_35_time_keys_round_trip():
+def test_time_keys_round_trip():
     for moment in (
         datetime.datetime(2006, 8, 10, 15, 44, 22, 211, tzinfo=UTC),
         datetime.datetime.max.replace(tzinfo=UTC),
@@ -27,7 +27,7 @@ def test_ac2_35_time_keys_round_trip():
     assert dt_to_long(later) < dt_to_long(doctest_time)  # newer sorts first
 
 
-def test_ac2_36_uuid_file(tmp_path, monkeypatch):
+def test_uuid_file(tmp_path, monkeypatch):
     path = tmp_path / "worker.uuid"
     first = load_or_create_uuid_file(path)
     assert path.read_text().strip() == str(first)
