@@ -268,7 +268,7 @@ def test_ac42_start_deadline(queue, now):
     assert job.status == COMPLETED
     assert isinstance(job.result, Failure)
     assert job.result.check(TimeoutError)
-    assert "zasync.interfaces.TimeoutError" in job.result.getTraceback()
+    assert "zasync.errors.TimeoutError" in job.result.getTraceback()
 
 
 def test_b20_rejected_timeout_wrapper_leaves_job_alone(queue, now):

@@ -129,7 +129,7 @@ class Agent(Base):
             return None
         if last == _KEEP_FIRST:
             return None
-        stamp = self._jobs[last]._active_start
+        stamp = self._jobs[last].active_start_us
         return None if stamp is None else int(stamp)
 
     def _held(self) -> Any:

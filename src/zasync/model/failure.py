@@ -143,7 +143,8 @@ class Failure:
 
     def _matches(self, candidate: type | str) -> bool:
         if isinstance(candidate, str):
-            return candidate in (self.type_name, self.type_name.rsplit(".", 1)[-1])
+            name = _current_name(self.type_name)
+            return _current_name(candidate) in (name, name.rsplit(".", 1)[-1])
         return isinstance(candidate, type) and issubclass(self.type, candidate)
 
     def check(self, *exception_types: type | str) -> type | str | None:
@@ -185,6 +186,18 @@ class Failure:
     def __str__(self) -> str:
         message = self.getErrorMessage()
         return f"{self.type_name}: {message}" if message else self.type_name
+
+
+#: Where zasync's exceptions were defined before ``zasync.errors``: failures
+#: stored then name them there, and callers may still check those names.
+_OLD_ERRORS_PREFIX = "zasync.interfaces."
+
+
+def _current_name(dotted: str) -> str:
+    """``zasync.interfaces.CancelledError`` -> ``zasync.errors.CancelledError``; others as given."""
+    if dotted.startswith(_OLD_ERRORS_PREFIX):
+        return "zasync.errors." + dotted[len(_OLD_ERRORS_PREFIX) :]
+    return dotted
 
 
 def is_failure(value: object) -> bool:

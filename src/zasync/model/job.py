@@ -200,10 +200,66 @@ class Job(Base):
         if IJob.providedBy(root) and root.parent is None:
             root.parent = self
 
+    # -- transitions (the table in IJob's docstring) ----------------------------
+    #
+    # The only writers of ``_status`` and of the job's times.  Each checks the
+    # stored status first and changes nothing when it refuses.
+
+    def _require(self, allowed: tuple[Status, ...], transition: str) -> None:
+        if self._status not in allowed:
+            names = " or ".join(s.name for s in allowed)
+            raise BadStatusError(
+                f"{transition} needs a job with stored status {names}, "
+                f"not {self._status.upper()}: {self!r}",
+                job=self,
+            )
+
+    def _mark_active(self, now: datetime.datetime) -> None:
+        """NEW -> ACTIVE: claimed (by a dispatcher's claim transaction) or called."""
+        self._require((NEW,), "starting")
+        self._status = ACTIVE.value
+        self._active_start = clock.to_stamp(now)
+
+    def _unclaim(self) -> None:
+        """ACTIVE -> NEW: claimed but never run, interrupted and retried, or rescheduled.
+
+        A NEW job stays as it is.
+        """
+        self._require((NEW, ACTIVE), "unclaiming")
+        self._status = NEW.value
+        self._active_start = None
+
+    def _reset(self) -> None:
+        """Any status -> NEW: a quarantined job released to run again."""
+        self._status = NEW.value
+        self._active_start = None
+
+    def _store_result(self, res: Any) -> None:
+        """NEW or ACTIVE -> CALLBACKS: the result (a Failure for errors) is stored."""
+        self._require((NEW, ACTIVE), "storing a result")
+        self._result = res
+        self._status = CALLBACKS.value
+        self._active_end = clock.to_stamp(clock.utcnow())
+
+    def _mark_completed(self) -> None:
+        """CALLBACKS -> COMPLETED: every callback is done (see :meth:`_complete` for filing)."""
+        self._require((CALLBACKS,), "completing")
+        self._status = COMPLETED.value
+
     # -- read-only state -------------------------------------------------------
 
     @property
+    def stored_status(self) -> Status:
+        """The status as stored: NEW stands for NEW, PENDING and ASSIGNED alike.
+
+        Reading it loads nothing but the job, where :attr:`status` walks the
+        parents to tell a waiting job's place.
+        """
+        return Status(self._status)
+
+    @property
     def status(self) -> Status:
+        """The status: the stored one, or for a waiting job, where it waits (see IJob)."""
         if self._status != NEW:
             return Status(self._status)
         ob = self.parent
@@ -221,7 +277,13 @@ class Job(Base):
 
     @property
     def active_start(self) -> datetime.datetime | None:
+        """When the job became ACTIVE, or None."""
         return clock.from_stamp(self._active_start)
+
+    @property
+    def active_start_us(self) -> int | None:
+        """:attr:`active_start` as stored: integer microseconds (``clock.to_stamp``), or None."""
+        return self._active_start
 
     @property
     def active_end(self) -> datetime.datetime | None:
@@ -488,8 +550,7 @@ class Job(Base):
         def prepare() -> tuple[list[Any], dict[str, Any]] | None:
             if self.status not in (NEW, ASSIGNED):
                 return None  # after a conflict: another connection started it meanwhile
-            self._status = ACTIVE.value
-            self._active_start = clock.to_stamp(clock.utcnow())
+            self._mark_active(clock.utcnow())
             effective_kwargs = dict(self._kwargs)
             effective_kwargs.update(kwargs)
             return [*self._args, *args], effective_kwargs
@@ -586,9 +647,7 @@ class Job(Base):
             return res
 
     def _store_final(self, res: Any, data_cache: dict[str, Any] | None = None) -> None:
-        self._result = res
-        self._status = CALLBACKS.value
-        self._active_end = clock.to_stamp(clock.utcnow())
+        self._store_result(res)
         if data_cache and self._retry_policy is not None:
             self._retry_policy.updateData(data_cache)
 
@@ -599,7 +658,8 @@ class Job(Base):
             self._complete()
 
     def _complete(self) -> None:
-        self._status = COMPLETED.value
+        """Become COMPLETED and be filed among the agent's completed jobs (now or later)."""
+        self._mark_completed()
         agent = self.parent
         if IJob.providedBy(agent) and agent._callable_root is self:
             # Finished by a job wrapping one of its methods (handleInterrupt
@@ -786,8 +846,7 @@ class Job(Base):
             queue = self.queue
         if data_cache and self._retry_policy is not None:
             self._retry_policy.updateData(data_cache)
-        self._status = NEW.value
-        self._active_start = None
+        self._unclaim()
         if in_agent:
             self.parent.remove(self)
         else:
@@ -853,8 +912,7 @@ class Job(Base):
                 decision = True
             if decision:
                 trace_log.debug("retrying interrupted callback %r of %r", callback, self)
-                callback._status = NEW.value
-                callback._active_start = None
+                callback._unclaim()
                 callback(self._result)
             else:
                 trace_log.debug("aborting interrupted callback %r of %r", callback, self)

@@ -381,8 +381,7 @@ class Queue(Base):
         if problem is not None:
             raise UnloadableJobError(f"job {oid} still cannot be run: {problem}")
         del self._quarantine[key]
-        job._status = NEW.value
-        job._active_start = None
+        job._reset()
         job._queue_key = None
         job.parent = None
         if job.begin_after is None:

@@ -88,7 +88,7 @@ def retry_job(db: Any, ident: str | int) -> dict[str, Any]:
         error = load_error(old)
         if error is not None:
             raise UnloadableJobError(f"job {job_id(old)} cannot be loaded: {error}")
-        if old._status != COMPLETED or not isinstance(old.result, Failure):
+        if old.stored_status != COMPLETED or not isinstance(old.result, Failure):
             raise BadStatusError(
                 f"job {job_id(old)} did not fail (it is {old.status}); only failed jobs are retried"
             )

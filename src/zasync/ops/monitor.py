@@ -44,6 +44,7 @@ from zasync.interfaces import (
     ACTIVE,
     CALLBACKS,
     COMPLETED,
+    FINISHED,
     PENDING,
     CancelledError,
     IJob,
@@ -212,7 +213,7 @@ def callable_name_of(value: Any) -> str:
 
 def outcome(job: Any) -> str | None:
     """``'succeeded'``, ``'failed'`` or ``'cancelled'`` once the job has a result, else None."""
-    if job._status not in (CALLBACKS, COMPLETED):
+    if job.stored_status not in FINISHED:
         return None
     result = job.result
     if isinstance(result, Failure):
@@ -310,7 +311,7 @@ def history(job: Any) -> list[dict[str, Any]]:
         steps.append({"status": str(ACTIVE), "at": _iso(job.active_start)})
     if job.active_end is not None:
         steps.append({"status": str(CALLBACKS), "at": _iso(job.active_end)})
-    if job._status == COMPLETED:
+    if job.stored_status == COMPLETED:
         ended = job.initial_callbacks_end or job.active_end
         steps.append({"status": str(COMPLETED), "at": _iso(ended)})
     return steps
@@ -363,7 +364,7 @@ def job_info(conn: Any, ident: str | int) -> dict[str, Any]:
             "callbacks": _callback_tree(job),
         }
     )
-    if not failed and job._status in (CALLBACKS, COMPLETED):
+    if not failed and job.stored_status in FINISHED:
         data["result"] = _plain(result)
     return data
 

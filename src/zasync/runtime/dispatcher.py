@@ -583,15 +583,14 @@ class Dispatcher:
                     if bad is not None:
                         agent.drop(job)
                         queue.quarantine(*bad)
-                    elif job._status == COMPLETED:
+                    elif job.stored_status == COMPLETED:
                         agent.jobCompleted(job)
                     elif job in held and self._orphaned(queue.name, agent_name, job):
                         self._reclaim(queue, da, agent, job)
                 details[agent_name]["len"] = len(agent)
                 for job in agent.claim_jobs(lane, careful) if self._claiming else ():
-                    if job._status == NEW and not needs_start_commit(job):
-                        job._status = ACTIVE.value
-                        job._active_start = clock.to_stamp(now)
+                    if job.stored_status == NEW and not needs_start_commit(job):
+                        job._mark_active(now)
                     claimed.append((agent_name, job))
             deaths = sum(p.deaths for (q, _), p in self.pools.items() if q == queue.name)
             if da.thread_deaths != deaths:  # rare: written only when a thread died
@@ -683,11 +682,10 @@ class Dispatcher:
             " as interrupted" if started else "",
         )
         agent.remove(job)
-        if started or job._status not in (ACTIVE, NEW):
+        if started or job.stored_status not in (ACTIVE, NEW):
             da._hand_back(queue, agent, job)
         else:
-            job._status = NEW.value
-            job._active_start = None
+            job._unclaim()
             queue.putBack(job)
 
     # -- pools -----------------------------------------------------------------------
@@ -759,10 +757,9 @@ class Dispatcher:
                 agent = job.parent
                 if agent is None or getattr(agent, "parent", None) is None:
                     continue
-                if agent.parent.UUID != self.UUID or job._status not in (ACTIVE, NEW):
+                if agent.parent.UUID != self.UUID or job.stored_status not in (ACTIVE, NEW):
                     continue
-                job._status = NEW.value
-                job._active_start = None
+                job._unclaim()
                 queue = agent.queue
                 agent.remove(job)
                 queue.putBack(job)
