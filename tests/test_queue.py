@@ -20,6 +20,7 @@ from zasync import (
     Queue,
     Queues,
     TimeoutError,
+    UnknownQuotaError,
     clock,
 )
 
@@ -157,14 +158,19 @@ def test_ac39_quota_names(queue):
     job = queue.put(support.mock_work)
     with pytest.raises(ValueError) as info:
         job.quota_names = ("content catalog",)
-    assert info.value.args == ("unknown quota name", "content catalog")
+    assert isinstance(info.value, UnknownQuotaError)
+    assert info.value.name == "content catalog" and info.value.job is job
+    assert info.value.queue is queue
+    assert str(info.value).startswith("unknown quota name 'content catalog': create it")
     assert job.quota_names == ()
     new = Job(support.mock_work)
     new.quota_names = ["content catalog"]
     assert new.quota_names == ("content catalog",)
     with pytest.raises(ValueError) as info:
         queue.put(new)
-    assert info.value.args == ("unknown quota name", "content catalog")
+    assert isinstance(info.value, UnknownQuotaError)
+    assert info.value.name == "content catalog" and info.value.job is new
+    assert info.value.queue is queue
     assert new.status == NEW and len(queue) == 1
     with pytest.raises(TypeError, match="provide an iterable of names"):
         new.quota_names = ""

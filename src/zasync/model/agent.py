@@ -14,6 +14,7 @@ from typing import Any
 from BTrees.LOBTree import LOBTree
 from zope.interface import implementer
 
+from zasync.errors import NotHereError
 from zasync.interfaces import IAgent
 from zasync.model._base import Base, check_size, check_threads
 from zasync.model.completed import DEFAULT_RETENTION, CompletedCollection, dt_to_long, long_to_dt
@@ -140,14 +141,14 @@ class Agent(Base):
         for key, held in self._held():
             if held is job:
                 return int(key)
-        raise ValueError(f"{job!r} not in Agent")
+        raise NotHereError(f"{job!r} not in Agent {self.name!r}", job=job, queue=self.queue)
 
     def index(self, job: Any) -> int:
         """Position of ``job`` (by identity); ValueError if absent."""
         for position, (_key, held) in enumerate(self._held()):
             if held is job:
                 return position
-        raise ValueError(f"{job!r} not in Agent")
+        raise NotHereError(f"{job!r} not in Agent {self.name!r}", job=job, queue=self.queue)
 
     def pull(self, index: int = 0) -> Any:
         """Remove and return the job at ``index``; its parent becomes None."""

@@ -19,6 +19,7 @@ from typing import IO, Any, NoReturn
 
 from zope.interface import implementer
 
+from zasync.errors import InvalidValueError
 from zasync.interfaces import IFailure
 
 #: One frame of a sanitized stack: name, file, line, locals and globals as strings.
@@ -127,7 +128,9 @@ class Failure:
         if exc is None:
             current = sys.exc_info()[1]
             if current is None:
-                raise ValueError("Failure() needs an exception, or must be made in an except block")
+                raise InvalidValueError(
+                    "Failure() needs an exception, or must be made in an except block"
+                )
             exc = current
         cls = type(exc)
         self.type_name: str = qualified_name(cls)

@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from zasync import _counters, clock
 from zasync._logtext import REPR_LIMIT, RESULT_LIMIT, dotted_name, short_repr, shorten
+from zasync.errors import InvalidValueError, UnknownQuotaError
 from zasync.interfaces import (
     ACTIVE,
     ASSIGNED,
@@ -76,15 +77,15 @@ def _checked_decision(decision: Any) -> Any:
     try:
         if isinstance(decision, datetime.timedelta):
             if decision < datetime.timedelta(0):
-                raise ValueError("a negative delay")
+                raise InvalidValueError("a negative delay")
             clock.to_stamp(clock.utcnow() + decision)
             return decision
         if isinstance(decision, datetime.datetime):
             clock.to_stamp(clock.to_utc(decision, naive_is_utc=True))
             return decision
     except (ValueError, OverflowError, TypeError) as error:
-        raise ValueError(f"the policy answered {short_repr(decision)}, {error}") from None
-    raise ValueError(
+        raise InvalidValueError(f"the policy answered {short_repr(decision)}, {error}") from None
+    raise InvalidValueError(
         f"the policy answered {short_repr(decision)}; a retry policy answers True or False, "
         "a datetime or a timedelta"
     )
@@ -373,7 +374,9 @@ class Job(Base):
             if not isinstance(value, datetime.timedelta):
                 raise TypeError("begin_by must be a datetime.timedelta or None")
             if value < datetime.timedelta(0):
-                raise ValueError("negative values are not allowed")
+                raise InvalidValueError(
+                    f"negative values are not allowed for begin_by: {value!r}", job=self
+                )
         self._begin_by = value
 
     @property
@@ -392,7 +395,13 @@ class Job(Base):
             quotas = self.queue.quotas
             for name in names:
                 if name not in quotas:
-                    raise ValueError("unknown quota name", name)
+                    raise UnknownQuotaError(
+                        f"unknown quota name {name!r}: create it first, with "
+                        f"queue.quotas.create({name!r}, size)",
+                        name=name,
+                        job=self,
+                        queue=self.queue,
+                    )
         self._quota_names = names
 
     def _expired(self, now: datetime.datetime | None = None) -> bool:

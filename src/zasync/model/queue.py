@@ -33,6 +33,13 @@ from zope.interface import implementer
 
 from zasync import clock
 from zasync._dbtime import learn_at_commit
+from zasync.errors import (
+    InvalidValueError,
+    NotHereError,
+    NotNewError,
+    NotQueuedBeforeError,
+    UnknownQuotaError,
+)
 from zasync.identity import get_process_uuid
 from zasync.interfaces import (
     KEY,
@@ -114,7 +121,7 @@ class Queues(MappingBase):
 
     def __setitem__(self, name: str, queue: Any) -> None:
         if not IQueue.providedBy(queue):
-            raise ValueError("value must be IQueue")
+            raise InvalidValueError(f"value must be IQueue (a zasync.Queue), not {queue!r}")
         old = self._data.get(name)
         if old is not None and old is not queue:
             old.name = old.parent = None
@@ -252,7 +259,12 @@ class Queue(Base):
         """Add a job, or a callable made into one, and return it; see IQueue.put."""
         job = as_job(item)
         if job.status != NEW:
-            raise ValueError("cannot add already-assigned job")
+            raise NotNewError(
+                f"cannot add already-assigned job: it is {job.status}; put a new Job "
+                "(or pull it out of its queue first)",
+                job=job,
+                queue=self,
+            )
         # Validate everything before changing anything: a refused put changes nothing.
         names = job.quota_names
         if quota_names is not None:
@@ -261,14 +273,22 @@ class Queue(Base):
             names = tuple(quota_names)
         for name in names:
             if name not in self.quotas:
-                raise ValueError("unknown quota name", name)
+                raise UnknownQuotaError(
+                    f"unknown quota name {name!r}: create it first, with "
+                    f"queue.quotas.create({name!r}, size)",
+                    name=name,
+                    job=job,
+                    queue=self,
+                )
         if begin_after is not None:
             begin_after = clock.to_utc(begin_after)
         if begin_by is not None:
             if not isinstance(begin_by, datetime.timedelta):
                 raise TypeError("begin_by must be a datetime.timedelta or None")
             if begin_by < datetime.timedelta(0):
-                raise ValueError("negative values are not allowed")
+                raise InvalidValueError(
+                    f"negative values are not allowed for begin_by: {begin_by!r}", job=job
+                )
         if failure_log_level is not None and not isinstance(failure_log_level, int):
             raise TypeError("failure_log_level must be a logging level (an int)")
         check_retry_policy_factory(
@@ -303,9 +323,17 @@ class Queue(Base):
         if not IJob.providedBy(item):
             raise TypeError("putBack needs a job")
         if item.status != NEW:
-            raise ValueError("can only put back a job with NEW status")
+            raise NotNewError(
+                f"can only put back a job with NEW status, not {item.status}",
+                job=item,
+                queue=self,
+            )
         if item.begin_after is None or item._p_jar is None:
-            raise ValueError("can only put back a job that was put in a queue before")
+            raise NotQueuedBeforeError(
+                "can only put back a job that was put in a queue before: use queue.put",
+                job=item,
+                queue=self,
+            )
         self._insert(item, _PUT_BACK, clock.utcnow())
 
     # -- taking out --------------------------------------------------------------
@@ -320,7 +348,11 @@ class Queue(Base):
     def remove(self, item: Any) -> None:
         """Remove a given pending job; ValueError if it is not in this queue."""
         if getattr(item, "parent", None) is not self or getattr(item, "_queue_key", None) is None:
-            raise ValueError(f"{item!r} is not in this queue")
+            raise NotHereError(
+                f"{item!r} is not in this queue (its parent is {getattr(item, 'parent', None)!r})",
+                job=item,
+                queue=self,
+            )
         self._remove(item)
         item.assignerUUID = None
 

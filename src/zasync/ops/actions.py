@@ -20,6 +20,7 @@ import transaction
 from ZODB.POSException import ConflictError
 
 from zasync import clock
+from zasync.errors import InvalidValueError
 from zasync.interfaces import COMPLETED, PENDING, BadStatusError, UnloadableJobError
 from zasync.model._base import check_size, check_threads
 from zasync.model.cancellation import cancel
@@ -223,7 +224,7 @@ def set_agent_size(
     apply again when it restarts.
     """
     if size is None and threads is None:
-        raise ValueError("give a size, threads, or both")
+        raise InvalidValueError("give a size, threads, or both")
     if size is not None:
         check_size(size, "agent")
     if threads is not None:
@@ -288,7 +289,7 @@ def count_purgeable(
     became old enough in between).
     """
     if older_than < datetime.timedelta(0):
-        raise ValueError("older_than must not be negative")
+        raise InvalidValueError(f"older_than must not be negative, not {older_than}")
     with _connection(db) as (conn, _tm):
         cutoff = clock.utcnow() - older_than
         return {
@@ -302,7 +303,7 @@ def purge_completed(
 ) -> dict[str, Any]:
     """Forget finished jobs that completed more than ``older_than`` ago; return counts per queue."""
     if older_than < datetime.timedelta(0):
-        raise ValueError("older_than must not be negative")
+        raise InvalidValueError(f"older_than must not be negative, not {older_than}")
 
     def work(conn: Any, tm: Any) -> dict[str, Any]:
         now = clock.utcnow()

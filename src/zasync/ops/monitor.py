@@ -40,6 +40,7 @@ from ZODB.utils import p64
 
 from zasync import clock
 from zasync._logtext import dotted_name, short_repr
+from zasync.errors import InvalidValueError
 from zasync.interfaces import (
     ACTIVE,
     CALLBACKS,
@@ -98,11 +99,11 @@ def parse_job_id(text: str | int) -> int:
         try:
             value = int(token, 16) if token.startswith("0x") else int(token, 10)
         except ValueError:
-            raise ValueError(
+            raise InvalidValueError(
                 f"not a job id: {text!r} (job ids are numbers, such as 42 or 0x2a)"
             ) from None
     if value < 0 or value >= 1 << 64:
-        raise ValueError(f"not a job id: {text!r} (out of range)")
+        raise InvalidValueError(f"not a job id: {text!r} (out of range)")
     return value
 
 
@@ -373,11 +374,13 @@ def traceback(conn: Any, ident: str | int) -> str:
     """The traceback of a failed job; ValueError if the job did not fail."""
     info = job_info(conn, ident)
     if info["status"] in ("quarantined", "unloadable"):
-        raise ValueError(f"job {info['id']} has no traceback: {info['cause']}")
+        raise InvalidValueError(f"job {info['id']} has no traceback: {info['cause']}")
     job = get_job(conn, ident)
     result = job.result
     if not isinstance(result, Failure):
-        raise ValueError(f"job {job_id(job)} has no traceback: it is {job.status}, not failed")
+        raise InvalidValueError(
+            f"job {job_id(job)} has no traceback: it is {job.status}, not failed", job=job
+        )
     return result.getTraceback()
 
 
@@ -462,7 +465,7 @@ def make_filter(
     chosen = frozenset(s.strip().lower() for s in states or ())
     unknown = sorted(chosen - set(STATES))
     if unknown:
-        raise ValueError(
+        raise InvalidValueError(
             f"unknown state {', '.join(map(repr, unknown))}; choose from {', '.join(STATES)}"
         )
     now = clock.utcnow()
@@ -475,7 +478,7 @@ def _duration(text: str, option: str) -> datetime.timedelta:
     try:
         return parse_duration(text)
     except ValueError as e:
-        raise ValueError(f"bad {option}: {e}") from None
+        raise InvalidValueError(f"bad {option}: {e}") from None
 
 
 def _queues(conn: Any, name: str | None) -> list[Any]:
@@ -701,7 +704,7 @@ def timeline(
     as failed) and ``mean_duration`` (seconds, or None).
     """
     if buckets < 1 or window <= datetime.timedelta(0):
-        raise ValueError("a timeline needs a positive window and at least one bucket")
+        raise InvalidValueError("a timeline needs a positive window and at least one bucket")
     now = clock.utcnow()
     start = now - window
     width = window / buckets

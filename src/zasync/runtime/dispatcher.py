@@ -33,6 +33,7 @@ from pydantic.dataclasses import dataclass
 
 from zasync import clock
 from zasync._dbtime import database_now, note_commit_of
+from zasync.errors import AlreadyActivatedError, AlreadyRegisteredError, NotActivatedError
 from zasync.identity import get_process_uuid
 from zasync.interfaces import ACTIVE, COMPLETED, KEY, NEW
 from zasync.model import _awaitables, _context
@@ -202,7 +203,10 @@ class Dispatcher:
         self.conn: Any = None
         with _registry_lock:
             if self.UUID in _registry:
-                raise ValueError("dispatcher for this UUID is already registered")
+                raise AlreadyRegisteredError(
+                    "dispatcher for this UUID is already registered in this process "
+                    f"({self.UUID}): deactivate the other one, or give this one its own UUID"
+                )
             _registry[self.UUID] = self
 
     # -- starting and stopping -------------------------------------------------------
@@ -210,7 +214,7 @@ class Dispatcher:
     def activate(self) -> None:
         """Start polling in a thread of its own; see the module documentation."""
         if self.activated:
-            raise ValueError("already activated")
+            raise AlreadyActivatedError(f"already activated (dispatcher {self.UUID})")
         events_log.info("attempting to activate dispatcher %s", self.UUID)
         self.thread = None  # until the new poll thread runs (see poll_thread_died)
         self.activated = clock.utcnow()
@@ -295,7 +299,7 @@ class Dispatcher:
     def deactivate(self) -> None:
         """Stop now: deactivate this process's records in every queue (spec DI-32)."""
         if not self.activated:
-            raise ValueError("not activated")
+            raise NotActivatedError(f"not activated (dispatcher {self.UUID}): activate it first")
         self.activated = None
         try:
             self._halt_polling()

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from zasync import clock
+from zasync.errors import NoRunningJobError
 from zasync.model.tx import in_fresh_connection
 
 PROGRESS = "zasync.progress"
@@ -54,7 +55,9 @@ class Local(threading.local):
     def _target(self, job: Any) -> tuple[Any, bytes]:
         job = job if job is not None else self.job
         if job is None or job._p_jar is None:
-            raise ValueError("not initialized: no running job (use inside a job run by a worker)")
+            raise NoRunningJobError(
+                "not initialized: no running job (use inside a job run by a worker, or pass job=)"
+            )
         return job._p_jar.db(), job._p_oid
 
     def setLiveAnnotation(self, name: str, value: Any, job: Any = None) -> None:
