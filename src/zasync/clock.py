@@ -158,6 +158,16 @@ def set_sleep(function: Callable[[float], None] | None) -> None:
     _sleep = time.sleep if function is None else function
 
 
+def absolute(value: datetime.datetime | datetime.timedelta) -> datetime.datetime:
+    """A time given as an aware datetime, or as a timedelta from :func:`utcnow`, in UTC.
+
+    Naive datetimes raise NaiveDatetimeError, as in :func:`to_utc`.
+    """
+    if isinstance(value, datetime.timedelta):
+        return utcnow() + value
+    return to_utc(value)
+
+
 def to_utc(value: datetime.datetime, *, naive_is_utc: bool = False) -> datetime.datetime:
     """Convert an aware datetime to UTC; naive values raise NaiveDatetimeError unless allowed."""
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:

@@ -151,6 +151,10 @@ class IJob(Interface):
     ``_mark_active`` sets ``active_start`` and ``_unclaim`` clears it;
     ``_store_result`` sets ``active_end``.  A job without callbacks goes from
     CALLBACKS to COMPLETED in the transaction that stores its result.
+
+    ``Job.id`` (not an attribute of this interface: it raises NotStoredError
+    until the job is committed) is the decimal object id that ``zasync job``
+    and the dashboard take.
     """
 
     parent = Attribute("The container: a queue, an agent, or a parent job (for callbacks).")
@@ -166,7 +170,8 @@ class IJob(Interface):
     annotations = Attribute("An OOBTree for any code's metadata.")
     callbacks = Attribute("The callback jobs, in the order added. Do not change directly.")
     begin_after = Attribute(
-        "Aware datetime (UTC) before which the job must not start. Settable while NEW."
+        "Aware datetime (UTC) before which the job must not start. Settable while NEW, "
+        "to an aware datetime or a timedelta from now."
     )
     begin_by = Attribute(
         "timedelta after begin_after by which the job must have started, or None. "
@@ -193,8 +198,10 @@ class IJob(Interface):
         job itself if its policy rescheduled it.
         """
 
+    stored_status = Attribute("The stored status: NEW, ACTIVE, CALLBACKS or COMPLETED.")
+
     def addCallback(callback, failure_log_level=None, retry_policy_factory=None):
-        """Add a callback job, called with this job's result; return it.
+        """Add a callback job, called with this job's result; return it.  Alias: add_callback.
 
         On a COMPLETED job the callback runs at once, committing transactions.
         """
@@ -244,9 +251,11 @@ class IQueue(Interface):
     ):
         """Add a job (or a picklable callable, made a job) and return the job, now PENDING.
 
-        Joins the caller's transaction: nothing happens unless it commits.
-        Raises ValueError for a job that is not NEW, unknown quota names, naive
-        datetimes or an unpicklable callable or argument; a refused put
+        ``begin_after`` is an aware datetime or a timedelta from now.  Joins
+        the caller's transaction: nothing happens unless it commits.  Raises
+        a ValueError (NotNewError, UnknownQuotaError, NaiveDatetimeError,
+        NotPicklableError) for a job that is not NEW, unknown quota names,
+        naive datetimes or an unpicklable callable or argument; a refused put
         changes nothing.
         """
 

@@ -96,6 +96,8 @@ class Agent(Base):
             self._hold(job)
         return job
 
+    claim_job = claimJob
+
     def claim_jobs(self, lane: Lanes = None, careful: bool = False) -> list[Any]:
         """Claim jobs up to the free room, in one scan of the queue; return them.
 
@@ -213,6 +215,8 @@ class Agent(Base):
         # parent), so filing writes the agent's records but not the job.
         del self._jobs[self._key_of(job)]
         self.completed.add(job)
+
+    job_completed = jobCompleted
 
     def __len__(self) -> int:
         return sum(1 for _ in self._held())

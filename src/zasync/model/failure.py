@@ -183,6 +183,12 @@ class Failure:
         """Write the traceback text to ``file`` (default ``sys.stderr``)."""
         (file or sys.stderr).write(self.getTraceback())
 
+    # Twisted's names above; these are the same methods.
+    raise_exception = raiseException
+    get_error_message = getErrorMessage
+    get_traceback = getTraceback
+    print_traceback = printTraceback
+
     def __repr__(self) -> str:
         return f"<zasync.Failure {self.type_name}>"
 

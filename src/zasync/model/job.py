@@ -15,8 +15,8 @@ import logging
 import threading
 import types
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, MutableMapping
+from typing import Any, Generic, TypeVar, overload
 
 from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from zasync import _counters, clock
 from zasync._logtext import REPR_LIMIT, RESULT_LIMIT, dotted_name, short_repr, shorten
-from zasync.errors import InvalidValueError, UnknownQuotaError
+from zasync.errors import InvalidValueError, NotStoredError, UnknownQuotaError
 from zasync.interfaces import (
     ACTIVE,
     ASSIGNED,
@@ -51,6 +51,9 @@ from zasync.model.completed import completion_key, long_to_dt
 from zasync.model.failure import Failure
 from zasync.model.quarantine import problem_of
 from zasync.model.tx import TRANSACTION_ERRORS, abort_quietly, never_fail
+
+#: The type of a job's result (see :class:`Job`).
+R = TypeVar("R")
 
 events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
@@ -118,8 +121,20 @@ def _render(value: Any) -> str:
 
 
 @implementer(IJob)
-class Job(Base):
-    """A call to be made later, durably: ``Job(callable, *args, **kwargs)``."""
+class Job(Base, Generic[R]):
+    """A call to be made later, durably: ``Job(callable, *args, **kwargs)``.
+
+    ``Job[R]`` is the job of a callable returning ``R`` (or a coroutine
+    function returning ``R``): type checkers infer it, and ``job.result`` is
+    ``R``, a :class:`~zasync.Failure`, or None before the job has a result.
+
+    zc.async's camelCase names keep working; each has a snake_case alias
+    that is the same function (``add_callback is addCallback``).
+    """
+
+    # ``Job[int](f)`` would store the alias in the job's record: refuse it
+    # (typing ignores the refusal).
+    __orig_class__ = property()
 
     _status: str = NEW.value
     _result: Any = None
@@ -132,7 +147,7 @@ class Job(Base):
     _assigner: int | None = None
     _begin_by: datetime.timedelta | None = None
     _quota_names: tuple[str, ...] = ()
-    _callbacks: tuple[Job, ...] = ()
+    _callbacks: tuple[Job[Any], ...] = ()
     _annotations: OOBTree | None = None
     _retry_policy: Any = None
     _callable_root: Any = None
@@ -141,6 +156,14 @@ class Job(Base):
     key: int | None = None
     failure_log_level: int | None = None
     retry_policy_factory: Any = None
+
+    @overload
+    def __init__(
+        self, callable: Callable[..., Coroutine[Any, Any, R]], /, *args: Any, **kwargs: Any
+    ) -> None: ...
+
+    @overload
+    def __init__(self, callable: Callable[..., R], /, *args: Any, **kwargs: Any) -> None: ...
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if not args:
@@ -151,7 +174,7 @@ class Job(Base):
         self.callable = callable_
 
     @classmethod
-    def bind(cls, callable: Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
+    def bind(cls, callable: Callable[..., Any], *args: Any, **kwargs: Any) -> Job[Any]:
         """Make a job whose callable receives the job itself as first argument."""
         job = cls(callable, *args, **kwargs)
         job.args.insert(0, job)
@@ -273,8 +296,22 @@ class Job(Base):
         return NEW
 
     @property
-    def result(self) -> Any:
-        return self._result
+    def result(self) -> R | Failure | None:
+        """The result: the callable's return value, a Failure, or None until there is one."""
+        return self._result  # type: ignore[no-any-return]
+
+    @property
+    def id(self) -> str:
+        """A stable id: the job's object id in decimal, as ``zasync job ID`` and URLs take it.
+
+        NotStoredError until the job is stored (put it in a queue and commit).
+        """
+        oid = self._p_oid
+        if oid is None:
+            raise NotStoredError(
+                f"{self!r} has no id yet: put it in a queue and commit first", job=self
+            )
+        return str(int.from_bytes(oid, "big"))
 
     @property
     def active_start(self) -> datetime.datetime | None:
@@ -292,11 +329,14 @@ class Job(Base):
 
     @property
     def assignerUUID(self) -> uuid.UUID | None:
+        """The UUID of the process that put the job in a queue (alias: ``assigner_uuid``)."""
         return None if self._assigner is None else uuid.UUID(int=self._assigner)
 
     @assignerUUID.setter
     def assignerUUID(self, value: uuid.UUID | None) -> None:
         self._assigner = None if value is None else uuid.UUID(str(value)).int
+
+    assigner_uuid = assignerUUID
 
     @property
     def initial_callbacks_end(self) -> datetime.datetime | None:
@@ -306,7 +346,7 @@ class Job(Base):
         return long_to_dt(self.key)
 
     @property
-    def callbacks(self) -> tuple[Job, ...]:
+    def callbacks(self) -> tuple[Job[Any], ...]:
         return self._callbacks
 
     @property
@@ -357,10 +397,11 @@ class Job(Base):
         return clock.from_stamp(self._begin_after)
 
     @begin_after.setter
-    def begin_after(self, value: datetime.datetime | None) -> None:
+    def begin_after(self, value: datetime.datetime | datetime.timedelta | None) -> None:
+        """An aware datetime, or a timedelta from now (``zasync.clock.utcnow()``)."""
         if self.status != NEW:
-            raise BadStatusError("can only set begin_after when a job has NEW status")
-        self._begin_after = None if value is None else clock.to_stamp(clock.to_utc(value))
+            raise BadStatusError("can only set begin_after when a job has NEW status", job=self)
+        self._begin_after = None if value is None else clock.to_stamp(clock.absolute(value))
 
     @property
     def begin_by(self) -> datetime.timedelta | None:
@@ -418,9 +459,9 @@ class Job(Base):
         callback: Any,
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
-    ) -> Job:
+    ) -> Job[Any]:
         """Add a callback job, called with this job's result; see IJob."""
-        job: Job = as_job(callback)
+        job: Job[Any] = as_job(callback)
         check_storable(job)
         retry.check_retry_policy_factory(retry_policy_factory)
         _apply_callback_defaults(job, failure_log_level, retry_policy_factory)
@@ -436,7 +477,7 @@ class Job(Base):
         failure: Any = None,
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
-    ) -> Job:
+    ) -> Job[Any]:
         """Add a wrapper calling ``success`` or ``failure`` with the result; see IJob."""
         if success is None and failure is None:
             return self
@@ -454,6 +495,21 @@ class Job(Base):
         wrapper.addCallback(Job(complete_started_job_arguments, wrapper))
         return self.addCallback(wrapper, failure_log_level, retry_policy_factory)
 
+    add_callback = addCallback
+    add_callbacks = addCallbacks
+
+    def user_callables(self) -> tuple[Job[Any] | None, Job[Any] | None] | None:
+        """For the wrapper that ``addCallbacks`` adds: its (success, failure) jobs; else None.
+
+        Listings show these, the user's callables, rather than the wrapper.
+        """
+        if self._callable_root is not success_or_failure or self._callable_name is not None:
+            return None
+        sides = tuple(self._args[:2])
+        if len(sides) != 2:
+            return None
+        return sides[0], sides[1]
+
     # -- retry policy ----------------------------------------------------------
 
     def getRetryPolicy(self) -> Any:
@@ -469,6 +525,8 @@ class Job(Base):
             policy = factory(self)
         self._retry_policy = policy
         return policy
+
+    get_retry_policy = getRetryPolicy
 
     def _getRetry(self, call_name: str, tm: Any, *args: Any, commit: bool = True) -> Any:
         """Ask the job's policy ``call_name(*args)``; a :class:`PolicyBroke` if it cannot answer.
@@ -821,6 +879,10 @@ class Job(Base):
         else:
             raise BadStatusError("can only call ``handleInterrupt`` on a job with ACTIVE status")
 
+    # Stored by name in databases (a job wrapping ``job.handleInterrupt``):
+    # the camelCase names stay the methods; these are extra names.
+    handle_interrupt = handleInterrupt
+
     def _abort_interrupted(self, tm: Any, failure: Failure | None = None) -> None:
         failure = Failure(AbortedError()) if failure is None else failure
         never_fail(self._while((ACTIVE,), self._finish, failure), lambda: f"aborting {self!r}", tm)
@@ -838,7 +900,7 @@ class Job(Base):
 
     def _reschedule(
         self, when: Any, data_cache: dict[str, Any] | None = None, queue: Any = None
-    ) -> Job | None:
+    ) -> Job[Any] | None:
         """Put this job back in its queue for ``when``; see spec J-45."""
         if not isinstance(when, _TIME_DECISIONS):
             raise TypeError("``when`` must be datetime or timedelta")
@@ -897,7 +959,9 @@ class Job(Base):
         self._complete()
         tm.commit()
 
-    def _resume_one(self, callback: Job, tm: Any) -> None:
+    resume_callbacks = resumeCallbacks
+
+    def _resume_one(self, callback: Job[Any], tm: Any) -> None:
         status = callback._status
         if status == NEW:
             if callback._expired():
@@ -971,17 +1035,28 @@ class Job(Base):
 
     def __repr__(self) -> str:
         try:
-            call = _render(self._callable_root)
-            if self._callable_name is not None:
-                call += f" :{self._callable_name}"
-            parts = [_render(a) for a in self.args]
-            parts.extend(f"{k}={_render(v)}" for k, v in self.kwargs.items())
-            return shorten(f"<{identity_repr(self)} ``{call}({', '.join(parts)})``>", REPR_LIMIT)
+            return shorten(f"<{identity_repr(self)} ``{self._call_text()}``>", REPR_LIMIT)
         except Exception:  # unloadable (the storage is away), or odd arguments
             return f"<{identity_repr(self)}>"
 
+    def _call_text(self) -> str:
+        """``module.f(args)``; for an ``addCallbacks`` wrapper, the user's callables."""
+        sides = self.user_callables()
+        if sides is not None:
+            success, failure = sides
+            texts = [] if success is None else [success._call_text()]
+            if failure is not None:
+                texts.append(f"on failure {failure._call_text()}")
+            return " | ".join(texts)
+        call = _render(self._callable_root)
+        if self._callable_name is not None:
+            call += f" :{self._callable_name}"
+        parts = [_render(a) for a in self.args]
+        parts.extend(f"{k}={_render(v)}" for k, v in self.kwargs.items())
+        return f"{call}({', '.join(parts)})"
 
-def _reload(job: Job, tm: Any) -> None:
+
+def _reload(job: Job[Any], tm: Any) -> None:
     """Load ``job`` again after an abort, waiting out a storage that fails.
 
     The abort made it a ghost, and looking up even a method of a ghost loads
@@ -991,7 +1066,7 @@ def _reload(job: Job, tm: Any) -> None:
     never_fail(job._p_activate, lambda: f"reloading {job!r}", tm)
 
 
-def _orphan_result_message(job: Job, res: Job) -> str:
+def _orphan_result_message(job: Job[Any], res: Job[Any]) -> str:
     if res is job:
         return f"{job!r} returned itself: a job cannot wait for its own result"
     return (
@@ -1020,7 +1095,7 @@ class _AnnotationsOnDemand(MutableMapping[str, Any]):
 
     __slots__ = ("_job",)
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job[Any]) -> None:
         self._job = job
 
     def _stored(self) -> Any:
@@ -1083,7 +1158,7 @@ def _discard(res: Any) -> None:
         close()
 
 
-def _apply_callback_defaults(job: Job, failure_log_level: int | None, factory: Any) -> None:
+def _apply_callback_defaults(job: Job[Any], failure_log_level: int | None, factory: Any) -> None:
     if failure_log_level is not None:
         job.failure_log_level = failure_log_level
     elif job.failure_log_level is None:
@@ -1103,7 +1178,7 @@ def as_job(obj: Any) -> Any:
     raise TypeError(f"{obj!r} is neither a job nor callable")
 
 
-def success_or_failure(success: Job | None, failure: Job | None, res: Any) -> Any:
+def success_or_failure(success: Job[Any] | None, failure: Job[Any] | None, res: Any) -> Any:
     """Call ``failure(res)`` for a Failure, else ``success(res)``; ``res`` if that side is None."""
     side = failure if isinstance(res, Failure) else success
     if side is None:
@@ -1111,7 +1186,7 @@ def success_or_failure(success: Job | None, failure: Job | None, res: Any) -> An
     return side(res)
 
 
-def complete_started_job_arguments(wrapper: Job, result: Any) -> None:
+def complete_started_job_arguments(wrapper: Job[Any], result: Any) -> None:
     """Finish success/failure jobs that a failed ``addCallbacks`` wrapper left half-run."""
     if not isinstance(wrapper.result, Failure):
         return

@@ -22,8 +22,8 @@ import heapq
 import itertools
 import logging
 import operator
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from typing import Any, TypeVar, overload
 
 import zope.event
 from BTrees.Length import Length
@@ -67,6 +67,9 @@ from zasync.model.quarantine import (
 from zasync.model.quota import Quotas
 from zasync.model.retry import check_retry_policy_factory
 from zasync.model.tx import TRANSACTION_ERRORS, disconnect_errors
+
+#: The result type of a job put in a queue.
+R = TypeVar("R")
 
 LANE_WINDOW = 2 * LANES
 _PUT_BACK, _NORMAL = 0, 1
@@ -247,16 +250,53 @@ class Queue(Base):
 
     # -- putting -----------------------------------------------------------------
 
+    @overload
+    def put(
+        self,
+        item: Job[R],
+        begin_after: datetime.datetime | datetime.timedelta | None = None,
+        begin_by: datetime.timedelta | None = None,
+        quota_names: Iterable[str] | None = None,
+        failure_log_level: int | None = None,
+        retry_policy_factory: Any = None,
+    ) -> Job[R]: ...
+
+    @overload
+    def put(
+        self,
+        item: Callable[[], Coroutine[Any, Any, R]],
+        begin_after: datetime.datetime | datetime.timedelta | None = None,
+        begin_by: datetime.timedelta | None = None,
+        quota_names: Iterable[str] | None = None,
+        failure_log_level: int | None = None,
+        retry_policy_factory: Any = None,
+    ) -> Job[R]: ...
+
+    @overload
+    def put(
+        self,
+        item: Callable[[], R],
+        begin_after: datetime.datetime | datetime.timedelta | None = None,
+        begin_by: datetime.timedelta | None = None,
+        quota_names: Iterable[str] | None = None,
+        failure_log_level: int | None = None,
+        retry_policy_factory: Any = None,
+    ) -> Job[R]: ...
+
     def put(
         self,
         item: Any,
-        begin_after: datetime.datetime | None = None,
+        begin_after: datetime.datetime | datetime.timedelta | None = None,
         begin_by: datetime.timedelta | None = None,
-        quota_names: Any = None,
+        quota_names: Iterable[str] | None = None,
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
     ) -> Any:
-        """Add a job, or a callable made into one, and return it; see IQueue.put."""
+        """Add a job, or a callable made into one, and return it; see IQueue.put.
+
+        ``begin_after`` is an aware datetime, or a timedelta from now
+        (``zasync.clock.utcnow()``); naive datetimes raise NaiveDatetimeError.
+        """
         job = as_job(item)
         if job.status != NEW:
             raise NotNewError(
@@ -281,7 +321,7 @@ class Queue(Base):
                     queue=self,
                 )
         if begin_after is not None:
-            begin_after = clock.to_utc(begin_after)
+            begin_after = clock.absolute(begin_after)
         if begin_by is not None:
             if not isinstance(begin_by, datetime.timedelta):
                 raise TypeError("begin_by must be a datetime.timedelta or None")
@@ -337,6 +377,8 @@ class Queue(Base):
         self._insert(item, _PUT_BACK, clock.utcnow())
 
     # -- taking out --------------------------------------------------------------
+
+    put_back = putBack
 
     def pull(self, index: int = 0) -> Any:
         """Remove and return the job at ``index``; it becomes NEW again."""

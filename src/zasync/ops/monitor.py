@@ -196,7 +196,14 @@ def _referred_to(conn: Any, number: int) -> Any:
 
 
 def callable_name(job: Any) -> str:
-    """The dotted name of what a job calls: ``module.function``, ``module.Class.method``."""
+    """The dotted name of what a job calls: ``module.function``, ``module.Class.method``.
+
+    For the wrapper that ``addCallbacks`` adds, the user's callables:
+    ``module.on_success | module.on_failure``.
+    """
+    sides = job.user_callables()
+    if sides is not None:
+        return " | ".join(callable_name(side) for side in sides if side is not None)
     root, name = job._callable_root, job._callable_name
     if name is not None:
         return f"{dotted_name(type(root))}.{name}"

@@ -847,6 +847,14 @@ class Dispatcher:
         """Counts and extremes of jobs over a window of polls."""
         return self.records.statistics(at, before, since, queue, agent)
 
+    # zc.async's names above; these are the same methods.
+    get_status_info = getStatusInfo
+    get_job_info = getJobInfo
+    get_active_job_ids = getActiveJobIds
+    get_poll_info = getPollInfo
+    iter_polls = iterPolls
+    get_statistics = getStatistics
+
     def __repr__(self) -> str:
         return f"<Dispatcher {self.UUID} {'active' if self.activated else 'inactive'}>"
 

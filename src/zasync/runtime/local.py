@@ -95,6 +95,13 @@ class Local(threading.local):
                 return default
             time.sleep(min(poll, remaining))
 
+    # zc.async's names above; these are the same methods.
+    get_job = getJob
+    get_queue = getQueue
+    get_dispatcher = getDispatcher
+    live_annotation = getLiveAnnotation
+    set_live_annotation = setLiveAnnotation
+
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         """Record the running job's progress where other processes can see it.
 

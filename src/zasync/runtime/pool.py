@@ -110,8 +110,10 @@ class AgentThreadPool:
         self._started = 0  # threads ever started here, to name them
 
     def getSize(self) -> int:
-        """The declared number of threads."""
+        """The declared number of threads (alias: ``get_size``)."""
         return self._size
+
+    get_size = getSize
 
     def thread_count(self) -> int:
         """The threads alive and counted towards the size (not those leaving)."""
@@ -148,6 +150,8 @@ class AgentThreadPool:
                 self._wakeups += 1
                 self.queue.put(None)
             return self._size - old
+
+    set_size = setSize
 
     def _leave_if_surplus(self, woken: bool = False) -> bool:
         """Between jobs: True if this thread must stop (the pool has more than its size).
