@@ -203,13 +203,17 @@ class Job(Base, Generic[R]):
     # -- the callable ----------------------------------------------------------
 
     @property
-    def callable(self) -> Any:
-        if self._callable_name is None:
-            return self._callable_root
-        return getattr(self._callable_root, self._callable_name)
+    def callable(self) -> Callable[..., Any]:
+        """What the job calls (settable while the stored status is NEW; see IJob)."""
+        found: Callable[..., Any] = (
+            self._callable_root
+            if self._callable_name is None
+            else getattr(self._callable_root, self._callable_name)
+        )
+        return found
 
     @callable.setter
-    def callable(self, value: Any) -> None:
+    def callable(self, value: Callable[..., Any]) -> None:
         if self._status != NEW:
             raise BadStatusError(
                 "can only set callable when a job has NEW, PENDING, or ASSIGNED status"
@@ -1169,10 +1173,11 @@ def _apply_callback_defaults(job: Job[Any], failure_log_level: int | None, facto
         job.retry_policy_factory = retry.callback_retry_policy_factory
 
 
-def as_job(obj: Any) -> Any:
+def as_job(obj: Any) -> Job[Any]:
     """Return ``obj`` if it is a job, else ``Job(obj)`` for a callable; TypeError otherwise."""
     if IJob.providedBy(obj):
-        return obj
+        job: Job[Any] = obj
+        return job
     if callable(obj):
         return Job(obj)
     raise TypeError(f"{obj!r} is neither a job nor callable")

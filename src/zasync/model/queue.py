@@ -184,10 +184,10 @@ class Queue(Base):
         self._lanes = tuple(_as_lane(lane) for lane in self._lanes)
         return True
 
-    def _lane(self, job: Any) -> OOBTree:
+    def _lane(self, job: Job[Any]) -> OOBTree:
         return self._lanes[lane_of(job._p_oid, len(self._lanes))]
 
-    def _insert(self, job: Any, rank: int, due: datetime.datetime) -> None:
+    def _insert(self, job: Job[Any], rank: int, due: datetime.datetime) -> None:
         key: QueueKey = (rank, clock.to_stamp(due), database_name(job) or "", job._p_oid)
         lane = self._lane(job)
         lane[key] = job
@@ -210,7 +210,7 @@ class Queue(Base):
         self._v_putting = current
         return False
 
-    def _remove(self, job: Any) -> None:
+    def _remove(self, job: Job[Any]) -> None:
         del self._lane(job)[job._queue_key]
         job._queue_key = None
         job.parent = None
@@ -237,10 +237,10 @@ class Queue(Base):
     def __bool__(self) -> bool:
         return len(self) > 0
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Job[Any]]:
         return (job for _, job in self._items())
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: int) -> Job[Any]:
         if index < 0:
             return list(self)[index]
         try:
@@ -358,7 +358,7 @@ class Queue(Base):
         self._insert(job, _NORMAL, max(job.begin_after, now))
         return job
 
-    def putBack(self, item: Any) -> None:
+    def putBack(self, item: Job[Any]) -> None:
         """Return a previously claimed job to the front of the queue; see IQueue."""
         if not IJob.providedBy(item):
             raise TypeError("putBack needs a job")
@@ -380,7 +380,7 @@ class Queue(Base):
 
     put_back = putBack
 
-    def pull(self, index: int = 0) -> Any:
+    def pull(self, index: int = 0) -> Job[Any]:
         """Remove and return the job at ``index``; it becomes NEW again."""
         job = self[index]
         self._remove(job)
@@ -441,7 +441,7 @@ class Queue(Base):
         _job, cause, _when = self._quarantine.pop(key)
         return str(cause)
 
-    def release_quarantined(self, oid: int) -> Any:
+    def release_quarantined(self, oid: int) -> Job[Any] | None:
         """Put a quarantined job back at the front of the queue, if it is sound now.
 
         Returns the job, or None if no job with this id is quarantined here;
@@ -450,7 +450,7 @@ class Queue(Base):
         key = self._quarantine_key(oid)
         if key is None or self._quarantine is None:
             return None
-        job = self._quarantine[key][0]
+        job: Job[Any] = self._quarantine[key][0]
         problem = storing_problem(job)
         if problem is not None:
             raise UnloadableJobError(f"job {oid} still cannot be run: {problem}")
@@ -479,7 +479,7 @@ class Queue(Base):
         """Pending jobs that were cancelled (see ``zasync.cancel``); None until the first."""
         return self._cancelled
 
-    def file_cancelled(self, job: Any) -> None:
+    def file_cancelled(self, job: Job[Any]) -> None:
         """Keep a cancelled job (no longer pending) in :attr:`cancelled`, made on first use."""
         if self._cancelled is None:
             self._cancelled = CompletedCollection()
