@@ -67,6 +67,17 @@ def test_a_copy_keeps_the_message_not_the_job() -> None:
     assert copy.args == error.args and copy.name == "x" and copy.job is None
 
 
+class Detailed(zasync.ZasyncError):
+    """A user's error with details of its own."""
+
+
+def test_a_copy_keeps_a_subclass_s_own_attributes() -> None:
+    error = Detailed("boom", queue=object())
+    error.detail = 7
+    copy = pickle.loads(pickle.dumps(error))
+    assert copy.detail == 7 and copy.queue is None and str(copy) == "boom"
+
+
 def test_errors_carry_the_job_and_queue(queue: Any) -> None:
     job = queue.put(support.mock_work)
     with pytest.raises(zasync.NotNewError) as info:

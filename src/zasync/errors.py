@@ -71,7 +71,8 @@ class ZasyncError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         # Stored failures keep a copy of the error: the job and queue are
         # live objects of one connection, not part of what went wrong.
-        return type(self), self.args
+        state = {k: v for k, v in self.__dict__.items() if k not in ("job", "queue")}
+        return (type(self), self.args, state) if state else (type(self), self.args)
 
 
 # -- about jobs ----------------------------------------------------------------
@@ -210,9 +211,6 @@ class UnknownQuotaError(ZasyncError, ValueError):
     ) -> None:
         super().__init__(*args, job=job, queue=queue)
         self.name = name
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), self.args, {"name": self.name}
 
 
 class QuotaFullError(ZasyncError, ValueError):
