@@ -27,7 +27,7 @@ import support
 
 SRC = pathlib.Path(zasync.__file__).parent
 #: The attributes only zasync.model.job may assign.
-GUARDED = {"_status", "_active_start", "_active_end", "_result"}
+GUARDED = {"_status", "_active_start", "_active_end", "_begin_after", "_result"}
 STORED = (NEW, ACTIVE, CALLBACKS, COMPLETED)
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 #: The arguments each transition method takes in this test.
