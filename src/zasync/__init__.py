@@ -5,26 +5,46 @@ runs it and commits its database changes together with its result.
 """
 
 from zasync.clock import set_now, utcnow
+from zasync.errors import (
+    AbortedError,
+    AgentBusyError,
+    AlreadyActivatedError,
+    AlreadyRegisteredError,
+    BadStatusError,
+    CancelledError,
+    ConfigurationError,
+    InvalidValueError,
+    NaiveDatetimeError,
+    NoCompletedJobsError,
+    NoRunningJobError,
+    NotActivatedError,
+    NotHereError,
+    NotNewError,
+    NotPicklableError,
+    NotQueuedBeforeError,
+    NotStoredError,
+    QuotaFullError,
+    RetryPolicyError,
+    TimeoutError,
+    UnknownJobError,
+    UnknownQuotaError,
+    UnknownRetryPolicyError,
+    UnloadableJobError,
+    ZasyncError,
+)
 from zasync.identity import get_process_uuid, set_process_uuid
 from zasync.interfaces import (
     ACTIVE,
     ASSIGNED,
     CALLBACKS,
     COMPLETED,
+    FINISHED,
     KEY,
     NEW,
     PENDING,
-    AbortedError,
-    BadStatusError,
-    CancelledError,
-    NotPicklableError,
-    RetryPolicyError,
+    STARTED,
+    WAITING,
     Status,
-    TimeoutError,
-    UnknownJobError,
-    UnknownRetryPolicyError,
-    UnloadableJobError,
-    ZasyncError,
 )
 from zasync.model.agent import Agent, choose_first
 from zasync.model.cancellation import cancel, request_cancel
@@ -60,6 +80,9 @@ __all__ = [
     "ACTIVE",
     "CALLBACKS",
     "COMPLETED",
+    "WAITING",
+    "STARTED",
+    "FINISHED",
     # queues and what lives in them
     "KEY",
     "Queues",
@@ -107,6 +130,21 @@ __all__ = [
     "UnknownRetryPolicyError",
     "RetryPolicyError",
     "UnloadableJobError",
+    "InvalidValueError",
+    "ConfigurationError",
+    "NaiveDatetimeError",
+    "NotNewError",
+    "NotQueuedBeforeError",
+    "NotHereError",
+    "NotStoredError",
+    "NoRunningJobError",
+    "NoCompletedJobsError",
+    "UnknownQuotaError",
+    "QuotaFullError",
+    "AlreadyRegisteredError",
+    "AlreadyActivatedError",
+    "NotActivatedError",
+    "AgentBusyError",
 ]
 
 register_old_paths()

@@ -24,6 +24,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from zasync.errors import NaiveDatetimeError
+
 UTC = datetime.UTC
 
 #: Clocks may differ by this much without harm before a process has measured
@@ -114,7 +116,10 @@ def set_now(value: datetime.datetime) -> None:
     """Pin the clock at ``value`` (an aware datetime) until :func:`reset_now`."""
     global _pinned
     if value.tzinfo is None:
-        raise ValueError("cannot use timezone-naive values")
+        raise NaiveDatetimeError(
+            "cannot use timezone-naive values: give the datetime a time zone "
+            "(datetime.now(UTC), or .replace(tzinfo=UTC))"
+        )
     with _lock:
         _pinned = value.astimezone(UTC)
 
@@ -153,11 +158,24 @@ def set_sleep(function: Callable[[float], None] | None) -> None:
     _sleep = time.sleep if function is None else function
 
 
+def absolute(value: datetime.datetime | datetime.timedelta) -> datetime.datetime:
+    """A time given as an aware datetime, or as a timedelta from :func:`utcnow`, in UTC.
+
+    Naive datetimes raise NaiveDatetimeError, as in :func:`to_utc`.
+    """
+    if isinstance(value, datetime.timedelta):
+        return utcnow() + value
+    return to_utc(value)
+
+
 def to_utc(value: datetime.datetime, *, naive_is_utc: bool = False) -> datetime.datetime:
-    """Convert an aware datetime to UTC; naive values raise ValueError unless allowed."""
+    """Convert an aware datetime to UTC; naive values raise NaiveDatetimeError unless allowed."""
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         if not naive_is_utc:
-            raise ValueError("cannot use timezone-naive values")
+            raise NaiveDatetimeError(
+                "cannot use timezone-naive values: give the datetime a time zone "
+                "(datetime.now(UTC), or .replace(tzinfo=UTC))"
+            )
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 

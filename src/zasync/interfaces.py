@@ -1,4 +1,4 @@
-"""The contract of zasync: constants, exceptions and interfaces.
+"""The contract of zasync: constants, statuses, transitions and interfaces.
 
 The interfaces are the specification. Each method's docstring says which job
 statuses it accepts, what it commits and what it raises; the implementations in
@@ -11,6 +11,38 @@ import enum
 
 from zope.interface import Attribute, Interface
 
+# The exceptions live in zasync.errors.  Failures stored by older versions name
+# them here (``zasync.interfaces.CancelledError``): they stay importable here.
+from zasync.errors import (
+    AbortedError as AbortedError,
+)
+from zasync.errors import (
+    BadStatusError as BadStatusError,
+)
+from zasync.errors import (
+    CancelledError as CancelledError,
+)
+from zasync.errors import (
+    NotPicklableError as NotPicklableError,
+)
+from zasync.errors import (
+    RetryPolicyError as RetryPolicyError,
+)
+from zasync.errors import (
+    TimeoutError as TimeoutError,
+)
+from zasync.errors import (
+    UnknownJobError as UnknownJobError,
+)
+from zasync.errors import (
+    UnknownRetryPolicyError as UnknownRetryPolicyError,
+)
+from zasync.errors import (
+    UnloadableJobError as UnloadableJobError,
+)
+from zasync.errors import (
+    ZasyncError as ZasyncError,
+)
 from zasync.schema import ROOT_KEY
 
 #: Key of the :class:`zasync.model.queue.Queues` mapping in the ZODB root.
@@ -39,89 +71,13 @@ ACTIVE = Status.ACTIVE
 CALLBACKS = Status.CALLBACKS
 COMPLETED = Status.COMPLETED
 
-
-# -- exceptions ---------------------------------------------------------------
-
-
-class ZasyncError(Exception):
-    """The root of every exception zasync raises on purpose."""
-
-
-class BadStatusError(ZasyncError):
-    """A method was called on a job whose status does not allow it.
-
-    This is a programming error: check ``job.status`` first, or use the method
-    meant for that status (for example ``queue.pull`` for a pending job).
-    """
-
-
-class AbortedError(ZasyncError):
-    """The job was interrupted (its worker died) and its retry policy gave up.
-
-    Recorded as the job's failure by ``Job.handleInterrupt``.
-    """
-
-
-class TimeoutError(ZasyncError):
-    """The job did not start before ``begin_after + begin_by``.
-
-    This is zasync's own class and not the builtin ``TimeoutError``; it is the
-    default error that ``Job.fail`` records.
-    """
-
-
-class CancelledError(ZasyncError):
-    """The job was cancelled: by ``zasync cancel``, the dashboard or ``zasync.cancel``.
-
-    A pending job cancelled that way completes at once with this failure (its
-    callbacks run).  A running job only sees a request (``local.cancel_requested()``)
-    and raises this itself, through ``local.raise_if_cancelled()``, when it
-    chooses to stop.
-    """
-
-
-class UnknownJobError(ZasyncError, LookupError):
-    """No job has this id in the database (a wrong number, or it was pruned or packed away).
-
-    Job ids are the decimal object ids that ``zasync put`` and ``zasync jobs``
-    print; ``0x``-prefixed hexadecimal is accepted too.
-    """
-
-
-class NotPicklableError(ZasyncError, ValueError):
-    """A callable or argument given to a queue cannot be stored in the database.
-
-    Lambdas, functions defined inside other functions and objects holding open
-    files or locks cannot be pickled. Define the function at module level and
-    pass plain data, or persistent objects, as arguments.
-    """
-
-
-class UnknownRetryPolicyError(ZasyncError, LookupError):
-    """A job names a retry policy that is not registered in this process.
-
-    Raised by ``put`` (with the names that are registered), and recorded as
-    the failure of a job whose worker does not know its policy's name.
-    """
-
-
-class RetryPolicyError(ZasyncError):
-    """A job's retry policy raised while deciding what to do with the job.
-
-    The job fails with this error (its cause chained) instead of retrying
-    without end: a policy is code, and code has bugs.
-    """
-
-
-class UnloadableJobError(ZasyncError):
-    """A job's record cannot be loaded or stored: its code or an argument's is gone.
-
-    Typical causes: a deploy removed or renamed the module of the job's
-    callable (or of an argument's class), or the record is damaged.  Such a
-    job is quarantined out of its queue (see ``Queue.quarantined``) so that
-    it stops nothing; ``zasync retry`` puts it back once the code is there,
-    ``zasync remove`` drops it without loading it.
-    """
+#: Not started yet: the stored status is NEW; where the job sits makes it
+#: PENDING (in a queue) or ASSIGNED (in an agent).
+WAITING: frozenset[Status] = frozenset({NEW, PENDING, ASSIGNED})
+#: Started at some point: running, running its callbacks, or done.
+STARTED: frozenset[Status] = frozenset({ACTIVE, CALLBACKS, COMPLETED})
+#: The job has its result (its callbacks may still be running).
+FINISHED: frozenset[Status] = frozenset({CALLBACKS, COMPLETED})
 
 
 # -- interfaces ---------------------------------------------------------------
@@ -173,7 +129,34 @@ class IRetryPolicy(Interface):
 
 
 class IJob(Interface):
-    """A persistent call: a callable with arguments, its result and its callbacks."""
+    """A persistent call: a callable with arguments, its result and its callbacks.
+
+    A job stores one of four statuses: NEW, ACTIVE, CALLBACKS or COMPLETED
+    (``job.stored_status``).  ``job.status`` tells a stored NEW apart by where
+    the job waits: PENDING in a queue, ASSIGNED in an agent, NEW elsewhere
+    (see ``WAITING``).  These are all the transitions of the stored status,
+    each made by one method of ``zasync.model.job.Job`` (which alone writes
+    the status and the job's times); from any other stored status, the method
+    raises BadStatusError and changes nothing:
+
+    ===========  ===========================================  =========  ======================
+    from         event                                        to         method
+    ===========  ===========================================  =========  ======================
+    NEW          claimed by a dispatcher, or called           ACTIVE     ``_mark_active(now)``
+    NEW, ACTIVE  claimed but never run, retried, rescheduled  NEW        ``_unclaim()``
+    NEW, ACTIVE  result stored (returned, raised, failed)     CALLBACKS  ``_store_result(res)``
+    CALLBACKS    every callback done                          COMPLETED  ``_mark_completed()``
+    any          released from quarantine to run again        NEW        ``_reset()``
+    ===========  ===========================================  =========  ======================
+
+    ``_mark_active`` sets ``active_start`` and ``_unclaim`` clears it;
+    ``_store_result`` sets ``active_end``.  A job without callbacks goes from
+    CALLBACKS to COMPLETED in the transaction that stores its result.
+
+    ``Job.id`` (not an attribute of this interface: it raises NotStoredError
+    until the job is committed) is the decimal object id that ``zasync job``
+    and the dashboard take.
+    """
 
     parent = Attribute("The container: a queue, an agent, or a parent job (for callbacks).")
     __parent__ = Attribute("An alias of ``parent``.")
@@ -188,7 +171,8 @@ class IJob(Interface):
     annotations = Attribute("An OOBTree for any code's metadata.")
     callbacks = Attribute("The callback jobs, in the order added. Do not change directly.")
     begin_after = Attribute(
-        "Aware datetime (UTC) before which the job must not start. Settable while NEW."
+        "Aware datetime (UTC) before which the job must not start. Settable while NEW, "
+        "to an aware datetime or a timedelta from now."
     )
     begin_by = Attribute(
         "timedelta after begin_after by which the job must have started, or None. "
@@ -215,8 +199,10 @@ class IJob(Interface):
         job itself if its policy rescheduled it.
         """
 
+    stored_status = Attribute("The stored status: NEW, ACTIVE, CALLBACKS or COMPLETED.")
+
     def addCallback(callback, failure_log_level=None, retry_policy_factory=None):
-        """Add a callback job, called with this job's result; return it.
+        """Add a callback job, called with this job's result; return it.  Alias: add_callback.
 
         On a COMPLETED job the callback runs at once, committing transactions.
         """
@@ -266,9 +252,11 @@ class IQueue(Interface):
     ):
         """Add a job (or a picklable callable, made a job) and return the job, now PENDING.
 
-        Joins the caller's transaction: nothing happens unless it commits.
-        Raises ValueError for a job that is not NEW, unknown quota names, naive
-        datetimes or an unpicklable callable or argument; a refused put
+        ``begin_after`` is an aware datetime or a timedelta from now.  Joins
+        the caller's transaction: nothing happens unless it commits.  Raises
+        a ValueError (NotNewError, UnknownQuotaError, NaiveDatetimeError,
+        NotPicklableError) for a job that is not NEW, unknown quota names,
+        naive datetimes or an unpicklable callable or argument; a refused put
         changes nothing.
         """
 

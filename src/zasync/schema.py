@@ -94,7 +94,34 @@ PICKLED_CLASSES: Final[dict[str, str]] = {
     "zasync.model.failure.UnpicklableException": "stands in for an exception that cannot be kept",
     # Exceptions that become a Failure's ``type`` and ``value``: raised by zasync
     # for a job (aborted, timed out, cancelled, policy broke, orphan result), or
-    # raised by zasync calls inside a job's own code.
+    # raised by zasync calls inside a job's own code: every class of zasync.errors.
+    "zasync.errors.ZasyncError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.BadStatusError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.NotNewError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.NotQueuedBeforeError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.NotHereError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.NotStoredError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.AbortedError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.TimeoutError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.CancelledError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.UnknownJobError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.NotPicklableError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.UnknownRetryPolicyError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.RetryPolicyError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.UnloadableJobError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.NoRunningJobError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.InvalidValueError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.NaiveDatetimeError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.ConfigurationError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.UnknownQuotaError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.QuotaFullError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.AlreadyRegisteredError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.AlreadyActivatedError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.NotActivatedError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.AgentBusyError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.NoCompletedJobsError": "a zasync error, raised for a job or inside one",
+    # Failures written before the errors moved to zasync.errors name them here
+    # (zasync.interfaces re-exports them).
     "zasync.interfaces.ZasyncError": "root of zasync's errors; a job returning an orphan job",
     "zasync.interfaces.BadStatusError": "raised inside a job's code",
     "zasync.interfaces.AbortedError": "an interrupted job whose policy gave up",

@@ -360,8 +360,8 @@ def test_a_real_workload_stores_only_listed_names(tmp_path, monkeypatch):
         "zasync.model.retry.RetryCommonForever",
         "zasync.model.retry.NeverRetry",
         "zasync.model.failure.Failure",
-        "zasync.interfaces.TimeoutError",
-        "zasync.interfaces.CancelledError",
+        "zasync.errors.TimeoutError",
+        "zasync.errors.CancelledError",
         "zasync.demo.Tally",
         "zasync.demo.record",
     } <= globals_ | references

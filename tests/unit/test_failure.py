@@ -81,8 +81,10 @@ def test_local_exception_class_is_named_not_stored():
 def test_never_raised_exception_has_no_frames():
     f = Failure(TimeoutError())
     assert f.stack == []
-    assert f.getTraceback().strip() == "zasync.interfaces.TimeoutError"
-    assert repr(f) == "<zasync.Failure zasync.interfaces.TimeoutError>"
+    assert f.getTraceback().strip() == (
+        "zasync.errors.TimeoutError: The job did not start before ``begin_after + begin_by``."
+    )
+    assert repr(f) == "<zasync.Failure zasync.errors.TimeoutError>"
 
 
 def test_failure_outside_except_needs_an_exception():

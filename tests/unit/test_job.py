@@ -193,7 +193,7 @@ def test_ac15_fail_records_timeout_and_runs_callbacks(root, capsys):
     assert isinstance(j.result, Failure)
     assert j.result.check(TimeoutError)
     assert j.status == COMPLETED
-    assert "failure. <zasync.Failure zasync.interfaces.TimeoutError>" in capsys.readouterr().out
+    assert "failure. <zasync.Failure zasync.errors.TimeoutError>" in capsys.readouterr().out
     j2 = stored(root, Job(support.multiply, 5, 2), "j2")
     j2.fail(RuntimeError("failed"))
     assert j2.result.getTraceback().rstrip().endswith("RuntimeError: failed")

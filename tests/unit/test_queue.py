@@ -20,6 +20,7 @@ from zasync import (
     Queue,
     Queues,
     TimeoutError,
+    UnknownQuotaError,
     clock,
 )
 
@@ -157,14 +158,19 @@ def test_ac39_quota_names(queue):
     job = queue.put(support.mock_work)
     with pytest.raises(ValueError) as info:
         job.quota_names = ("content catalog",)
-    assert info.value.args == ("unknown quota name", "content catalog")
+    assert isinstance(info.value, UnknownQuotaError)
+    assert info.value.name == "content catalog" and info.value.job is job
+    assert info.value.queue is queue
+    assert str(info.value).startswith("unknown quota name 'content catalog': create it")
     assert job.quota_names == ()
     new = Job(support.mock_work)
     new.quota_names = ["content catalog"]
     assert new.quota_names == ("content catalog",)
     with pytest.raises(ValueError) as info:
         queue.put(new)
-    assert info.value.args == ("unknown quota name", "content catalog")
+    assert isinstance(info.value, UnknownQuotaError)
+    assert info.value.name == "content catalog" and info.value.job is new
+    assert info.value.queue is queue
     assert new.status == NEW and len(queue) == 1
     with pytest.raises(TypeError, match="provide an iterable of names"):
         new.quota_names = ""
@@ -268,7 +274,7 @@ def test_ac42_start_deadline(queue, now):
     assert job.status == COMPLETED
     assert isinstance(job.result, Failure)
     assert job.result.check(TimeoutError)
-    assert "zasync.interfaces.TimeoutError" in job.result.getTraceback()
+    assert "zasync.errors.TimeoutError" in job.result.getTraceback()
 
 
 def test_b20_rejected_timeout_wrapper_leaves_job_alone(queue, now):

@@ -8,6 +8,7 @@ from typing import Any
 import persistent
 
 from zasync._logtext import dotted_name
+from zasync.errors import ConfigurationError
 
 
 class Base(persistent.Persistent):  # type: ignore[misc]  # persistent is untyped
@@ -51,7 +52,7 @@ def identity_repr(obj: object) -> str:
 def check_size(value: Any, what: str) -> int:
     """Validate a size (of a quota or an agent): an integer >= 0."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{what} size must be an integer >= 0, not {value!r}")
+        raise ConfigurationError(f"{what} size must be an integer >= 0, not {value!r}")
     return value
 
 
@@ -64,7 +65,9 @@ MAX_THREADS = 1000
 def check_threads(value: Any, what: str = "agent threads") -> int:
     """Validate an agent's thread count: an integer from 1 to MAX_THREADS."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THREADS:
-        raise ValueError(f"{what} must be an integer from 1 to {MAX_THREADS}, not {value!r}")
+        raise ConfigurationError(
+            f"{what} must be an integer from 1 to {MAX_THREADS}, not {value!r}"
+        )
     return value
 
 

@@ -14,9 +14,11 @@ from typing import Any
 from BTrees.LOBTree import LOBTree
 from zope.interface import implementer
 
+from zasync.errors import NotHereError
 from zasync.interfaces import IAgent
 from zasync.model._base import Base, check_size, check_threads
 from zasync.model.completed import DEFAULT_RETENTION, CompletedCollection, dt_to_long, long_to_dt
+from zasync.model.job import Job
 from zasync.model.lanes import Lanes
 
 #: Every agent's held jobs keep this key first, for ever, so that a job's
@@ -83,26 +85,30 @@ class Agent(Base):
     def queue(self) -> Any:
         return None if self.parent is None else self.parent.parent
 
-    def claimJob(self, lane: Lanes = None) -> Any:
+    def claimJob(self, lane: Lanes = None) -> Job[Any] | None:
         """Claim one job if there is room; return it (ASSIGNED) or None.
 
         ``lane`` is passed to the default chooser (see ``Queue.claim``).
         """
         if len(self) >= self._size:
             return None
-        job = self.chooser(self) if self.chooser is not None else choose_first(self, lane)
+        job: Job[Any] | None = (
+            self.chooser(self) if self.chooser is not None else choose_first(self, lane)
+        )
         if job is not None:
             self._hold(job)
         return job
 
-    def claim_jobs(self, lane: Lanes = None, careful: bool = False) -> list[Any]:
+    claim_job = claimJob
+
+    def claim_jobs(self, lane: Lanes = None, careful: bool = False) -> list[Job[Any]]:
         """Claim jobs up to the free room, in one scan of the queue; return them.
 
         ``careful`` checks that each job's state can be stored (see
         ``Queue.claim_batch``), after a claim's commit failed.
         """
         room = self._size - len(self)
-        claimed: list[Any] = []
+        claimed: list[Job[Any]] = []
         if room <= 0:
             return claimed
         if self.chooser is not None:
@@ -114,7 +120,7 @@ class Agent(Base):
             self._hold(job)
         return claimed
 
-    def _hold(self, job: Any) -> None:
+    def _hold(self, job: Job[Any]) -> None:
         if _KEEP_FIRST not in self._jobs:  # an agent made before it was kept
             self._jobs[_KEEP_FIRST] = None
         self._sequence += 1
@@ -129,40 +135,40 @@ class Agent(Base):
             return None
         if last == _KEEP_FIRST:
             return None
-        stamp = self._jobs[last]._active_start
+        stamp = self._jobs[last].active_start_us
         return None if stamp is None else int(stamp)
 
     def _held(self) -> Any:
         """The held jobs' ``(key, job)`` pairs, in claim order."""
         return self._jobs.items(_KEEP_FIRST + 1)
 
-    def _key_of(self, job: Any) -> int:
+    def _key_of(self, job: Job[Any]) -> int:
         for key, held in self._held():
             if held is job:
                 return int(key)
-        raise ValueError(f"{job!r} not in Agent")
+        raise NotHereError(f"{job!r} not in Agent {self.name!r}", job=job, queue=self.queue)
 
-    def index(self, job: Any) -> int:
+    def index(self, job: Job[Any]) -> int:
         """Position of ``job`` (by identity); ValueError if absent."""
         for position, (_key, held) in enumerate(self._held()):
             if held is job:
                 return position
-        raise ValueError(f"{job!r} not in Agent")
+        raise NotHereError(f"{job!r} not in Agent {self.name!r}", job=job, queue=self.queue)
 
-    def pull(self, index: int = 0) -> Any:
+    def pull(self, index: int = 0) -> Job[Any]:
         """Remove and return the job at ``index``; its parent becomes None."""
         keys = [key for key, _job in self._held()]
         key = keys[index]  # IndexError when empty or out of range
-        job = self._jobs.pop(key)
+        job: Job[Any] = self._jobs.pop(key)
         job.parent = None
         return job
 
-    def remove(self, job: Any) -> None:
+    def remove(self, job: Job[Any]) -> None:
         """Remove ``job``; ValueError if it is not here."""
         del self._jobs[self._key_of(job)]
         job.parent = None
 
-    def drop(self, job: Any) -> bool:
+    def drop(self, job: Job[Any]) -> bool:
         """Forget a held or parked job without loading or writing it; False if absent.
 
         For jobs that cannot be loaded or stored (see :mod:`zasync.quarantine`):
@@ -178,7 +184,7 @@ class Agent(Base):
     def __delitem__(self, index: int) -> None:
         self.pull(index)
 
-    def park(self, job: Any) -> None:
+    def park(self, job: Job[Any]) -> None:
         """Move a job that waits for another job out of the agent's slots.
 
         Nothing runs for a parked job: it finishes when the job it waits for
@@ -192,15 +198,15 @@ class Agent(Base):
             self._waiting = LOBTree()
         self._waiting[key] = job
 
-    def is_parked(self, job: Any) -> bool:
+    def is_parked(self, job: Job[Any]) -> bool:
         """True if ``job`` is parked here."""
         return self._waiting is not None and any(j is job for j in self._waiting.values())
 
-    def parked(self) -> list[Any]:
+    def parked(self) -> list[Job[Any]]:
         """The parked jobs."""
         return [] if self._waiting is None else list(self._waiting.values())
 
-    def jobCompleted(self, job: Any) -> None:
+    def jobCompleted(self, job: Job[Any]) -> None:
         """Move a COMPLETED job (held or parked) to the completed collection."""
         if self._waiting is not None:
             for key, parked in self._waiting.items():
@@ -213,17 +219,20 @@ class Agent(Base):
         del self._jobs[self._key_of(job)]
         self.completed.add(job)
 
+    job_completed = jobCompleted
+
     def __len__(self) -> int:
         return sum(1 for _ in self._held())
 
     def __bool__(self) -> bool:
         return any(True for _ in self._held())
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Job[Any]]:
         return iter([job for _key, job in self._held()])
 
-    def __getitem__(self, index: int) -> Any:
-        return [job for _key, job in self._held()][index]
+    def __getitem__(self, index: int) -> Job[Any]:
+        held: list[Job[Any]] = [job for _key, job in self._held()]
+        return held[index]
 
     def __repr__(self) -> str:
         return f"<Agent {self.name!r} size={self._size} holding={len(self)}>"

@@ -18,6 +18,7 @@ from BTrees.LOBTree import LOBTree
 from zope.interface import implementer
 
 from zasync import clock
+from zasync.errors import ConfigurationError, NoCompletedJobsError
 from zasync.interfaces import ICompletedCollection
 from zasync.model._base import Base
 
@@ -61,7 +62,7 @@ class CompletedCollection(Base):
     @retention.setter
     def retention(self, value: datetime.timedelta) -> None:
         if not isinstance(value, datetime.timedelta) or value <= datetime.timedelta(0):
-            raise ValueError("retention must be a positive timedelta")
+            raise ConfigurationError(f"retention must be a positive timedelta, not {value!r}")
         self._retention = value
 
     period = retention
@@ -125,7 +126,7 @@ class CompletedCollection(Base):
         """The newest job (filed at or before ``start``); ValueError when there is none."""
         for job in self.iter(start=start):
             return job
-        raise ValueError("no completed jobs")
+        raise NoCompletedJobsError("no completed jobs")
 
     def last(self, stop: datetime.datetime | None = None) -> Any:
         """The oldest job (filed at or after ``stop``); ValueError when there is none."""
@@ -133,7 +134,7 @@ class CompletedCollection(Base):
         try:
             key = self._data.maxKey(high) if high is not None else self._data.maxKey()
         except ValueError:
-            raise ValueError("no completed jobs") from None
+            raise NoCompletedJobsError("no completed jobs") from None
         return self._data[key]
 
     def clear(self) -> None:

@@ -24,6 +24,13 @@ from zope.minmax import Maximum
 
 from zasync import clock
 from zasync._dbtime import commit_time, in_database, view_time
+from zasync.errors import (
+    AgentBusyError,
+    AlreadyActivatedError,
+    AlreadyRegisteredError,
+    InvalidValueError,
+    NotActivatedError,
+)
 from zasync.interfaces import (
     ACTIVE,
     ASSIGNED,
@@ -69,13 +76,18 @@ class DispatcherAgents(MappingBase):
 
     def __setitem__(self, name: str, agent: Any) -> None:
         if not IAgent.providedBy(agent):
-            raise ValueError("value must be IAgent")
+            raise InvalidValueError(f"value must be IAgent (an zasync.Agent), not {agent!r}")
         if len(agent):
-            raise ValueError("cannot add an agent with active jobs")
+            raise AgentBusyError(
+                "cannot add an agent with active jobs: add an empty agent, it claims its own jobs"
+            )
         old = self._data.get(name)
         if old is not None and old is not agent:
             if len(old):
-                raise ValueError("cannot remove an agent with active jobs")
+                raise AgentBusyError(
+                    f"cannot remove an agent with active jobs ({name!r} holds {len(old)}): "
+                    "let them finish, or deactivate its dispatcher first"
+                )
             old.parent = None
             old.name = None
         agent.name = name
@@ -90,7 +102,10 @@ class DispatcherAgents(MappingBase):
                 return default[0]
             raise KeyError(name)
         if len(agent):
-            raise ValueError("cannot remove an agent with active jobs")
+            raise AgentBusyError(
+                f"cannot remove an agent with active jobs ({name!r} holds {len(agent)}): "
+                "let them finish, or deactivate its dispatcher first"
+            )
         del self._data[name]
         agent.parent = None
         agent.name = None
@@ -154,7 +169,11 @@ class DispatcherAgents(MappingBase):
         The activation counts as a ping: its commit is the first sign of life.
         """
         if self.activated:
-            raise ValueError("Already activated")
+            raise AlreadyActivatedError(
+                f"Already activated (dispatcher {self.UUID}, at {self.activated}): deactivate it "
+                "first, or give this process its own UUID",
+                queue=self.parent,
+            )
         self.activated = self.last_ping.value = clock.utcnow()
         if self.thread_deaths:
             self.thread_deaths = 0
@@ -163,7 +182,10 @@ class DispatcherAgents(MappingBase):
     def deactivate(self) -> None:
         """Mark inactive and hand every held job back to the queue (spec D-9)."""
         if not self.activated:
-            raise ValueError("Not activated")
+            raise NotActivatedError(
+                f"Not activated (dispatcher {self.UUID}): activate it before deactivating",
+                queue=self.parent,
+            )
         self.activated = None
         queue = self.parent
         for agent in self.values():
@@ -213,7 +235,11 @@ class Dispatchers(MappingBase):
         if not isinstance(uuid, uuid_module.UUID):
             raise TypeError(f"a dispatcher is registered by uuid.UUID, not {uuid!r}")
         if uuid in self._data:
-            raise ValueError("UUID already registered")
+            raise AlreadyRegisteredError(
+                f"UUID already registered: {uuid}; give each worker process its own UUID, "
+                "or unregister the old one first",
+                queue=self.parent,
+            )
         da = DispatcherAgents(uuid)
         da.parent = self.parent
         self._data[uuid] = da
@@ -224,7 +250,10 @@ class Dispatchers(MappingBase):
         """Remove and return an inactive DispatcherAgents; see IDispatchers."""
         da: DispatcherAgents = self[uuid]
         if da.activated:
-            raise ValueError("UUID is activated.")
+            raise AlreadyActivatedError(
+                f"UUID is activated. Deactivate dispatcher {uuid} before unregistering it.",
+                queue=self.parent,
+            )
         del self._data[uuid]
         da.parent = None
         zope.event.notify(DispatcherUnregistered(da))
@@ -240,7 +269,10 @@ class Dispatchers(MappingBase):
         """
         da = self[uuid]
         if not da.activated:
-            raise ValueError("UUID is not activated.")
+            raise NotActivatedError(
+                f"UUID is not activated. Activate dispatcher {uuid} before it pings.",
+                queue=self.parent,
+            )
         da.beat()
         sibling = self._next_activated(uuid)
         if sibling is None or sibling is da:

@@ -19,6 +19,7 @@ from typing import IO, Any, NoReturn
 
 from zope.interface import implementer
 
+from zasync.errors import InvalidValueError
 from zasync.interfaces import IFailure
 
 #: One frame of a sanitized stack: name, file, line, locals and globals as strings.
@@ -127,7 +128,9 @@ class Failure:
         if exc is None:
             current = sys.exc_info()[1]
             if current is None:
-                raise ValueError("Failure() needs an exception, or must be made in an except block")
+                raise InvalidValueError(
+                    "Failure() needs an exception, or must be made in an except block"
+                )
             exc = current
         cls = type(exc)
         self.type_name: str = qualified_name(cls)
@@ -143,7 +146,8 @@ class Failure:
 
     def _matches(self, candidate: type | str) -> bool:
         if isinstance(candidate, str):
-            return candidate in (self.type_name, self.type_name.rsplit(".", 1)[-1])
+            name = _current_name(self.type_name)
+            return _current_name(candidate) in (name, name.rsplit(".", 1)[-1])
         return isinstance(candidate, type) and issubclass(self.type, candidate)
 
     def check(self, *exception_types: type | str) -> type | str | None:
@@ -179,12 +183,30 @@ class Failure:
         """Write the traceback text to ``file`` (default ``sys.stderr``)."""
         (file or sys.stderr).write(self.getTraceback())
 
+    # Twisted's names above; these are the same methods.
+    raise_exception = raiseException
+    get_error_message = getErrorMessage
+    get_traceback = getTraceback
+    print_traceback = printTraceback
+
     def __repr__(self) -> str:
         return f"<zasync.Failure {self.type_name}>"
 
     def __str__(self) -> str:
         message = self.getErrorMessage()
         return f"{self.type_name}: {message}" if message else self.type_name
+
+
+#: Where zasync's exceptions were defined before ``zasync.errors``: failures
+#: stored then name them there, and callers may still check those names.
+_OLD_ERRORS_PREFIX = "zasync.interfaces."
+
+
+def _current_name(dotted: str) -> str:
+    """``zasync.interfaces.CancelledError`` -> ``zasync.errors.CancelledError``; others as given."""
+    if dotted.startswith(_OLD_ERRORS_PREFIX):
+        return "zasync.errors." + dotted[len(_OLD_ERRORS_PREFIX) :]
+    return dotted
 
 
 def is_failure(value: object) -> bool:

@@ -15,8 +15,8 @@ import logging
 import threading
 import types
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, MutableMapping
+from typing import Any, Generic, TypeVar, overload
 
 from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from zasync import _counters, clock
 from zasync._logtext import REPR_LIMIT, RESULT_LIMIT, dotted_name, short_repr, shorten
+from zasync.errors import InvalidValueError, NotStoredError, UnknownQuotaError
 from zasync.interfaces import (
     ACTIVE,
     ASSIGNED,
@@ -52,6 +53,9 @@ from zasync.model.quarantine import problem_of
 from zasync.model.tx import TRANSACTION_ERRORS, abort_quietly, never_fail
 from zasync.schema import UNRUNNABLE_CALLBACKS
 
+#: The type of a job's result (see :class:`Job`).
+R = TypeVar("R")
+
 events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
 
@@ -75,15 +79,15 @@ def _checked_decision(decision: Any) -> Any:
     try:
         if isinstance(decision, datetime.timedelta):
             if decision < datetime.timedelta(0):
-                raise ValueError("a negative delay")
+                raise InvalidValueError("a negative delay")
             clock.to_stamp(clock.utcnow() + decision)
             return decision
         if isinstance(decision, datetime.datetime):
             clock.to_stamp(clock.to_utc(decision, naive_is_utc=True))
             return decision
     except (ValueError, OverflowError, TypeError) as error:
-        raise ValueError(f"the policy answered {short_repr(decision)}, {error}") from None
-    raise ValueError(
+        raise InvalidValueError(f"the policy answered {short_repr(decision)}, {error}") from None
+    raise InvalidValueError(
         f"the policy answered {short_repr(decision)}; a retry policy answers True or False, "
         "a datetime or a timedelta"
     )
@@ -116,8 +120,20 @@ def _render(value: Any) -> str:
 
 
 @implementer(IJob)
-class Job(Base):
-    """A call to be made later, durably: ``Job(callable, *args, **kwargs)``."""
+class Job(Base, Generic[R]):
+    """A call to be made later, durably: ``Job(callable, *args, **kwargs)``.
+
+    ``Job[R]`` is the job of a callable returning ``R`` (or a coroutine
+    function returning ``R``): type checkers infer it, and ``job.result`` is
+    ``R``, a :class:`~zasync.Failure`, or None before the job has a result.
+
+    zc.async's camelCase names keep working; each has a snake_case alias
+    that is the same function (``add_callback is addCallback``).
+    """
+
+    # ``Job[int](f)`` would store the alias in the job's record: refuse it
+    # (typing ignores the refusal).
+    __orig_class__ = property()
 
     _status: str = NEW.value
     _result: Any = None
@@ -130,7 +146,7 @@ class Job(Base):
     _assigner: int | None = None
     _begin_by: datetime.timedelta | None = None
     _quota_names: tuple[str, ...] = ()
-    _callbacks: tuple[Job, ...] = ()
+    _callbacks: tuple[Job[Any], ...] = ()
     _annotations: OOBTree | None = None
     _retry_policy: Any = None
     _callable_root: Any = None
@@ -139,6 +155,14 @@ class Job(Base):
     key: int | None = None
     failure_log_level: int | None = None
     retry_policy_factory: Any = None
+
+    @overload
+    def __init__(
+        self, callable: Callable[..., Coroutine[Any, Any, R]], /, *args: Any, **kwargs: Any
+    ) -> None: ...
+
+    @overload
+    def __init__(self, callable: Callable[..., R], /, *args: Any, **kwargs: Any) -> None: ...
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if not args:
@@ -149,7 +173,7 @@ class Job(Base):
         self.callable = callable_
 
     @classmethod
-    def bind(cls, callable: Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
+    def bind(cls, callable: Callable[..., Any], *args: Any, **kwargs: Any) -> Job[Any]:
         """Make a job whose callable receives the job itself as first argument."""
         job = cls(callable, *args, **kwargs)
         job.args.insert(0, job)
@@ -178,13 +202,17 @@ class Job(Base):
     # -- the callable ----------------------------------------------------------
 
     @property
-    def callable(self) -> Any:
-        if self._callable_name is None:
-            return self._callable_root
-        return getattr(self._callable_root, self._callable_name)
+    def callable(self) -> Callable[..., Any]:
+        """What the job calls (settable while the stored status is NEW; see IJob)."""
+        found: Callable[..., Any] = (
+            self._callable_root
+            if self._callable_name is None
+            else getattr(self._callable_root, self._callable_name)
+        )
+        return found
 
     @callable.setter
-    def callable(self, value: Any) -> None:
+    def callable(self, value: Callable[..., Any]) -> None:
         if self._status != NEW:
             raise BadStatusError(
                 "can only set callable when a job has NEW, PENDING, or ASSIGNED status"
@@ -199,10 +227,66 @@ class Job(Base):
         if IJob.providedBy(root) and root.parent is None:
             root.parent = self
 
+    # -- transitions (the table in IJob's docstring) ----------------------------
+    #
+    # The only writers of ``_status`` and of the job's times.  Each checks the
+    # stored status first and changes nothing when it refuses.
+
+    def _require(self, allowed: tuple[Status, ...], transition: str) -> None:
+        if self._status not in allowed:
+            names = " or ".join(s.name for s in allowed)
+            raise BadStatusError(
+                f"{transition} needs a job with stored status {names}, "
+                f"not {self._status.upper()}: {self!r}",
+                job=self,
+            )
+
+    def _mark_active(self, now: datetime.datetime) -> None:
+        """NEW -> ACTIVE: claimed (by a dispatcher's claim transaction) or called."""
+        self._require((NEW,), "starting")
+        self._status = ACTIVE.value
+        self._active_start = clock.to_stamp(now)
+
+    def _unclaim(self) -> None:
+        """ACTIVE -> NEW: claimed but never run, interrupted and retried, or rescheduled.
+
+        A NEW job stays as it is.
+        """
+        self._require((NEW, ACTIVE), "unclaiming")
+        self._status = NEW.value
+        self._active_start = None
+
+    def _reset(self) -> None:
+        """Any status -> NEW: a quarantined job released to run again."""
+        self._status = NEW.value
+        self._active_start = None
+
+    def _store_result(self, res: Any) -> None:
+        """NEW or ACTIVE -> CALLBACKS: the result (a Failure for errors) is stored."""
+        self._require((NEW, ACTIVE), "storing a result")
+        self._result = res
+        self._status = CALLBACKS.value
+        self._active_end = clock.to_stamp(clock.utcnow())
+
+    def _mark_completed(self) -> None:
+        """CALLBACKS -> COMPLETED: every callback is done (see :meth:`_complete` for filing)."""
+        self._require((CALLBACKS,), "completing")
+        self._status = COMPLETED.value
+
     # -- read-only state -------------------------------------------------------
 
     @property
+    def stored_status(self) -> Status:
+        """The status as stored: NEW stands for NEW, PENDING and ASSIGNED alike.
+
+        Reading it loads nothing but the job, where :attr:`status` walks the
+        parents to tell a waiting job's place.
+        """
+        return Status(self._status)
+
+    @property
     def status(self) -> Status:
+        """The status: the stored one, or for a waiting job, where it waits (see IJob)."""
         if self._status != NEW:
             return Status(self._status)
         ob = self.parent
@@ -215,12 +299,32 @@ class Job(Base):
         return NEW
 
     @property
-    def result(self) -> Any:
-        return self._result
+    def result(self) -> R | Failure | None:
+        """The result: the callable's return value, a Failure, or None until there is one."""
+        return self._result  # type: ignore[no-any-return]
+
+    @property
+    def id(self) -> str:
+        """A stable id: the job's object id in decimal, as ``zasync job ID`` and URLs take it.
+
+        NotStoredError until the job is stored (put it in a queue and commit).
+        """
+        oid = self._p_oid
+        if oid is None:
+            raise NotStoredError(
+                f"{self!r} has no id yet: put it in a queue and commit first", job=self
+            )
+        return str(int.from_bytes(oid, "big"))
 
     @property
     def active_start(self) -> datetime.datetime | None:
+        """When the job became ACTIVE, or None."""
         return clock.from_stamp(self._active_start)
+
+    @property
+    def active_start_us(self) -> int | None:
+        """:attr:`active_start` as stored: integer microseconds (``clock.to_stamp``), or None."""
+        return self._active_start
 
     @property
     def active_end(self) -> datetime.datetime | None:
@@ -228,11 +332,14 @@ class Job(Base):
 
     @property
     def assignerUUID(self) -> uuid.UUID | None:
+        """The UUID of the process that put the job in a queue (alias: ``assigner_uuid``)."""
         return None if self._assigner is None else uuid.UUID(int=self._assigner)
 
     @assignerUUID.setter
     def assignerUUID(self, value: uuid.UUID | None) -> None:
         self._assigner = None if value is None else uuid.UUID(str(value)).int
+
+    assigner_uuid = assignerUUID
 
     @property
     def initial_callbacks_end(self) -> datetime.datetime | None:
@@ -242,7 +349,7 @@ class Job(Base):
         return long_to_dt(self.key)
 
     @property
-    def callbacks(self) -> tuple[Job, ...]:
+    def callbacks(self) -> tuple[Job[Any], ...]:
         return self._callbacks
 
     @property
@@ -293,10 +400,11 @@ class Job(Base):
         return clock.from_stamp(self._begin_after)
 
     @begin_after.setter
-    def begin_after(self, value: datetime.datetime | None) -> None:
+    def begin_after(self, value: datetime.datetime | datetime.timedelta | None) -> None:
+        """An aware datetime, or a timedelta from now (``zasync.clock.utcnow()``)."""
         if self.status != NEW:
-            raise BadStatusError("can only set begin_after when a job has NEW status")
-        self._begin_after = None if value is None else clock.to_stamp(clock.to_utc(value))
+            raise BadStatusError("can only set begin_after when a job has NEW status", job=self)
+        self._begin_after = None if value is None else clock.to_stamp(clock.absolute(value))
 
     @property
     def begin_by(self) -> datetime.timedelta | None:
@@ -310,7 +418,9 @@ class Job(Base):
             if not isinstance(value, datetime.timedelta):
                 raise TypeError("begin_by must be a datetime.timedelta or None")
             if value < datetime.timedelta(0):
-                raise ValueError("negative values are not allowed")
+                raise InvalidValueError(
+                    f"negative values are not allowed for begin_by: {value!r}", job=self
+                )
         self._begin_by = value
 
     @property
@@ -329,7 +439,13 @@ class Job(Base):
             quotas = self.queue.quotas
             for name in names:
                 if name not in quotas:
-                    raise ValueError("unknown quota name", name)
+                    raise UnknownQuotaError(
+                        f"unknown quota name {name!r}: create it first, with "
+                        f"queue.quotas.create({name!r}, size)",
+                        name=name,
+                        job=self,
+                        queue=self.queue,
+                    )
         self._quota_names = names
 
     def _expired(self, now: datetime.datetime | None = None) -> bool:
@@ -346,9 +462,9 @@ class Job(Base):
         callback: Any,
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
-    ) -> Job:
+    ) -> Job[Any]:
         """Add a callback job, called with this job's result; see IJob."""
-        job: Job = as_job(callback)
+        job: Job[Any] = as_job(callback)
         check_storable(job)
         retry.check_retry_policy_factory(retry_policy_factory)
         _apply_callback_defaults(job, failure_log_level, retry_policy_factory)
@@ -364,7 +480,7 @@ class Job(Base):
         failure: Any = None,
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
-    ) -> Job:
+    ) -> Job[Any]:
         """Add a wrapper calling ``success`` or ``failure`` with the result; see IJob."""
         if success is None and failure is None:
             return self
@@ -382,6 +498,21 @@ class Job(Base):
         wrapper.addCallback(Job(complete_started_job_arguments, wrapper))
         return self.addCallback(wrapper, failure_log_level, retry_policy_factory)
 
+    add_callback = addCallback
+    add_callbacks = addCallbacks
+
+    def user_callables(self) -> tuple[Job[Any] | None, Job[Any] | None] | None:
+        """For the wrapper that ``addCallbacks`` adds: its (success, failure) jobs; else None.
+
+        Listings show these, the user's callables, rather than the wrapper.
+        """
+        if self._callable_root is not success_or_failure or self._callable_name is not None:
+            return None
+        sides = tuple(self._args[:2])
+        if len(sides) != 2:
+            return None
+        return sides[0], sides[1]
+
     # -- retry policy ----------------------------------------------------------
 
     def getRetryPolicy(self) -> Any:
@@ -397,6 +528,8 @@ class Job(Base):
             policy = factory(self)
         self._retry_policy = policy
         return policy
+
+    get_retry_policy = getRetryPolicy
 
     def _getRetry(self, call_name: str, tm: Any, *args: Any, commit: bool = True) -> Any:
         """Ask the job's policy ``call_name(*args)``; a :class:`PolicyBroke` if it cannot answer.
@@ -487,8 +620,7 @@ class Job(Base):
         def prepare() -> tuple[list[Any], dict[str, Any]] | None:
             if self.status not in (NEW, ASSIGNED):
                 return None  # after a conflict: another connection started it meanwhile
-            self._status = ACTIVE.value
-            self._active_start = clock.to_stamp(clock.utcnow())
+            self._mark_active(clock.utcnow())
             effective_kwargs = dict(self._kwargs)
             effective_kwargs.update(kwargs)
             return [*self._args, *args], effective_kwargs
@@ -585,9 +717,7 @@ class Job(Base):
             return res
 
     def _store_final(self, res: Any, data_cache: dict[str, Any] | None = None) -> None:
-        self._result = res
-        self._status = CALLBACKS.value
-        self._active_end = clock.to_stamp(clock.utcnow())
+        self._store_result(res)
         if data_cache and self._retry_policy is not None:
             self._retry_policy.updateData(data_cache)
 
@@ -598,7 +728,8 @@ class Job(Base):
             self._complete()
 
     def _complete(self) -> None:
-        self._status = COMPLETED.value
+        """Become COMPLETED and be filed among the agent's completed jobs (now or later)."""
+        self._mark_completed()
         agent = self.parent
         if IJob.providedBy(agent) and agent._callable_root is self:
             # Finished by a job wrapping one of its methods (handleInterrupt
@@ -751,6 +882,10 @@ class Job(Base):
         else:
             raise BadStatusError("can only call ``handleInterrupt`` on a job with ACTIVE status")
 
+    # Stored by name in databases (a job wrapping ``job.handleInterrupt``):
+    # the camelCase names stay the methods; these are extra names.
+    handle_interrupt = handleInterrupt
+
     def _abort_interrupted(self, tm: Any, failure: Failure | None = None) -> None:
         failure = Failure(AbortedError()) if failure is None else failure
         never_fail(self._while((ACTIVE,), self._finish, failure), lambda: f"aborting {self!r}", tm)
@@ -768,7 +903,7 @@ class Job(Base):
 
     def _reschedule(
         self, when: Any, data_cache: dict[str, Any] | None = None, queue: Any = None
-    ) -> Job | None:
+    ) -> Job[Any] | None:
         """Put this job back in its queue for ``when``; see spec J-45."""
         if not isinstance(when, _TIME_DECISIONS):
             raise TypeError("``when`` must be datetime or timedelta")
@@ -785,8 +920,7 @@ class Job(Base):
             queue = self.queue
         if data_cache and self._retry_policy is not None:
             self._retry_policy.updateData(data_cache)
-        self._status = NEW.value
-        self._active_start = None
+        self._unclaim()
         if in_agent:
             self.parent.remove(self)
         else:
@@ -828,7 +962,9 @@ class Job(Base):
         self._complete()
         tm.commit()
 
-    def _resume_one(self, callback: Job, tm: Any) -> None:
+    resume_callbacks = resumeCallbacks
+
+    def _resume_one(self, callback: Job[Any], tm: Any) -> None:
         status = callback._status
         if status == NEW:
             if callback._expired():
@@ -852,8 +988,7 @@ class Job(Base):
                 decision = True
             if decision:
                 trace_log.debug("retrying interrupted callback %r of %r", callback, self)
-                callback._status = NEW.value
-                callback._active_start = None
+                callback._unclaim()
                 callback(self._result)
             else:
                 trace_log.debug("aborting interrupted callback %r of %r", callback, self)
@@ -903,17 +1038,28 @@ class Job(Base):
 
     def __repr__(self) -> str:
         try:
-            call = _render(self._callable_root)
-            if self._callable_name is not None:
-                call += f" :{self._callable_name}"
-            parts = [_render(a) for a in self.args]
-            parts.extend(f"{k}={_render(v)}" for k, v in self.kwargs.items())
-            return shorten(f"<{identity_repr(self)} ``{call}({', '.join(parts)})``>", REPR_LIMIT)
+            return shorten(f"<{identity_repr(self)} ``{self._call_text()}``>", REPR_LIMIT)
         except Exception:  # unloadable (the storage is away), or odd arguments
             return f"<{identity_repr(self)}>"
 
+    def _call_text(self) -> str:
+        """``module.f(args)``; for an ``addCallbacks`` wrapper, the user's callables."""
+        sides = self.user_callables()
+        if sides is not None:
+            success, failure = sides
+            texts = [] if success is None else [success._call_text()]
+            if failure is not None:
+                texts.append(f"on failure {failure._call_text()}")
+            return " | ".join(texts)
+        call = _render(self._callable_root)
+        if self._callable_name is not None:
+            call += f" :{self._callable_name}"
+        parts = [_render(a) for a in self.args]
+        parts.extend(f"{k}={_render(v)}" for k, v in self.kwargs.items())
+        return f"{call}({', '.join(parts)})"
 
-def _reload(job: Job, tm: Any) -> None:
+
+def _reload(job: Job[Any], tm: Any) -> None:
     """Load ``job`` again after an abort, waiting out a storage that fails.
 
     The abort made it a ghost, and looking up even a method of a ghost loads
@@ -923,7 +1069,7 @@ def _reload(job: Job, tm: Any) -> None:
     never_fail(job._p_activate, lambda: f"reloading {job!r}", tm)
 
 
-def _orphan_result_message(job: Job, res: Job) -> str:
+def _orphan_result_message(job: Job[Any], res: Job[Any]) -> str:
     if res is job:
         return f"{job!r} returned itself: a job cannot wait for its own result"
     return (
@@ -952,7 +1098,7 @@ class _AnnotationsOnDemand(MutableMapping[str, Any]):
 
     __slots__ = ("_job",)
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job[Any]) -> None:
         self._job = job
 
     def _stored(self) -> Any:
@@ -1015,7 +1161,7 @@ def _discard(res: Any) -> None:
         close()
 
 
-def _apply_callback_defaults(job: Job, failure_log_level: int | None, factory: Any) -> None:
+def _apply_callback_defaults(job: Job[Any], failure_log_level: int | None, factory: Any) -> None:
     if failure_log_level is not None:
         job.failure_log_level = failure_log_level
     elif job.failure_log_level is None:
@@ -1026,16 +1172,17 @@ def _apply_callback_defaults(job: Job, failure_log_level: int | None, factory: A
         job.retry_policy_factory = retry.callback_retry_policy_factory
 
 
-def as_job(obj: Any) -> Any:
+def as_job(obj: Any) -> Job[Any]:
     """Return ``obj`` if it is a job, else ``Job(obj)`` for a callable; TypeError otherwise."""
     if IJob.providedBy(obj):
-        return obj
+        job: Job[Any] = obj
+        return job
     if callable(obj):
         return Job(obj)
     raise TypeError(f"{obj!r} is neither a job nor callable")
 
 
-def success_or_failure(success: Job | None, failure: Job | None, res: Any) -> Any:
+def success_or_failure(success: Job[Any] | None, failure: Job[Any] | None, res: Any) -> Any:
     """Call ``failure(res)`` for a Failure, else ``success(res)``; ``res`` if that side is None."""
     side = failure if isinstance(res, Failure) else success
     if side is None:
@@ -1043,7 +1190,7 @@ def success_or_failure(success: Job | None, failure: Job | None, res: Any) -> An
     return side(res)
 
 
-def complete_started_job_arguments(wrapper: Job, result: Any) -> None:
+def complete_started_job_arguments(wrapper: Job[Any], result: Any) -> None:
     """Finish success/failure jobs that a failed ``addCallbacks`` wrapper left half-run."""
     if not isinstance(wrapper.result, Failure):
         return

@@ -24,12 +24,12 @@ def collect_results(*jobs: Any) -> list[Any]:
     return [job.result for job in jobs]
 
 
-def serial(*jobs: Any, postprocess: Callable[..., Any] | None = None) -> Job:
+def serial(*jobs: Any, postprocess: Callable[..., Any] | None = None) -> Job[Any]:
     """A job that runs ``jobs`` one after another, then ``postprocess(*jobs)``."""
     return Job.bind(_start, "serial", [as_job(j) for j in jobs], postprocess or collect_results)
 
 
-def parallel(*jobs: Any, postprocess: Callable[..., Any] | None = None) -> Job:
+def parallel(*jobs: Any, postprocess: Callable[..., Any] | None = None) -> Job[Any]:
     """A job that runs ``jobs`` all at once, then ``postprocess(*jobs)`` when all are done."""
     return Job.bind(_start, "parallel", [as_job(j) for j in jobs], postprocess or collect_results)
 

@@ -22,8 +22,8 @@ import heapq
 import itertools
 import logging
 import operator
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from typing import Any, TypeVar, overload
 
 import zope.event
 from BTrees.Length import Length
@@ -33,6 +33,13 @@ from zope.interface import implementer
 
 from zasync import clock
 from zasync._dbtime import learn_at_commit
+from zasync.errors import (
+    InvalidValueError,
+    NotHereError,
+    NotNewError,
+    NotQueuedBeforeError,
+    UnknownQuotaError,
+)
 from zasync.identity import get_process_uuid
 from zasync.interfaces import (
     KEY,
@@ -60,6 +67,9 @@ from zasync.model.quarantine import (
 from zasync.model.quota import Quotas
 from zasync.model.retry import check_retry_policy_factory
 from zasync.model.tx import TRANSACTION_ERRORS, disconnect_errors
+
+#: The result type of a job put in a queue.
+R = TypeVar("R")
 
 LANE_WINDOW = 2 * LANES
 _PUT_BACK, _NORMAL = 0, 1
@@ -114,7 +124,7 @@ class Queues(MappingBase):
 
     def __setitem__(self, name: str, queue: Any) -> None:
         if not IQueue.providedBy(queue):
-            raise ValueError("value must be IQueue")
+            raise InvalidValueError(f"value must be IQueue (a zasync.Queue), not {queue!r}")
         old = self._data.get(name)
         if old is not None and old is not queue:
             old.name = old.parent = None
@@ -174,10 +184,10 @@ class Queue(Base):
         self._lanes = tuple(_as_lane(lane) for lane in self._lanes)
         return True
 
-    def _lane(self, job: Any) -> OOBTree:
+    def _lane(self, job: Job[Any]) -> OOBTree:
         return self._lanes[lane_of(job._p_oid, len(self._lanes))]
 
-    def _insert(self, job: Any, rank: int, due: datetime.datetime) -> None:
+    def _insert(self, job: Job[Any], rank: int, due: datetime.datetime) -> None:
         key: QueueKey = (rank, clock.to_stamp(due), database_name(job) or "", job._p_oid)
         lane = self._lane(job)
         lane[key] = job
@@ -200,7 +210,7 @@ class Queue(Base):
         self._v_putting = current
         return False
 
-    def _remove(self, job: Any) -> None:
+    def _remove(self, job: Job[Any]) -> None:
         del self._lane(job)[job._queue_key]
         job._queue_key = None
         job.parent = None
@@ -227,10 +237,10 @@ class Queue(Base):
     def __bool__(self) -> bool:
         return len(self) > 0
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Job[Any]]:
         return (job for _, job in self._items())
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: int) -> Job[Any]:
         if index < 0:
             return list(self)[index]
         try:
@@ -240,19 +250,61 @@ class Queue(Base):
 
     # -- putting -----------------------------------------------------------------
 
+    @overload
+    def put(
+        self,
+        item: Job[R],
+        begin_after: datetime.datetime | datetime.timedelta | None = None,
+        begin_by: datetime.timedelta | None = None,
+        quota_names: Iterable[str] | None = None,
+        failure_log_level: int | None = None,
+        retry_policy_factory: Any = None,
+    ) -> Job[R]: ...
+
+    @overload
+    def put(
+        self,
+        item: Callable[[], Coroutine[Any, Any, R]],
+        begin_after: datetime.datetime | datetime.timedelta | None = None,
+        begin_by: datetime.timedelta | None = None,
+        quota_names: Iterable[str] | None = None,
+        failure_log_level: int | None = None,
+        retry_policy_factory: Any = None,
+    ) -> Job[R]: ...
+
+    @overload
+    def put(
+        self,
+        item: Callable[[], R],
+        begin_after: datetime.datetime | datetime.timedelta | None = None,
+        begin_by: datetime.timedelta | None = None,
+        quota_names: Iterable[str] | None = None,
+        failure_log_level: int | None = None,
+        retry_policy_factory: Any = None,
+    ) -> Job[R]: ...
+
     def put(
         self,
         item: Any,
-        begin_after: datetime.datetime | None = None,
+        begin_after: datetime.datetime | datetime.timedelta | None = None,
         begin_by: datetime.timedelta | None = None,
-        quota_names: Any = None,
+        quota_names: Iterable[str] | None = None,
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
     ) -> Any:
-        """Add a job, or a callable made into one, and return it; see IQueue.put."""
+        """Add a job, or a callable made into one, and return it; see IQueue.put.
+
+        ``begin_after`` is an aware datetime, or a timedelta from now
+        (``zasync.clock.utcnow()``); naive datetimes raise NaiveDatetimeError.
+        """
         job = as_job(item)
         if job.status != NEW:
-            raise ValueError("cannot add already-assigned job")
+            raise NotNewError(
+                f"cannot add already-assigned job: it is {job.status}; put a new Job "
+                "(or pull it out of its queue first)",
+                job=job,
+                queue=self,
+            )
         # Validate everything before changing anything: a refused put changes nothing.
         names = job.quota_names
         if quota_names is not None:
@@ -261,14 +313,22 @@ class Queue(Base):
             names = tuple(quota_names)
         for name in names:
             if name not in self.quotas:
-                raise ValueError("unknown quota name", name)
+                raise UnknownQuotaError(
+                    f"unknown quota name {name!r}: create it first, with "
+                    f"queue.quotas.create({name!r}, size)",
+                    name=name,
+                    job=job,
+                    queue=self,
+                )
         if begin_after is not None:
-            begin_after = clock.to_utc(begin_after)
+            begin_after = clock.absolute(begin_after)
         if begin_by is not None:
             if not isinstance(begin_by, datetime.timedelta):
                 raise TypeError("begin_by must be a datetime.timedelta or None")
             if begin_by < datetime.timedelta(0):
-                raise ValueError("negative values are not allowed")
+                raise InvalidValueError(
+                    f"negative values are not allowed for begin_by: {begin_by!r}", job=job
+                )
         if failure_log_level is not None and not isinstance(failure_log_level, int):
             raise TypeError("failure_log_level must be a logging level (an int)")
         check_retry_policy_factory(
@@ -298,19 +358,29 @@ class Queue(Base):
         self._insert(job, _NORMAL, max(job.begin_after, now))
         return job
 
-    def putBack(self, item: Any) -> None:
+    def putBack(self, item: Job[Any]) -> None:
         """Return a previously claimed job to the front of the queue; see IQueue."""
         if not IJob.providedBy(item):
             raise TypeError("putBack needs a job")
         if item.status != NEW:
-            raise ValueError("can only put back a job with NEW status")
+            raise NotNewError(
+                f"can only put back a job with NEW status, not {item.status}",
+                job=item,
+                queue=self,
+            )
         if item.begin_after is None or item._p_jar is None:
-            raise ValueError("can only put back a job that was put in a queue before")
+            raise NotQueuedBeforeError(
+                "can only put back a job that was put in a queue before: use queue.put",
+                job=item,
+                queue=self,
+            )
         self._insert(item, _PUT_BACK, clock.utcnow())
 
     # -- taking out --------------------------------------------------------------
 
-    def pull(self, index: int = 0) -> Any:
+    put_back = putBack
+
+    def pull(self, index: int = 0) -> Job[Any]:
         """Remove and return the job at ``index``; it becomes NEW again."""
         job = self[index]
         self._remove(job)
@@ -320,7 +390,11 @@ class Queue(Base):
     def remove(self, item: Any) -> None:
         """Remove a given pending job; ValueError if it is not in this queue."""
         if getattr(item, "parent", None) is not self or getattr(item, "_queue_key", None) is None:
-            raise ValueError(f"{item!r} is not in this queue")
+            raise NotHereError(
+                f"{item!r} is not in this queue (its parent is {getattr(item, 'parent', None)!r})",
+                job=item,
+                queue=self,
+            )
         self._remove(item)
         item.assignerUUID = None
 
@@ -367,7 +441,7 @@ class Queue(Base):
         _job, cause, _when = self._quarantine.pop(key)
         return str(cause)
 
-    def release_quarantined(self, oid: int) -> Any:
+    def release_quarantined(self, oid: int) -> Job[Any] | None:
         """Put a quarantined job back at the front of the queue, if it is sound now.
 
         Returns the job, or None if no job with this id is quarantined here;
@@ -376,13 +450,12 @@ class Queue(Base):
         key = self._quarantine_key(oid)
         if key is None or self._quarantine is None:
             return None
-        job = self._quarantine[key][0]
+        job: Job[Any] = self._quarantine[key][0]
         problem = storing_problem(job)
         if problem is not None:
             raise UnloadableJobError(f"job {oid} still cannot be run: {problem}")
         del self._quarantine[key]
-        job._status = NEW.value
-        job._active_start = None
+        job._reset()
         job._queue_key = None
         job.parent = None
         if job.begin_after is None:
@@ -406,7 +479,7 @@ class Queue(Base):
         """Pending jobs that were cancelled (see ``zasync.cancel``); None until the first."""
         return self._cancelled
 
-    def file_cancelled(self, job: Any) -> None:
+    def file_cancelled(self, job: Job[Any]) -> None:
         """Keep a cancelled job (no longer pending) in :attr:`cancelled`, made on first use."""
         if self._cancelled is None:
             self._cancelled = CompletedCollection()

@@ -14,6 +14,7 @@ from BTrees.OOBTree import OOBTree
 from zope.interface import implementer
 
 from zasync import clock
+from zasync.errors import ConfigurationError, InvalidValueError, QuotaFullError
 from zasync.interfaces import CALLBACKS, COMPLETED, PENDING, IJob, IQuota
 from zasync.model._base import Base, MappingBase, check_size
 from zasync.model.quarantine import problem_of
@@ -64,11 +65,18 @@ class Quota(Base):
         if job in self:
             return
         if not IJob.providedBy(job):
-            raise ValueError("must be IJob")
+            raise InvalidValueError(f"a quota counts jobs: must be IJob, not {job!r}")
         if self.name not in job.quota_names:
-            raise ValueError("quota name must be in quota_names")
+            raise InvalidValueError(
+                f"quota name must be in quota_names: {self.name!r} is not in {job.quota_names!r}",
+                job=job,
+            )
         if self.filled:
-            raise ValueError("Quota is filled")
+            raise QuotaFullError(
+                f"Quota is filled: {self.name!r} holds {len(self._jobs)} of {self.size} jobs; "
+                "wait for one to finish, or resize it",
+                job=job,
+            )
         self._jobs = (*self._jobs, job)
 
     def discard(self, job: Any) -> None:
@@ -106,9 +114,9 @@ class Quotas(MappingBase):
     def create(self, name: str, size: int = 1) -> Quota:
         """Create a quota; ValueError if the name exists (resize it instead)."""
         if not isinstance(name, str) or not name:
-            raise ValueError("a quota name must be a non-empty string")
+            raise ConfigurationError(f"a quota name must be a non-empty string, not {name!r}")
         if name in self._data:
-            raise ValueError(f"quota {name!r} already exists; change its size instead")
+            raise ConfigurationError(f"quota {name!r} already exists; change its size instead")
         quota = Quota(name, size)
         quota.parent = self
         self._data[name] = quota

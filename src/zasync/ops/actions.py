@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from ZODB.POSException import ConflictError
 
 from zasync import clock
+from zasync.errors import InvalidValueError
 from zasync.interfaces import COMPLETED, PENDING, BadStatusError, UnloadableJobError
 from zasync.model._base import check_size, check_threads
 from zasync.model.cancellation import cancel
@@ -50,7 +51,7 @@ def retry_job(db: Any, ident: str | int) -> dict[str, Any]:
         error = load_error(old)
         if error is not None:
             raise UnloadableJobError(f"job {job_id(old)} cannot be loaded: {error}")
-        if old._status != COMPLETED or not isinstance(old.result, Failure):
+        if old.stored_status != COMPLETED or not isinstance(old.result, Failure):
             raise BadStatusError(
                 f"job {job_id(old)} did not fail (it is {old.status}); only failed jobs are retried"
             )
@@ -185,7 +186,7 @@ def set_agent_size(
     apply again when it restarts.
     """
     if size is None and threads is None:
-        raise ValueError("give a size, threads, or both")
+        raise InvalidValueError("give a size, threads, or both")
     if size is not None:
         check_size(size, "agent")
     if threads is not None:
@@ -250,7 +251,7 @@ def count_purgeable(
     became old enough in between).
     """
     if older_than < datetime.timedelta(0):
-        raise ValueError("older_than must not be negative")
+        raise InvalidValueError(f"older_than must not be negative, not {older_than}")
     with fresh_connection(db) as (conn, _tm):
         cutoff = clock.utcnow() - older_than
         return {
@@ -264,7 +265,7 @@ def purge_completed(
 ) -> dict[str, Any]:
     """Forget finished jobs that completed more than ``older_than`` ago; return counts per queue."""
     if older_than < datetime.timedelta(0):
-        raise ValueError("older_than must not be negative")
+        raise InvalidValueError(f"older_than must not be negative, not {older_than}")
 
     def work(conn: Any, tm: Any) -> dict[str, Any]:
         now = clock.utcnow()

@@ -7,6 +7,7 @@ import math
 import re
 
 from zasync import clock
+from zasync.errors import InvalidValueError
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])", re.IGNORECASE)
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -29,15 +30,17 @@ def parse_duration(text: str) -> datetime.timedelta:
     except ValueError:
         parts = _PART.findall(text)
         if not parts or "".join(n + u for n, u in parts).lower() != text.lower():
-            raise ValueError(f"not a duration: {text!r} ({_USE})") from None
+            raise InvalidValueError(f"not a duration: {text!r} ({_USE})") from None
         seconds = sum(
             datetime.timedelta(**{_UNITS[u.lower()]: 1}).total_seconds() * float(n)
             for n, u in parts
         )
     if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"not a duration: {text!r} (durations are >= 0; {_USE})")
+        raise InvalidValueError(f"not a duration: {text!r} (durations are >= 0; {_USE})")
     if seconds > MAX_DURATION.total_seconds():
-        raise ValueError(f"duration too long: {text!r} (at most {MAX_DURATION.days}d, 100 years)")
+        raise InvalidValueError(
+            f"duration too long: {text!r} (at most {MAX_DURATION.days}d, 100 years)"
+        )
     return datetime.timedelta(seconds=seconds)
 
 
@@ -51,8 +54,8 @@ def parse_time(text: str) -> datetime.datetime:
     except ValueError:
         return clock.utcnow() + parse_duration(text)
     if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone; add one, e.g. +00:00 or Z")
+        raise InvalidValueError(f"{text!r} has no time zone; add one, e.g. +00:00 or Z")
     value = value.astimezone(datetime.UTC)
     if value - clock.utcnow() > MAX_DURATION:
-        raise ValueError(f"{text!r} is more than {MAX_DURATION.days}d (100 years) ahead")
+        raise InvalidValueError(f"{text!r} is more than {MAX_DURATION.days}d (100 years) ahead")
     return value

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zasync import clock
+from zasync.errors import InvalidValueError
 from zasync.model.quarantine import load_error
 from zasync.ops.durations import parse_duration
 from zasync.ops.views import (
@@ -106,7 +107,7 @@ def make_filter(
     chosen = frozenset(s.strip().lower() for s in states or ())
     unknown = sorted(chosen - set(STATES))
     if unknown:
-        raise ValueError(
+        raise InvalidValueError(
             f"unknown state {', '.join(map(repr, unknown))}; choose from {', '.join(STATES)}"
         )
     now = clock.utcnow()
@@ -119,7 +120,7 @@ def _duration(text: str, option: str) -> datetime.timedelta:
     try:
         return parse_duration(text)
     except ValueError as e:
-        raise ValueError(f"bad {option}: {e}") from None
+        raise InvalidValueError(f"bad {option}: {e}") from None
 
 
 def iter_jobs(conn: Any, queue: str | None = None) -> Iterator[Any]:
@@ -335,7 +336,7 @@ def timeline(
     as failed) and ``mean_duration`` (seconds, or None).
     """
     if buckets < 1 or window <= datetime.timedelta(0):
-        raise ValueError("a timeline needs a positive window and at least one bucket")
+        raise InvalidValueError("a timeline needs a positive window and at least one bucket")
     now = clock.utcnow()
     start = now - window
     width = window / buckets

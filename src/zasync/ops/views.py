@@ -22,10 +22,12 @@ from ZODB.utils import p64
 
 from zasync import clock
 from zasync._logtext import dotted_name, short_repr
+from zasync.errors import InvalidValueError
 from zasync.interfaces import (
     ACTIVE,
     CALLBACKS,
     COMPLETED,
+    FINISHED,
     PENDING,
     CancelledError,
     IJob,
@@ -86,11 +88,11 @@ def parse_job_id(text: str | int) -> int:
         try:
             value = int(token, 16) if token.startswith("0x") else int(token, 10)
         except ValueError:
-            raise ValueError(
+            raise InvalidValueError(
                 f"not a job id: {text!r} (job ids are numbers, such as 42 or 0x2a)"
             ) from None
     if value < 0 or value >= 1 << 64:
-        raise ValueError(f"not a job id: {text!r} (out of range)")
+        raise InvalidValueError(f"not a job id: {text!r} (out of range)")
     return value
 
 
@@ -185,7 +187,14 @@ def _referred_to(conn: Any, number: int) -> Any:
 
 
 def callable_name(job: Any) -> str:
-    """The dotted name of what a job calls: ``module.function``, ``module.Class.method``."""
+    """The dotted name of what a job calls: ``module.function``, ``module.Class.method``.
+
+    For the wrapper that ``addCallbacks`` adds, the user's callables:
+    ``module.on_success | module.on_failure``.
+    """
+    sides = job.user_callables()
+    if sides is not None:
+        return " | ".join(callable_name(side) for side in sides if side is not None)
     root, name = job._callable_root, job._callable_name
     if name is not None:
         return f"{dotted_name(type(root))}.{name}"
@@ -203,7 +212,7 @@ def callable_name_of(value: Any) -> str:
 
 def outcome(job: Any) -> str | None:
     """``'succeeded'``, ``'failed'`` or ``'cancelled'`` once the job has a result, else None."""
-    if job._status not in (CALLBACKS, COMPLETED):
+    if job.stored_status not in FINISHED:
         return None
     result = job.result
     if isinstance(result, Failure):
@@ -301,7 +310,7 @@ def history(job: Any) -> list[dict[str, Any]]:
         steps.append({"status": str(ACTIVE), "at": _iso(job.active_start)})
     if job.active_end is not None:
         steps.append({"status": str(CALLBACKS), "at": _iso(job.active_end)})
-    if job._status == COMPLETED:
+    if job.stored_status == COMPLETED:
         ended = job.initial_callbacks_end or job.active_end
         steps.append({"status": str(COMPLETED), "at": _iso(ended)})
     return steps
@@ -354,7 +363,7 @@ def job_info(conn: Any, ident: str | int) -> dict[str, Any]:
             "callbacks": _callback_tree(job),
         }
     )
-    if not failed and job._status in (CALLBACKS, COMPLETED):
+    if not failed and job.stored_status in FINISHED:
         data["result"] = _plain(result)
     return data
 
@@ -363,11 +372,13 @@ def traceback(conn: Any, ident: str | int) -> str:
     """The traceback of a failed job; ValueError if the job did not fail."""
     info = job_info(conn, ident)
     if info["status"] in ("quarantined", "unloadable"):
-        raise ValueError(f"job {info['id']} has no traceback: {info['cause']}")
+        raise InvalidValueError(f"job {info['id']} has no traceback: {info['cause']}")
     job = get_job(conn, ident)
     result = job.result
     if not isinstance(result, Failure):
-        raise ValueError(f"job {job_id(job)} has no traceback: it is {job.status}, not failed")
+        raise InvalidValueError(
+            f"job {job_id(job)} has no traceback: it is {job.status}, not failed", job=job
+        )
     return result.getTraceback()
 
 

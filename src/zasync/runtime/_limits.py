@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from zasync.errors import ConfigurationError
 from zasync.model._base import MAX_THREADS
 
 #: The most jobs one agent may claim ahead of its threads.
@@ -41,7 +42,7 @@ def check_intervals(
     if ping_interval is None or death_interval is None:
         return
     if death_interval <= ping_interval + poll_interval:
-        raise ValueError(
+        raise ConfigurationError(
             f"the death interval ({death_interval:g} s) must exceed the ping interval "
             f"({ping_interval:g} s) plus the poll interval ({poll_interval:g} s), "
             "or live workers will look dead"

@@ -33,6 +33,7 @@ from pydantic.dataclasses import dataclass
 
 from zasync import clock
 from zasync._dbtime import database_now, note_commit_of
+from zasync.errors import AlreadyActivatedError, AlreadyRegisteredError, NotActivatedError
 from zasync.identity import get_process_uuid
 from zasync.interfaces import ACTIVE, COMPLETED, KEY, NEW
 from zasync.model import _awaitables, _context
@@ -202,7 +203,10 @@ class Dispatcher:
         self.conn: Any = None
         with _registry_lock:
             if self.UUID in _registry:
-                raise ValueError("dispatcher for this UUID is already registered")
+                raise AlreadyRegisteredError(
+                    "dispatcher for this UUID is already registered in this process "
+                    f"({self.UUID}): deactivate the other one, or give this one its own UUID"
+                )
             _registry[self.UUID] = self
 
     # -- starting and stopping -------------------------------------------------------
@@ -210,7 +214,7 @@ class Dispatcher:
     def activate(self) -> None:
         """Start polling in a thread of its own; see the module documentation."""
         if self.activated:
-            raise ValueError("already activated")
+            raise AlreadyActivatedError(f"already activated (dispatcher {self.UUID})")
         events_log.info("attempting to activate dispatcher %s", self.UUID)
         self.thread = None  # until the new poll thread runs (see poll_thread_died)
         self.activated = clock.utcnow()
@@ -295,7 +299,7 @@ class Dispatcher:
     def deactivate(self) -> None:
         """Stop now: deactivate this process's records in every queue."""
         if not self.activated:
-            raise ValueError("not activated")
+            raise NotActivatedError(f"not activated (dispatcher {self.UUID}): activate it first")
         self.activated = None
         try:
             self._halt_polling()
@@ -583,15 +587,14 @@ class Dispatcher:
                     if bad is not None:
                         agent.drop(job)
                         queue.quarantine(*bad)
-                    elif job._status == COMPLETED:
+                    elif job.stored_status == COMPLETED:
                         agent.jobCompleted(job)
                     elif job in held and self._orphaned(queue.name, agent_name, job):
                         self._reclaim(queue, da, agent, job)
                 details[agent_name]["len"] = len(agent)
                 for job in agent.claim_jobs(lane, careful) if self._claiming else ():
-                    if job._status == NEW and not needs_start_commit(job):
-                        job._status = ACTIVE.value
-                        job._active_start = clock.to_stamp(now)
+                    if job.stored_status == NEW and not needs_start_commit(job):
+                        job._mark_active(now)
                     claimed.append((agent_name, job))
             deaths = sum(p.deaths for (q, _), p in self.pools.items() if q == queue.name)
             if da.thread_deaths != deaths:  # rare: written only when a thread died
@@ -683,11 +686,10 @@ class Dispatcher:
             " as interrupted" if started else "",
         )
         agent.remove(job)
-        if started or job._status not in (ACTIVE, NEW):
+        if started or job.stored_status not in (ACTIVE, NEW):
             da._hand_back(queue, agent, job)
         else:
-            job._status = NEW.value
-            job._active_start = None
+            job._unclaim()
             queue.putBack(job)
 
     # -- pools -----------------------------------------------------------------------
@@ -759,10 +761,9 @@ class Dispatcher:
                 agent = job.parent
                 if agent is None or getattr(agent, "parent", None) is None:
                     continue
-                if agent.parent.UUID != self.UUID or job._status not in (ACTIVE, NEW):
+                if agent.parent.UUID != self.UUID or job.stored_status not in (ACTIVE, NEW):
                     continue
-                job._status = NEW.value
-                job._active_start = None
+                job._unclaim()
                 queue = agent.queue
                 agent.remove(job)
                 queue.putBack(job)
@@ -845,6 +846,14 @@ class Dispatcher:
     ) -> dict[str, Any]:
         """Counts and extremes of jobs over a window of polls."""
         return self.records.statistics(at, before, since, queue, agent)
+
+    # zc.async's names above; these are the same methods.
+    get_status_info = getStatusInfo
+    get_job_info = getJobInfo
+    get_active_job_ids = getActiveJobIds
+    get_poll_info = getPollInfo
+    iter_polls = iterPolls
+    get_statistics = getStatistics
 
     def __repr__(self) -> str:
         return f"<Dispatcher {self.UUID} {'active' if self.activated else 'inactive'}>"

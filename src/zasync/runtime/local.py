@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from zasync import clock
+from zasync.errors import NoRunningJobError
 from zasync.model.tx import in_fresh_connection
 from zasync.schema import CANCEL, PROGRESS
 
@@ -54,7 +55,9 @@ class Local(threading.local):
     def _target(self, job: Any) -> tuple[Any, bytes]:
         job = job if job is not None else self.job
         if job is None or job._p_jar is None:
-            raise ValueError("not initialized: no running job (use inside a job run by a worker)")
+            raise NoRunningJobError(
+                "not initialized: no running job (use inside a job run by a worker, or pass job=)"
+            )
         return job._p_jar.db(), job._p_oid
 
     def setLiveAnnotation(self, name: str, value: Any, job: Any = None) -> None:
@@ -91,6 +94,13 @@ class Local(threading.local):
             if remaining <= 0:
                 return default
             time.sleep(min(poll, remaining))
+
+    # zc.async's names above; these are the same methods.
+    get_job = getJob
+    get_queue = getQueue
+    get_dispatcher = getDispatcher
+    live_annotation = getLiveAnnotation
+    set_live_annotation = setLiveAnnotation
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         """Record the running job's progress where other processes can see it.

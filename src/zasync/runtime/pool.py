@@ -26,6 +26,8 @@ from zasync.interfaces import (
     ASSIGNED,
     CALLBACKS,
     COMPLETED,
+    FINISHED,
+    NEW,
     PENDING,
     BadStatusError,
     IAgent,
@@ -108,8 +110,10 @@ class AgentThreadPool:
         self._started = 0  # threads ever started here, to name them
 
     def getSize(self) -> int:
-        """The declared number of threads."""
+        """The declared number of threads (alias: ``get_size``)."""
         return self._size
+
+    get_size = getSize
 
     def thread_count(self) -> int:
         """The threads alive and counted towards the size (not those leaving)."""
@@ -146,6 +150,8 @@ class AgentThreadPool:
                 self._wakeups += 1
                 self.queue.put(None)
             return self._size - old
+
+    set_size = setSize
 
     def _leave_if_surplus(self, woken: bool = False) -> bool:
         """Between jobs: True if this thread must stop (the pool has more than its size).
@@ -373,7 +379,7 @@ class AgentThreadPool:
             self.dispatcher.wake()
             return
         if not self._still_ours(job):
-            if self._in_our_agent(job) and job._status in (CALLBACKS, COMPLETED):
+            if self._in_our_agent(job) and job.stored_status in FINISHED:
                 events_log.error("job already completed? %r", job)
                 self._settle(job)
             else:
@@ -390,7 +396,7 @@ class AgentThreadPool:
         local.job = job
         local._last_progress = 0.0
         try:
-            result = job.run_claimed() if job._status == ACTIVE else job()
+            result = job.run_claimed() if job.stored_status == ACTIVE else job()
         except BadStatusError:
             abort_quietly(transaction.manager)
             events_log.error("job already completed? %r", job, exc_info=True)
@@ -410,7 +416,7 @@ class AgentThreadPool:
         # A job returns itself when it stopped because it is no longer this
         # worker's (handed to another, run elsewhere): nothing to wait for
         # here, and it may be running in another worker's agent.
-        waiting = job._status == ACTIVE and result is not job
+        waiting = job.stored_status == ACTIVE and result is not job
         if waiting and IJob.providedBy(result):
             self._park(job)
         text, failed = describe_result(None if waiting else result)
@@ -431,14 +437,14 @@ class AgentThreadPool:
 
     def _still_ours(self, job: Any) -> bool:
         """The job is in an active agent of this dispatcher, waiting to run or running."""
-        return self._in_our_agent(job) and job._status in (ACTIVE, "new")
+        return self._in_our_agent(job) and job.stored_status in (ACTIVE, NEW)
 
     def _park(self, job: Any) -> None:
         """Take a job that waits for another job out of the agent's slots."""
 
         def park() -> None:
             agent = job.parent
-            if job._status == ACTIVE and self._in_our_agent(job) and job in list(agent):
+            if job.stored_status == ACTIVE and self._in_our_agent(job) and job in list(agent):
                 agent.park(job)
 
         never_fail(park, f"parking {job!r}", transaction.manager)

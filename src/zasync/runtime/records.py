@@ -16,6 +16,7 @@ from typing import Any
 
 from zasync import clock
 from zasync._logtext import short_repr
+from zasync.errors import InvalidValueError
 from zasync.model.completed import dt_to_long, long_to_dt
 
 JobId = tuple[int, str]
@@ -126,7 +127,9 @@ class Records:
         if not matches:
             raise KeyError(oid)
         if len(matches) > 1:
-            raise ValueError("ambiguous database name")
+            raise InvalidValueError(
+                f"ambiguous database name: job {oid} is in {len(matches)} databases; name one"
+            )
         return dict(matches[0])
 
     def latest_poll(self) -> PollInfo | None:
@@ -152,7 +155,7 @@ class Records:
     ) -> Iterator[PollInfo]:
         """Polls from newest to oldest, starting at ``at`` or before ``before``."""
         if at is not None and before is not None:
-            raise ValueError("may only provide one of `at` and `before`")
+            raise InvalidValueError("may only provide one of `at` and `before`")
         if at is not None:
             start = _to_key(at)
         elif before is not None:
@@ -184,7 +187,7 @@ class Records:
         """The newest poll at or before ``at`` (or strictly before ``before``)."""
         for poll in self.iter_polls(at=at, before=before):
             return poll
-        raise ValueError("no poll matches")
+        raise InvalidValueError("no poll matches: try an earlier time, or no time at all")
 
     def active_job_ids(self, queue: str | None = None, agent: str | None = None) -> list[JobId]:
         """Jobs listed by the latest poll that are not completed, newest poll first."""

@@ -26,6 +26,7 @@ from uuid import UUID
 import pydantic
 from pydantic import ConfigDict, Field
 
+from zasync.errors import ConfigurationError
 from zasync.interfaces import ZasyncError
 from zasync.runtime._limits import Grace, Port, Prefetch, Seconds, Threads, check_intervals
 from zasync.runtime.dispatcher import AgentSpec
@@ -42,9 +43,11 @@ def _importable_callable(dotted: str | None) -> str | None:
     try:
         target = resolve(dotted)
     except ZasyncError as e:
-        raise ValueError(str(e)) from None
+        raise ConfigurationError(str(e)) from None
     if not callable(target):
-        raise ValueError(f"{dotted!r} is not callable")
+        raise ConfigurationError(
+            f"{dotted!r} is not callable: name a function or class, as module.name"
+        )
     return dotted
 
 

@@ -46,6 +46,7 @@ import pydantic
 from pydantic.dataclasses import dataclass
 
 from zasync import _counters
+from zasync.errors import ConfigurationError
 from zasync.identity import ENV_VAR as UUID_ENV_VAR
 from zasync.identity import load_or_create_uuid_file, set_process_uuid
 from zasync.interfaces import ZasyncError
@@ -153,7 +154,10 @@ def run_worker(
     :func:`zasync.ops.live.start_worker_view`); the runtime itself serves nothing.
     """
     if options.http_port is not None and http_server is None:
-        raise ValueError("http_port is set but no http_server was given to serve it")
+        raise ConfigurationError(
+            "http_port is set but no http_server was given to serve it: pass one, "
+            "or leave http_port unset"
+        )
     opened = open_database(options.db, serve=options.serve, connect_timeout=connect_timeout)
     try:
         _prepare_queues(opened, options.queue_names)

@@ -33,6 +33,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, redirect, render_template, request, url_for
 
+from zasync.errors import ConfigurationError, InvalidValueError
 from zasync.interfaces import ZasyncError
 from zasync.model.tx import read_in_fresh_connection
 from zasync.ops import _http, actions, queries, views
@@ -69,7 +70,9 @@ def make_app(
     ``Host`` values it answers; None answers any (Flask's test client).
     """
     if not token:
-        raise ValueError("the dashboard needs a non-empty token")
+        raise ConfigurationError(
+            "the dashboard needs a non-empty token: pass token=, e.g. secrets.token_urlsafe()"
+        )
     app = Flask(__name__)
     app.config["ZASYNC_DB"] = db
     app.config["ZASYNC_ALLOWED_HOSTS"] = None if allowed_hosts is None else frozenset(allowed_hosts)
@@ -226,7 +229,7 @@ def _whole(form: Any, name: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {text[:40]!r}") from None
+        raise InvalidValueError(f"{name} must be a whole number, not {text[:40]!r}") from None
 
 
 def _filter_args() -> dict[str, Any]:

@@ -1,0 +1,16 @@
+"""Checked by mypy in tests/test_api.py, which expects exactly the errors marked here."""
+
+from __future__ import annotations
+
+import zasync
+from zasync import Job
+
+
+def answer() -> str:
+    return "42"
+
+
+def show(queue: zasync.Queue) -> None:
+    number: Job[int] = queue.put(answer)  # error: a Job[str] is no Job[int]
+    text: str = Job(answer).result  # error: the result may be a Failure or None
+    del number, text
