@@ -13,9 +13,9 @@ import pytest
 import transaction
 import ZODB
 import ZODB.FileStorage
-from processes import zasync_cli
 
 import zasync
+from processes import zasync_cli
 from zasync import Failure, Job
 from zasync.model.agent import Agent
 from zasync.model.queue import Queue
