@@ -278,6 +278,7 @@ def test_graceful_stop_hands_back_unstarted_jobs(zasync_db, zasync_queue):
         transaction.begin()
         assert job.status == PENDING  # handed back, not interrupted
         assert job._retry_policy is None  # no interruption was counted
+    assert f"zasync: hand back unstarted jobs of {d.UUID}" in _notes(zasync_db)
     dispatcher_module.pop(d.UUID)
     with running_dispatcher(zasync_db):
         assert [wait_for_result(j) for j in waiting] == [42, 42, 42]
@@ -370,11 +371,11 @@ def test_a_failed_claim_keeps_the_pools_and_their_running_jobs(
     real = dispatcher_module.try_transaction_five_times
     failures = []
 
-    def claim_fails_once(call, identifier, tm, reraise=()):
+    def claim_fails_once(call, identifier, tm, reraise=(), note=""):
         if "claiming" in str(identifier) and failures == ["armed"]:
             failures.append("failed")
             return Failure(zasync.ZasyncError("five conflicts, say"))
-        return real(call, identifier, tm, reraise=reraise)
+        return real(call, identifier, tm, reraise=reraise, note=note)
 
     monkeypatch.setattr(dispatcher_module, "try_transaction_five_times", claim_fails_once)
     caplog.set_level(logging.WARNING, "zasync.events")
@@ -587,3 +588,23 @@ def test_the_connection_pool_has_room_for_every_thread(zasync_db, zasync_queue, 
         transaction.commit()
         assert [wait_for_result(job) for job in jobs] == [n * 2 for n in range(20)]
     assert "open connections with a pool_size" not in caplog.text
+
+
+def _notes(db):
+    records = db.storage.iterator()
+    try:
+        return [txn.description.decode() for txn in records]
+    finally:
+        records.close()
+
+
+def test_claims_and_results_are_noted_in_the_transaction_log(zasync_db, zasync_queue):
+    job = zasync_queue.put(Job(operator.mul, 6, 7))
+    transaction.commit()
+    with running_dispatcher(zasync_db) as dispatcher:
+        assert wait_for_result(job) == 42
+        uuid = dispatcher.UUID
+    notes = _notes(zasync_db)
+    assert f"zasync: claim by {uuid} in queue ''" in notes
+    assert f"zasync: result of job {int.from_bytes(job._p_oid, 'big')}" in notes
+    assert f"zasync: deactivate dispatcher {uuid}" in notes

@@ -18,10 +18,9 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import transaction
-
 from zasync.interfaces import ZasyncError
 from zasync.model.failure import Failure
+from zasync.model.tx import fresh_connection
 
 
 class _Raised(Exception):
@@ -130,11 +129,7 @@ def submit(job: Any, awaitable: Awaitable[Any]) -> concurrent.futures.Future[Any
 
 
 def _deliver(db: Any, oid: bytes, outcome: Any) -> None:
-    tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
-    try:
+    # The job's own callback commits (and retries); the connection only carries it.
+    with fresh_connection(db) as (conn, tm):
         tm.begin()
         conn.get(oid)._callback(outcome)
-    finally:
-        tm.abort()
-        conn.close()

@@ -45,7 +45,7 @@ from zasync.interfaces import (
 )
 from zasync.model import _awaitables, _context, retry
 from zasync.model._arguments import ArgumentList, ArgumentMapping
-from zasync.model._base import Base, identity_repr
+from zasync.model._base import Base, identity_repr, oid_int
 from zasync.model._pickling import check_storable
 from zasync.model.completed import completion_key, long_to_dt
 from zasync.model.failure import Failure
@@ -670,6 +670,7 @@ class Job(Base, Generic[R]):
                     continue
             try:
                 final = self._set_result(res, tm, data_cache)
+                tm.get().note(f"zasync: result of job {oid_int(self)}")
                 tm.commit()
             except BaseException as error:
                 abort_quietly(tm)

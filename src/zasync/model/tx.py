@@ -156,9 +156,16 @@ BOOKKEEPING_TRIES = 5
 
 
 def never_fail(
-    call: Callable[[], T], identifier: Identifier, tm: Any, limit: int | None = BOOKKEEPING_TRIES
+    call: Callable[[], T],
+    identifier: Identifier,
+    tm: Any,
+    limit: int | None = BOOKKEEPING_TRIES,
+    note: str = "",
 ) -> T:
     """Run ``call()`` and commit, repeating until the commit succeeds.
+
+    ``note`` goes in each attempt's transaction description (what ``fsdump``
+    and undo logs show).
 
     Transaction errors are retried at once (a warning every 5th time).
     Storage errors (disconnects, I/O, a full disk) are reported in one line
@@ -176,6 +183,8 @@ def never_fail(
     other = 0
     while True:
         try:
+            if note:
+                tm.get().note(note)
             result = call()
             tm.commit()
         except EXPLOSIVE_ERRORS:
@@ -275,16 +284,20 @@ def try_transaction_five_times(
     identifier: Identifier,
     tm: Any,
     reraise: tuple[type[BaseException], ...] = (),
+    note: str = "",
 ) -> T | Failure:
     """Run ``call()`` and commit; retry up to five transaction errors, else return a Failure.
 
     Errors in ``reraise`` abort and propagate instead (the dispatcher's poll
     loop handles a lost database itself, with a backoff).  Failures are
     logged at ERROR, the same ``identifier``'s at most once a minute; storage
-    errors in one line (:func:`report_storage_failure`).
+    errors in one line (:func:`report_storage_failure`).  ``note`` goes in
+    each attempt's transaction description.
     """
     for attempt in range(1, 6):
         try:
+            if note:
+                tm.get().note(note)
             result = call()
             tm.commit()
         except EXPLOSIVE_ERRORS:

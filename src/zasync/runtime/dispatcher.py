@@ -46,6 +46,7 @@ from zasync.model.tx import (
     TRANSACTION_ERRORS,
     abort_quietly,
     disconnect_errors,
+    fresh_connection,
     report_storage_failure,
     system_errors,
     try_transaction_five_times,
@@ -315,7 +316,7 @@ class Dispatcher:
                     if da is not None and da.activated:
                         da.deactivate()
 
-            self._in_fresh_connection(unit, f"cleanly deactivating UUID {self.UUID}")
+            self._in_fresh_connection(unit, f"deactivate dispatcher {self.UUID}")
             released = sum(-pool.setSize(0) for pool in self.pools.values())
             self.pools.clear()
             self.db.setPoolSize(max(1, self.db.getPoolSize() - released - 2))
@@ -604,7 +605,10 @@ class Dispatcher:
 
         identifier = f"claiming for UUID {self.UUID} in queue {queue.name!r}"
         unsettled = dict(self._unsettled)
-        result = try_transaction_five_times(unit, identifier, tm, reraise=disconnect_errors())
+        note = f"zasync: claim by {self.UUID} in queue {queue.name!r}"
+        result = try_transaction_five_times(
+            unit, identifier, tm, reraise=disconnect_errors(), note=note
+        )
         if isinstance(result, Failure) and not result.check(*TRANSACTION_ERRORS):
             # Not a conflict: perhaps a job whose state cannot be stored.  Claim
             # again, checking each job as its commit would (and quarantining).
@@ -768,18 +772,13 @@ class Dispatcher:
                 agent.remove(job)
                 queue.putBack(job)
 
-        self._in_fresh_connection(unit, f"handing back unstarted jobs of {self.UUID}")
+        self._in_fresh_connection(unit, f"hand back unstarted jobs of {self.UUID}")
 
-    def _in_fresh_connection(self, unit: Callable[[Any], Any], identifier: str) -> Any:
+    def _in_fresh_connection(self, unit: Callable[[Any], Any], what: str) -> Any:
         """Run ``unit(conn)`` in a connection of its own and commit (five tries)."""
-        tm = transaction.TransactionManager()
-        conn = self.db.open(transaction_manager=tm)
-        try:
+        with fresh_connection(self.db) as (conn, tm):
             tm.begin()
-            return try_transaction_five_times(lambda: unit(conn), identifier, tm)
-        finally:
-            tm.abort()
-            conn.close()
+            return try_transaction_five_times(lambda: unit(conn), what, tm, note=f"zasync: {what}")
 
     # -- introspection (in memory) ------------------------------------------------------
 
