@@ -135,7 +135,8 @@ class IJob(Interface):
     (``job.stored_status``).  ``job.status`` tells a stored NEW apart by where
     the job waits: PENDING in a queue, ASSIGNED in an agent, NEW elsewhere
     (see ``WAITING``).  These are all the transitions of the stored status,
-    each made by one method of ``zasync.model.job.Job`` (which alone writes
+    each made by one method of ``Job`` (defined with its record, in
+    ``zasync.model._record``, the only module that writes
     the status and the job's times); from any other stored status, the method
     raises BadStatusError and changes nothing:
 

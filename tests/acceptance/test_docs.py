@@ -84,6 +84,9 @@ def test_examples_run(path, capsys, tmp_path, monkeypatch):
                 for uri in WORKER_COMMAND.findall(block.text):
                     worker = WorkerProcess(uri, tmp_path / "worker.log")
                     stack.callback(worker.stop)
+                    # As the reader does: wait for the worker to say it serves (it has
+                    # set up the queues), or the page's first commit may race its setup.
+                    worker.wait_for_log("worker ")
             if block.language != "python":
                 continue
             if block.title is not None:

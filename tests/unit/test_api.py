@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import pathlib
 import subprocess
@@ -61,7 +62,7 @@ ALIASES = [
     ("cls", "snake", "camel"), ALIASES, ids=lambda v: getattr(v, "__name__", v)
 )
 def test_snake_names_are_the_camel_functions(cls: type, snake: str, camel: str) -> None:
-    assert cls.__dict__[snake] is cls.__dict__[camel]
+    assert inspect.getattr_static(cls, snake) is inspect.getattr_static(cls, camel)
 
 
 def test_stored_method_names_stay_camel(root: Any) -> None:
