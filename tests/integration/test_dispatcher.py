@@ -14,6 +14,7 @@ import transaction
 import zasync
 from zasync import ACTIVE, COMPLETED, PENDING, Failure, Job
 from zasync.model.events import DispatcherActivated, DispatcherRegistered
+from zasync.runtime import claim as claim_module
 from zasync.runtime import dispatcher as dispatcher_module
 from zasync.runtime.dispatcher import AgentSpec, Dispatcher
 from zasync.testing import (
@@ -368,7 +369,7 @@ def test_a_failed_claim_keeps_the_pools_and_their_running_jobs(
     zasync_db, zasync_queue, monkeypatch, caplog
 ):
     """A claim transaction that gives up must not retire the pools: their jobs run on."""
-    real = dispatcher_module.try_transaction_five_times
+    real = claim_module.try_transaction_five_times
     failures = []
 
     def claim_fails_once(call, identifier, tm, reraise=(), note=""):
@@ -377,7 +378,7 @@ def test_a_failed_claim_keeps_the_pools_and_their_running_jobs(
             return Failure(zasync.ZasyncError("five conflicts, say"))
         return real(call, identifier, tm, reraise=reraise, note=note)
 
-    monkeypatch.setattr(dispatcher_module, "try_transaction_five_times", claim_fails_once)
+    monkeypatch.setattr(claim_module, "try_transaction_five_times", claim_fails_once)
     caplog.set_level(logging.WARNING, "zasync.events")
     with running_dispatcher(zasync_db, threads=1, poll_interval=0.05) as dispatcher:
         job = zasync_queue.put(Job(support.annotate_status_then_block, "failed-claim"))

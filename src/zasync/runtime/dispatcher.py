@@ -32,28 +32,23 @@ import transaction
 from pydantic.dataclasses import dataclass
 
 from zasync import clock
-from zasync._dbtime import database_now, note_commit_of
+from zasync._dbtime import note_commit_of
 from zasync.errors import AlreadyActivatedError, AlreadyRegisteredError, NotActivatedError
 from zasync.identity import get_process_uuid
-from zasync.interfaces import ACTIVE, COMPLETED, KEY, NEW
+from zasync.interfaces import ACTIVE, KEY, NEW
 from zasync.model import _awaitables, _context
-from zasync.model.agent import Agent
-from zasync.model.failure import Failure
-from zasync.model.lanes import DispatcherShare
-from zasync.model.quarantine import unsound
-from zasync.model.retry import needs_start_commit
 from zasync.model.tx import (
-    TRANSACTION_ERRORS,
     abort_quietly,
-    disconnect_errors,
     fresh_connection,
     report_storage_failure,
     system_errors,
     try_transaction_five_times,
 )
 from zasync.runtime._limits import Prefetch, Seconds, Threads, check_intervals
+from zasync.runtime.claim import Claiming
+from zasync.runtime.introspection import Introspection
 from zasync.runtime.pool import AgentThreadPool, WorkItem
-from zasync.runtime.records import JobId, PollInfo, Records, new_job_record
+from zasync.runtime.records import JobId, PollInfo, Records
 from zasync.storage.watch import ChangePoller, commit_watcher
 
 events_log = logging.getLogger("zasync.events")
@@ -129,15 +124,8 @@ def _job_id(job: Any) -> JobId:
     return (int.from_bytes(job._p_oid, "big"), job._p_jar.db().database_name)
 
 
-class Dispatcher:
+class Dispatcher(Claiming, Introspection):
     """Claims and runs jobs for one process; see the module documentation."""
-
-    STOPPED = "STOPPED"
-    RUNNING = "RUNNING"
-    STUCK = "STUCK"
-    STARTING = "STARTING"
-    #: The poll thread died: nothing is claimed or pinged any more.
-    DEAD = "DEAD"
 
     thread: threading.Thread | None = None
     #: What ended the poll thread while the dispatcher was active, if anything did.
@@ -465,237 +453,6 @@ class Dispatcher:
                 trace_log.debug("poll %s: %r", info.key, dict(info))
             self._last_poll_dump = info
 
-    def _activate_in(self, queue: Any, tm: Any) -> bool:
-        """Make sure this process is registered and active in ``queue``."""
-        if queue._p_oid in self._activated_queues:
-            da = queue.dispatchers.get(self.UUID)
-            if da is not None and da.activated:
-                return True
-            events_log.warning(
-                "dispatcher %s was deactivated in queue %r by another process; reactivating",
-                self.UUID,
-                queue.name,
-            )
-            self._activated_queues.discard(queue._p_oid)
-
-        def unit() -> bool:
-            if self.UUID not in queue.dispatchers:
-                queue.dispatchers.register(self.UUID)
-            da = queue.dispatchers[self.UUID]
-            if da.activated:
-                if not da.dead_at(database_now(self.conn)) and not self._ended_run(da):
-                    return False
-                da.hold_liveness()
-                da.deactivate()  # our previous incarnation died: recover its jobs
-            if self.ping_interval is not None:
-                da.ping_interval = datetime.timedelta(seconds=self.ping_interval)
-            if self.death_interval is not None:
-                da.ping_death_interval = datetime.timedelta(seconds=self.death_interval)
-            da.activate()
-            self._install_agents(queue, da)
-            return True
-
-        oid = int.from_bytes(queue._p_oid, "big")
-        # Watch before the claim's snapshot is taken: a put committed between that
-        # snapshot and a later watch would wake nobody until the next timed poll.
-        self._watched.add(queue._length._p_oid)
-        result = try_transaction_five_times(
-            unit,
-            f"activating dispatcher UUID {self.UUID} in queue {queue.name!r} (oid {oid})",
-            tm,
-            reraise=disconnect_errors(),
-        )
-        if result is True:
-            note_commit_of(queue.dispatchers[self.UUID].last_ping)  # activating pinged
-            self._activated_queues.add(queue._p_oid)
-            self._refused.pop(queue.name, None)
-            return True
-        if result is False:
-            self._log_refusal(queue, oid)
-        return False
-
-    def _ended_run(self, da: Any) -> bool:
-        """``da`` was activated by an earlier run of this worker, which has surely ended."""
-        started = self.activated
-        if not self.sole_owner or not isinstance(started, datetime.datetime):
-            return False
-        if da.activated >= started:
-            return False  # activated by this very run: not an earlier one's
-        events_log.info(
-            "dispatcher %s takes over its own record in queue %r, active since %s: this "
-            "process holds the database file, so the run that left it has ended",
-            self.UUID,
-            da.parent.name if da.parent is not None else None,
-            da.activated.isoformat(),
-        )
-        return True
-
-    def _log_refusal(self, queue: Any, oid: int) -> None:
-        count = self._refused[queue.name] = self._refused.get(queue.name, 0) + 1
-        da = queue.dispatchers[self.UUID]
-        reference = da.last_alive() or clock.utcnow()
-        level = logging.ERROR if count == 1 else logging.WARNING
-        if count == 1 or count % 10 == 0:
-            events_log.log(
-                level,
-                "UUID %s already activated in queue %s (oid %d): another process? "
-                "(To stop polling this queue, stop this worker: zasync.runtime.dispatcher.get()."
-                "stop().)  If the other process is gone, its record counts as dead and "
-                "is taken over after %s",
-                self.UUID,
-                queue.name,
-                oid,
-                (reference + da.ping_death_interval).isoformat(),
-            )
-
-    def _install_agents(self, queue: Any, da: Any) -> None:
-        for spec in self.agent_specs:
-            if spec.queue != queue.name:
-                continue
-            agent = da.get(spec.name)
-            if agent is None:
-                da[spec.name] = Agent(size=spec.size, filter=spec.filter, threads=spec.threads)
-                events_log.info("agent %r added to queue %r", spec.name, queue.name)
-            else:
-                agent.size, agent.threads, agent.filter = spec.size, spec.threads, spec.filter
-
-    def _claim_in(self, queue: Any, queue_info: dict[str, Any], tm: Any) -> list[JobId] | None:
-        """File, claim and ping in one transaction; hand claimed jobs to the pools.
-
-        None if the transaction failed: then nothing was claimed, and the
-        queue's agents are not known from this poll.
-        """
-        da = queue.dispatchers[self.UUID]
-        careful = False
-
-        def unit() -> tuple[list[tuple[str, Any]], dict[str, Any]]:
-            now = clock.utcnow()
-            claimed: list[tuple[str, Any]] = []
-            details: dict[str, Any] = {}
-            lane = self._lanes_in(queue)
-            for agent_name, agent in da.items():
-                held = list(agent)
-                details[agent_name] = {
-                    "size": agent.size,
-                    "len": None,
-                    "error": None,
-                    "new jobs": [],
-                    "active jobs": [_job_id(j) for j in held],
-                }
-                for job in [*held, *agent.parked()]:
-                    cause = self._unsettled.get(job._p_oid)
-                    bad = (job, cause) if cause is not None else unsound(job)
-                    if bad is not None:
-                        agent.drop(job)
-                        queue.quarantine(*bad)
-                    elif job.stored_status == COMPLETED:
-                        agent.jobCompleted(job)
-                    elif job in held and self._orphaned(queue.name, agent_name, job):
-                        self._reclaim(queue, da, agent, job)
-                details[agent_name]["len"] = len(agent)
-                for job in agent.claim_jobs(lane, careful) if self._claiming else ():
-                    if job.stored_status == NEW and not needs_start_commit(job):
-                        job._mark_active(now)
-                    claimed.append((agent_name, job))
-            deaths = sum(p.deaths for (q, _), p in self.pools.items() if q == queue.name)
-            if da.thread_deaths != deaths:  # rare: written only when a thread died
-                da.thread_deaths = deaths
-            queue.dispatchers.ping(self.UUID)
-            return claimed, details
-
-        identifier = f"claiming for UUID {self.UUID} in queue {queue.name!r}"
-        unsettled = dict(self._unsettled)
-        note = f"zasync: claim by {self.UUID} in queue {queue.name!r}"
-        result = try_transaction_five_times(
-            unit, identifier, tm, reraise=disconnect_errors(), note=note
-        )
-        if isinstance(result, Failure) and not result.check(*TRANSACTION_ERRORS):
-            # Not a conflict: perhaps a job whose state cannot be stored.  Claim
-            # again, checking each job as its commit would (and quarantining).
-            careful = True
-            result = try_transaction_five_times(
-                unit, f"{identifier}, checking each job", tm, reraise=disconnect_errors()
-            )
-        if isinstance(result, Failure):
-            queue_info["error"] = repr(result)
-            self._ping_alone(queue, tm)
-            return None
-        note_commit_of(da.last_ping)  # a no-op unless this claim's commit pinged
-        for oid in unsettled:
-            if not any(job._p_oid == oid for agent in da.values() for job in agent):
-                self._unsettled.pop(oid, None)  # quarantined (or gone)
-        claimed, details = result
-        queue_info.update(details)
-        started: list[JobId] = []
-        for agent_name, agent in da.items():
-            self._ensure_pool(queue.name, agent_name, agent.threads)
-        for agent_name, job in claimed:
-            job_id = _job_id(job)
-            self.records.add_job(job_id, new_job_record(repr(job), tuple(job.quota_names)))
-            details[agent_name]["new jobs"].append(job_id)
-            started.append(job_id)
-            self.pools[(queue.name, agent_name)].assign((job._p_oid, job_id[1]))
-        return started
-
-    def quarantine_later(self, oid: bytes, cause: str) -> None:
-        """Have the next poll quarantine a held job that a thread could not settle."""
-        self._unsettled[oid] = cause
-        self.wake()
-
-    def _ping_alone(self, queue: Any, tm: Any) -> None:
-        """Ping in a transaction of its own: liveness must not hang on a failed claim."""
-        try_transaction_five_times(
-            lambda: queue.dispatchers.ping(self.UUID),
-            f"pinging for UUID {self.UUID} in queue {queue.name!r}",
-            tm,
-            reraise=disconnect_errors(),
-        )
-
-    def _lanes_in(self, queue: Any) -> DispatcherShare | None:
-        """This dispatcher's share of ``queue``'s lanes among its active dispatchers.
-
-        Lanes only help when other dispatchers claim from the queue too.  The
-        active dispatchers, in UUID order, split the lanes between them and
-        leave each other's jobs alone while the owner can take them, so their
-        claims rarely go for the same job (see :mod:`zasync.model.lanes`).
-        """
-        active = [(uuid, da) for uuid, da in queue.dispatchers.items() if da.activated]
-        uuids = [uuid for uuid, _ in active]
-        if len(active) < 2 or self.UUID not in uuids:
-            return None
-        return DispatcherShare([da for _, da in active], uuids.index(self.UUID), queue.lane_count)
-
-    def _orphaned(self, queue_name: str, agent_name: str, job: Any) -> bool:
-        """Held here in the database, yet not waiting or running in this process.
-
-        It happens when a claim's commit succeeded but its answer was lost
-        (the connection broke in the commit): the poll saw an error and handed
-        nothing to the threads.  Without this check such jobs would wait in
-        a live worker's agent for ever.
-        """
-        pool = self.pools.get((queue_name, agent_name))
-        pools = [*self._retiring, *([] if pool is None else [pool])]
-        return not any(p.owns(job._p_oid) for p in pools)
-
-    def _reclaim(self, queue: Any, da: Any, agent: Any, job: Any) -> None:
-        """Give an orphaned job back: to the queue if it never started here, else as interrupted."""
-        try:
-            started = self.records.job_info(*_job_id(job)).get("started") is not None
-        except (KeyError, ValueError):
-            started = False
-        events_log.warning(
-            "%r was claimed here but never reached a thread (a commit whose answer was "
-            "lost?); handing it back%s",
-            job,
-            " as interrupted" if started else "",
-        )
-        agent.remove(job)
-        if started or job.stored_status not in (ACTIVE, NEW):
-            da._hand_back(queue, agent, job)
-        else:
-            job._unclaim()
-            queue.putBack(job)
-
     # -- pools -----------------------------------------------------------------------
 
     def _ensure_pool(self, queue_name: str, agent_name: str, threads: int) -> None:
@@ -779,80 +536,6 @@ class Dispatcher:
         with fresh_connection(self.db) as (conn, tm):
             tm.begin()
             return try_transaction_five_times(lambda: unit(conn), what, tm, note=f"zasync: {what}")
-
-    # -- introspection (in memory) ------------------------------------------------------
-
-    def getStatusInfo(self) -> dict[str, Any]:
-        """uuid, poll interval, status, time since last poll and uptime.
-
-        The status is STOPPED, STARTING, RUNNING, STUCK (no poll for two
-        intervals) or DEAD (the poll thread ended; ``poll thread error`` says
-        why).
-        """
-        now = clock.utcnow()
-        interval = datetime.timedelta(seconds=self.poll_interval)
-        info: dict[str, Any] = {
-            "uuid": self.UUID,
-            "poll interval": interval,
-            "status": self.STOPPED,
-            "time since last poll": None,
-            "uptime": None,
-        }
-        if not isinstance(self.activated, datetime.datetime):
-            return info
-        info["uptime"] = now - self.activated
-        if self.poll_thread_died:
-            info["status"] = self.DEAD
-            info["poll thread error"] = repr(self.poll_thread_error)
-            return info
-        poll = self.records.latest_poll()
-        slack = interval  # a poll in progress is not "stuck"
-        if poll is None:
-            info["time since last poll"] = now - self.activated
-            stuck = self.activated + interval + slack < now
-            info["status"] = self.STUCK if stuck else self.STARTING
-        else:
-            info["time since last poll"] = now - poll.utc_timestamp
-            stuck = poll.utc_timestamp + interval + slack < now
-            info["status"] = self.STUCK if stuck else self.RUNNING
-        return info
-
-    def getJobInfo(self, oid: int, database_name: str | None = None) -> dict[str, Any]:
-        """The record of a job this dispatcher claimed; KeyError if unknown."""
-        return self.records.job_info(oid, database_name)
-
-    def getActiveJobIds(self, queue: str | None = None, agent: str | None = None) -> list[JobId]:
-        """Jobs of the latest poll not yet completed, newest first."""
-        return self.records.active_job_ids(queue, agent)
-
-    def getPollInfo(self, at: Any = None, before: Any = None) -> PollInfo:
-        """The newest poll at (or strictly before) a key or time."""
-        return self.records.poll_info(at, before)
-
-    def iterPolls(
-        self, at: Any = None, before: Any = None, since: Any = None, count: Any = None
-    ) -> Any:
-        """Polls from newest to oldest."""
-        return self.records.iter_polls(at, before, since, count)
-
-    def getStatistics(
-        self,
-        at: Any = None,
-        before: Any = None,
-        since: Any = None,
-        queue: Any = None,
-        agent: Any = None,
-    ) -> dict[str, Any]:
-        """Counts and extremes of jobs over a window of polls."""
-        return self.records.statistics(at, before, since, queue, agent)
-
-    # zc.async's names above; these are the same methods.
-    get_status_info = getStatusInfo
-    get_job_info = getJobInfo
-    get_active_job_ids = getActiveJobIds
-    get_poll_info = getPollInfo
-    iter_polls = iterPolls
-    get_statistics = getStatistics
 
     def __repr__(self) -> str:
         return f"<Dispatcher {self.UUID} {'active' if self.activated else 'inactive'}>"
