@@ -62,7 +62,8 @@ from zasync.model.retry import (
     set_callback_retry_policy,
     set_default_retry_policy,
 )
-from zasync.runtime.dispatcher import AgentSpec, Dispatcher
+from zasync.runtime.config import AgentSpec
+from zasync.runtime.dispatcher import Dispatcher
 from zasync.runtime.local import local
 from zasync.schema import register_old_paths
 from zasync.storage.database import Database, open_database

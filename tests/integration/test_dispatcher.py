@@ -16,7 +16,8 @@ from zasync import ACTIVE, COMPLETED, PENDING, Failure, Job
 from zasync.model.events import DispatcherActivated, DispatcherRegistered
 from zasync.runtime import claim as claim_module
 from zasync.runtime import dispatcher as dispatcher_module
-from zasync.runtime.dispatcher import AgentSpec, Dispatcher
+from zasync.runtime.config import AgentSpec
+from zasync.runtime.dispatcher import Dispatcher
 from zasync.testing import (
     running_dispatcher,
     wait_for,

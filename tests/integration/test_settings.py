@@ -157,7 +157,8 @@ def test_environment_variables_are_text_converted_and_override_the_file(tmp_path
 
 def test_the_python_api_checks_its_arguments_when_called(zasync_db):
     from zasync.runtime import dispatcher as registry
-    from zasync.runtime.dispatcher import AgentSpec, Dispatcher
+    from zasync.runtime.config import AgentSpec
+    from zasync.runtime.dispatcher import Dispatcher
     from zasync.runtime.worker import WorkerOptions
 
     for wrong in ({"threads": "3"}, {"threads": 0}, {"prefetch": -1}, {"name": 3}, {"filter": "x"}):

@@ -1,7 +1,7 @@
 """The types and ranges of the settings a worker runs with, shared by every way in.
 
 The worker's TOML file, its flags and environment variables
-(:mod:`zasync.runtime.settings`), and the Python API (:class:`~zasync.runtime.dispatcher.AgentSpec`,
+(:mod:`zasync.runtime.settings`), and the Python API (:class:`~zasync.runtime.config.AgentSpec`,
 :class:`~zasync.runtime.dispatcher.Dispatcher`) check the same rules, with pydantic.
 """
 

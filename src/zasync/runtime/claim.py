@@ -15,19 +15,28 @@ import logging
 import uuid as uuid_module
 from typing import TYPE_CHECKING, Any
 
+import transaction
+import ZODB
+from ZODB.Connection import Connection
+
 from zasync import clock
 from zasync._dbtime import database_now, note_commit_of
+from zasync.errors import ZasyncError
 from zasync.interfaces import ACTIVE, COMPLETED, NEW
 from zasync.model.agent import Agent
+from zasync.model.dispatchers import DispatcherAgents
 from zasync.model.failure import Failure
+from zasync.model.job import Job
 from zasync.model.lanes import DispatcherShare
 from zasync.model.quarantine import unsound
+from zasync.model.queue import Queue
 from zasync.model.retry import needs_start_commit
 from zasync.model.tx import (
     TRANSACTION_ERRORS,
     disconnect_errors,
     try_transaction_five_times,
 )
+from zasync.runtime.config import AgentSpec
 from zasync.runtime.pool import AgentThreadPool
 from zasync.runtime.records import JobId, Records, new_job_record
 
@@ -35,22 +44,29 @@ events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
 
 
-def _job_id(job: Any) -> JobId:
+def _job_id(job: Job[Any]) -> JobId:
     return (int.from_bytes(job._p_oid, "big"), job._p_jar.db().database_name)
+
+
+def _queue_name(queue: Queue) -> str:
+    """The name of a queue the poll reached through the Queues mapping (so it has one)."""
+    if queue.name is None:
+        raise ZasyncError("a queue in no Queues mapping cannot be claimed from", queue=queue)
+    return queue.name
 
 
 class Claiming:
     """The claim transaction, mixed into the dispatcher (see the module documentation)."""
 
     UUID: uuid_module.UUID
-    db: Any
-    conn: Any
+    db: ZODB.DB
+    conn: Connection | None
     records: Records
     activated: datetime.datetime | bool | None
     sole_owner: bool
     ping_interval: float | None
     death_interval: float | None
-    agent_specs: tuple[Any, ...]
+    agent_specs: tuple[AgentSpec, ...]
     pools: dict[tuple[str, str], AgentThreadPool]
     _retiring: list[AgentThreadPool]
     _activated_queues: set[bytes]
@@ -65,7 +81,7 @@ class Claiming:
 
         def _ensure_pool(self, queue_name: str, agent_name: str, threads: int) -> None: ...
 
-    def _activate_in(self, queue: Any, tm: Any) -> bool:
+    def _activate_in(self, queue: Queue, tm: transaction.TransactionManager) -> bool:
         """Make sure this process is registered and active in ``queue``."""
         if queue._p_oid in self._activated_queues:
             da = queue.dispatchers.get(self.UUID)
@@ -108,30 +124,32 @@ class Claiming:
         if result is True:
             note_commit_of(queue.dispatchers[self.UUID].last_ping)  # activating pinged
             self._activated_queues.add(queue._p_oid)
-            self._refused.pop(queue.name, None)
+            self._refused.pop(_queue_name(queue), None)
             return True
         if result is False:
             self._log_refusal(queue, oid)
         return False
 
-    def _ended_run(self, da: Any) -> bool:
+    def _ended_run(self, da: DispatcherAgents) -> bool:
         """``da`` was activated by an earlier run of this worker, which has surely ended."""
         started = self.activated
         if not self.sole_owner or not isinstance(started, datetime.datetime):
             return False
-        if da.activated >= started:
-            return False  # activated by this very run: not an earlier one's
+        activated = da.activated
+        if activated is None or activated >= started:
+            return False  # not active, or activated by this very run: not an earlier one's
         events_log.info(
             "dispatcher %s takes over its own record in queue %r, active since %s: this "
             "process holds the database file, so the run that left it has ended",
             self.UUID,
             da.parent.name if da.parent is not None else None,
-            da.activated.isoformat(),
+            activated.isoformat(),
         )
         return True
 
-    def _log_refusal(self, queue: Any, oid: int) -> None:
-        count = self._refused[queue.name] = self._refused.get(queue.name, 0) + 1
+    def _log_refusal(self, queue: Queue, oid: int) -> None:
+        name = _queue_name(queue)
+        count = self._refused[name] = self._refused.get(name, 0) + 1
         da = queue.dispatchers[self.UUID]
         reference = da.last_alive() or clock.utcnow()
         level = logging.ERROR if count == 1 else logging.WARNING
@@ -148,7 +166,7 @@ class Claiming:
                 (reference + da.ping_death_interval).isoformat(),
             )
 
-    def _install_agents(self, queue: Any, da: Any) -> None:
+    def _install_agents(self, queue: Queue, da: DispatcherAgents) -> None:
         for spec in self.agent_specs:
             if spec.queue != queue.name:
                 continue
@@ -159,7 +177,9 @@ class Claiming:
             else:
                 agent.size, agent.threads, agent.filter = spec.size, spec.threads, spec.filter
 
-    def _claim_in(self, queue: Any, queue_info: dict[str, Any], tm: Any) -> list[JobId] | None:
+    def _claim_in(
+        self, queue: Queue, queue_info: dict[str, Any], tm: transaction.TransactionManager
+    ) -> list[JobId] | None:
         """File, claim and ping in one transaction; hand claimed jobs to the pools.
 
         None if the transaction failed: then nothing was claimed, and the
@@ -168,9 +188,9 @@ class Claiming:
         da = queue.dispatchers[self.UUID]
         careful = False
 
-        def unit() -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+        def unit() -> tuple[list[tuple[str, Job[Any]]], dict[str, Any]]:
             now = clock.utcnow()
-            claimed: list[tuple[str, Any]] = []
+            claimed: list[tuple[str, Job[Any]]] = []
             details: dict[str, Any] = {}
             lane = self._lanes_in(queue)
             for agent_name, agent in da.items():
@@ -190,7 +210,7 @@ class Claiming:
                         queue.quarantine(*bad)
                     elif job.stored_status == COMPLETED:
                         agent.jobCompleted(job)
-                    elif job in held and self._orphaned(queue.name, agent_name, job):
+                    elif job in held and self._orphaned(_queue_name(queue), agent_name, job):
                         self._reclaim(queue, da, agent, job)
                 details[agent_name]["len"] = len(agent)
                 for job in agent.claim_jobs(lane, careful) if self._claiming else ():
@@ -227,14 +247,15 @@ class Claiming:
         claimed, details = result
         queue_info.update(details)
         started: list[JobId] = []
+        name = _queue_name(queue)
         for agent_name, agent in da.items():
-            self._ensure_pool(queue.name, agent_name, agent.threads)
+            self._ensure_pool(name, agent_name, agent.threads)
         for agent_name, job in claimed:
             job_id = _job_id(job)
             self.records.add_job(job_id, new_job_record(repr(job), tuple(job.quota_names)))
             details[agent_name]["new jobs"].append(job_id)
             started.append(job_id)
-            self.pools[(queue.name, agent_name)].assign((job._p_oid, job_id[1]))
+            self.pools[(name, agent_name)].assign((job._p_oid, job_id[1]))
         return started
 
     def quarantine_later(self, oid: bytes, cause: str) -> None:
@@ -242,7 +263,7 @@ class Claiming:
         self._unsettled[oid] = cause
         self.wake()
 
-    def _ping_alone(self, queue: Any, tm: Any) -> None:
+    def _ping_alone(self, queue: Queue, tm: transaction.TransactionManager) -> None:
         """Ping in a transaction of its own: liveness must not hang on a failed claim."""
         try_transaction_five_times(
             lambda: queue.dispatchers.ping(self.UUID),
@@ -251,7 +272,7 @@ class Claiming:
             reraise=disconnect_errors(),
         )
 
-    def _lanes_in(self, queue: Any) -> DispatcherShare | None:
+    def _lanes_in(self, queue: Queue) -> DispatcherShare | None:
         """This dispatcher's share of ``queue``'s lanes among its active dispatchers.
 
         Lanes only help when other dispatchers claim from the queue too.  The
@@ -265,7 +286,7 @@ class Claiming:
             return None
         return DispatcherShare([da for _, da in active], uuids.index(self.UUID), queue.lane_count)
 
-    def _orphaned(self, queue_name: str, agent_name: str, job: Any) -> bool:
+    def _orphaned(self, queue_name: str, agent_name: str, job: Job[Any]) -> bool:
         """Held here in the database, yet not waiting or running in this process.
 
         It happens when a claim's commit succeeded but its answer was lost
@@ -277,7 +298,7 @@ class Claiming:
         pools = [*self._retiring, *([] if pool is None else [pool])]
         return not any(p.owns(job._p_oid) for p in pools)
 
-    def _reclaim(self, queue: Any, da: Any, agent: Any, job: Any) -> None:
+    def _reclaim(self, queue: Queue, da: DispatcherAgents, agent: Agent, job: Job[Any]) -> None:
         """Give an orphaned job back: to the queue if it never started here, else as interrupted."""
         try:
             started = self.records.job_info(*_job_id(job)).get("started") is not None

@@ -29,7 +29,6 @@ from typing import Any
 
 import pydantic
 import transaction
-from pydantic.dataclasses import dataclass
 
 from zasync import clock
 from zasync._dbtime import note_commit_of
@@ -44,8 +43,9 @@ from zasync.model.tx import (
     system_errors,
     try_transaction_five_times,
 )
-from zasync.runtime._limits import Prefetch, Seconds, Threads, check_intervals
+from zasync.runtime._limits import Seconds, check_intervals
 from zasync.runtime.claim import Claiming
+from zasync.runtime.config import AgentSpec
 from zasync.runtime.introspection import Introspection
 from zasync.runtime.pool import AgentThreadPool, WorkItem
 from zasync.runtime.records import JobId, PollInfo, Records
@@ -53,29 +53,6 @@ from zasync.storage.watch import ChangePoller, commit_watcher
 
 events_log = logging.getLogger("zasync.events")
 trace_log = logging.getLogger("zasync.trace")
-
-
-@dataclass(frozen=True, config=pydantic.ConfigDict(strict=True))
-class AgentSpec:
-    """An agent that a dispatcher installs (or updates) when it activates in a queue.
-
-    ``threads`` jobs run at once (1 to 1000); up to ``prefetch`` more (0 to
-    10000) are claimed ahead, so short jobs are claimed in batches.
-    ``filter`` (a picklable callable taking a job) chooses which jobs this
-    agent takes.  Wrong types or ranges raise a ValueError (pydantic's
-    ValidationError) here, not in a thread later.
-    """
-
-    name: str = "main"
-    queue: str = ""
-    threads: Threads = 3
-    prefetch: Prefetch = 0
-    filter: Callable[[Any], bool] | None = None
-
-    @property
-    def size(self) -> int:
-        """How many jobs the agent may hold: running plus claimed ahead."""
-        return self.threads + self.prefetch
 
 
 class _Arguments(pydantic.BaseModel):

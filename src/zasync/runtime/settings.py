@@ -29,7 +29,7 @@ from pydantic import ConfigDict, Field
 from zasync.errors import ConfigurationError
 from zasync.interfaces import ZasyncError
 from zasync.runtime._limits import Grace, Port, Prefetch, Seconds, Threads, check_intervals
-from zasync.runtime.dispatcher import AgentSpec
+from zasync.runtime.config import AgentSpec
 from zasync.runtime.worker import WorkerOptions, resolve
 
 

@@ -53,7 +53,8 @@ from zasync.interfaces import ZasyncError
 from zasync.model.queue import install_queues, upgrade_lanes_at_start
 from zasync.model.tx import commit_in_fresh_connection, fresh_connection
 from zasync.runtime._limits import Grace, Port, Seconds, check_intervals
-from zasync.runtime.dispatcher import AgentSpec, Dispatcher
+from zasync.runtime.config import AgentSpec
+from zasync.runtime.dispatcher import Dispatcher
 from zasync.runtime.dispatcher import pop as forget_dispatcher
 from zasync.storage.database import Database, open_database
 

@@ -29,7 +29,8 @@ from zasync.model.agent import Agent
 from zasync.model.failure import Failure
 from zasync.model.queue import get_queue
 from zasync.runtime import dispatcher as dispatcher_module
-from zasync.runtime.dispatcher import AgentSpec, Dispatcher
+from zasync.runtime.config import AgentSpec
+from zasync.runtime.dispatcher import Dispatcher
 
 __all__ = [
     "CommitCounter",

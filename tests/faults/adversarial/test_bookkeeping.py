@@ -13,7 +13,8 @@ import uuid
 import transaction
 
 from zasync import COMPLETED, Job
-from zasync.runtime.dispatcher import AgentSpec, Dispatcher
+from zasync.runtime.config import AgentSpec
+from zasync.runtime.dispatcher import Dispatcher
 from zasync.runtime.records import PollInfo, Records
 from zasync.testing import running_dispatcher, wait_for, wait_for_poll, wait_for_result
 

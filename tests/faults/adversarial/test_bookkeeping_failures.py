@@ -23,7 +23,8 @@ import zasync
 from zasync import COMPLETED, Failure, Job
 from zasync.interfaces import AbortedError, RetryPolicyError
 from zasync.ops import actions, views
-from zasync.runtime.dispatcher import AgentSpec, Dispatcher
+from zasync.runtime.config import AgentSpec
+from zasync.runtime.dispatcher import Dispatcher
 from zasync.testing import running_dispatcher, wait_for, wait_for_poll, wait_for_result
 
 import bad_jobs

@@ -1,0 +1,34 @@
+"""What a worker is told to run: the agents it installs in each queue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pydantic
+from pydantic.dataclasses import dataclass
+
+from zasync.runtime._limits import Prefetch, Threads
+
+
+@dataclass(frozen=True, config=pydantic.ConfigDict(strict=True))
+class AgentSpec:
+    """An agent that a dispatcher installs (or updates) when it activates in a queue.
+
+    ``threads`` jobs run at once (1 to 1000); up to ``prefetch`` more (0 to
+    10000) are claimed ahead, so short jobs are claimed in batches.
+    ``filter`` (a picklable callable taking a job) chooses which jobs this
+    agent takes.  Wrong types or ranges raise a ValueError (pydantic's
+    ValidationError) here, not in a thread later.
+    """
+
+    name: str = "main"
+    queue: str = ""
+    threads: Threads = 3
+    prefetch: Prefetch = 0
+    filter: Callable[[Any], bool] | None = None
+
+    @property
+    def size(self) -> int:
+        """How many jobs the agent may hold: running plus claimed ahead."""
+        return self.threads + self.prefetch
