@@ -47,6 +47,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from cluster import CONFLICTS, Engine  # noqa: E402
 
 import zasync  # noqa: E402
+
 from workers import WorkerProcess, client  # noqa: E402
 
 

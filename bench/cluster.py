@@ -42,8 +42,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-import pgserver  # noqa: E402
 import zasync  # noqa: E402
+
+import pgserver  # noqa: E402
 from workers import WorkerProcess, ZEOServer, client, free_port, wait_until  # noqa: E402
 
 THREADS = 4

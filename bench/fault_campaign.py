@@ -3,7 +3,7 @@
 A fault test that passed once proves little.  Each run of each engine is a
 fresh pytest process running one fault test; the test appends its counts
 and times as a JSON line to ``$ZASYNC_FAULT_REPORT`` (see
-tests/test_faults.py).  Engines:
+tests/faults/test_faults.py).  Engines:
 
 * ``embedded``: one worker on ``file://…/Data.fs`` killed with ``kill -9``
   five times while another process puts 2,000 jobs; the stall is from the
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-FAULTS = "tests/test_faults.py"
+FAULTS = "tests/faults/test_faults.py"
 SELECTIONS = {
     "embedded": [
         f"{FAULTS}::test_the_embedded_worker_killed_five_times_while_another_process_puts_jobs"
@@ -53,8 +53,10 @@ SELECTIONS = {
     "postgres": [
         f"{FAULTS}::test_kills_and_a_server_restart_lose_nothing_and_double_nothing[postgres]"
     ],
-    "disk": ["tests/test_storage_faults.py", "-k", "full_disk"],
-    "frozen": ["tests/test_clocks.py::test_a_frozen_worker_does_not_declare_its_live_sibling_dead"],
+    "disk": ["tests/faults/test_storage_faults.py", "-k", "full_disk"],
+    "frozen": [
+        "tests/faults/test_clocks.py::test_a_frozen_worker_does_not_declare_its_live_sibling_dead"
+    ],
 }
 #: The counts the fault tests report; a run with any of them non-zero went wrong.
 COUNTS = ["lost", "doubled", "stuck", "failed", "bad_objects"]

@@ -1,4 +1,4 @@
-"""Many seeds of tests/test_lane_merges.py: random concurrent transactions on a queue's lanes.
+"""Many seeds of tests/unit/test_lane_merges.py: random concurrent transactions on a queue's lanes.
 
 Each seed runs STEPS random steps (open a transaction with a few puts,
 claims, removals or put-backs, add to an open one, or commit one) with
@@ -37,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "unit"))
 
 from test_lane_merges import LANE_CLASSES, run_pairs, run_parties, run_seed  # noqa: E402
 

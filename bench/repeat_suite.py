@@ -7,7 +7,7 @@ with a busy loop holding one core, and prints per-test counts, then writes
 them as JSON::
 
     .venv/bin/python bench/repeat_suite.py --runs 10
-    .venv/bin/python bench/repeat_suite.py --runs 5 --busy tests/adversarial
+    .venv/bin/python bench/repeat_suite.py --runs 5 --busy tests/faults/adversarial
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SELECTION = [
-    "tests/adversarial",
-    "tests/test_catastrophes.py",
-    "tests/test_faults.py",
+    "tests/faults/adversarial",
+    "tests/faults/test_catastrophes.py",
+    "tests/faults/test_faults.py",
 ]
 
 

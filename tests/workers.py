@@ -14,8 +14,9 @@ from typing import Any
 
 import transaction
 
-from processes import python_env
 from zasync.storage.database import open_database
+
+from processes import python_env
 
 FAST = ["--poll-interval", "0.2", "--ping-interval", "0.3", "--death-interval", "1.5"]
 

@@ -1,7 +1,7 @@
 """Process-wide counters of what went wrong and was retried (no dependency, no I/O).
 
 Core modules count where something worth watching happens; the worker logs
-the conflict figures when it stops and :mod:`zasync.metrics` exports every
+the conflict figures when it stops and :mod:`zasync.ops.metrics` exports every
 counter at scrape time.  Counting is a dictionary update under a lock.
 
 Conflict retries are the figure to watch as workers grow: each one is work

@@ -6,7 +6,7 @@ policy factories), method names (jobs that call a method of another job),
 annotation keys, status strings and the layout of its BTree keys.  Once a
 version is released, a database it wrote must keep working with every later
 version: each name listed here is an API that must never be removed, reused
-for something else or changed in meaning.  ``tests/test_schema.py`` checks
+for something else or changed in meaning.  ``tests/integration/test_schema.py`` checks
 that every path below resolves, that a real workload stores no ``zasync``
 global that is not listed, and that a database written by each earlier
 release opens and runs (see ``docs/reference/stored-schema.md``).
@@ -270,4 +270,8 @@ def register_old_paths() -> None:
     ``ZODB.DB(...)`` included: importing ``zasync.job`` imports ``zasync`` first.
     """
     for old, new in MOVED_MODULES.items():
-        sys.modules.setdefault(old, importlib.import_module(new))
+        module = sys.modules.setdefault(old, importlib.import_module(new))
+        # ``import zasync.job; zasync.job.Job`` reads the package's attribute too.
+        parent, _, name = old.rpartition(".")
+        if not hasattr(sys.modules[parent], name):
+            setattr(sys.modules[parent], name, module)

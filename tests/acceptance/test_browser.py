@@ -17,11 +17,11 @@ import pytest
 import transaction
 
 import zasync
-from processes import python_env
-from workers import WorkerProcess, client, free_port, wait_until
 from zasync.testing import wait_for_result
 
 import support
+from processes import python_env
+from workers import WorkerProcess, client, free_port, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"

@@ -9,9 +9,10 @@ import sys
 import pytest
 
 import zasync
-from processes import python_env, zasync_cli
 from zasync.ops.durations import parse_duration, parse_time
 from zasync.runtime.settings import agent_from_config, load_config, parse_agent_option
+
+from processes import python_env, zasync_cli
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 import transaction
 
 import zasync
+
 from processes import zasync_cli
 from workers import WorkerProcess, client, free_port, wait_until
 
@@ -155,7 +156,7 @@ def test_acting_retry_remove_resize(system):
     uuid = cli_json(db, "uuids")[0]
     resized = cli_json(db, "agent", "resize", uuid[:8], "--threads", "3", "--size", "9")
     assert (resized["size"], resized["threads"]) == (9, 3)
-    # The dashboard refuses the same values with the same words (tests/test_web.py).
+    # The dashboard refuses the same values with the same words (tests/integration/test_web.py).
     refused = cli_error(db, "agent", "resize", uuid[:8], "--threads", "0")
     assert "agent threads must be an integer from 1 to 1000, not 0" in refused
     assert "agent size must be an integer >= 0, not -1" in cli_error(

@@ -17,11 +17,12 @@ import transaction
 from ZODB.FileStorage import FileStorage
 
 import zasync
-from processes import run_python
-from workers import WorkerProcess
 from zasync.identity import load_or_create_uuid_file
 from zasync.storage.database import open_database
 from zasync.storage.embedded import is_served, socket_path
+
+from processes import run_python
+from workers import WorkerProcess
 
 OTHER_UID = 65534  # nobody: another user of the machine
 

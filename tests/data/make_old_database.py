@@ -1,7 +1,7 @@
 """Write a small FileStorage database the way a worker of this version leaves one.
 
 The result is committed under ``tests/data/databases/<version>/Data.fs`` and
-read by ``tests/test_schema.py`` with the code of every later version: it is
+read by ``tests/integration/test_schema.py`` with the code of every later version: it is
 how we know that a database written today keeps opening and running tomorrow.
 
 It holds jobs in every status (completed with a result, failed, cancelled,

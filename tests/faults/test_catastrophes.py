@@ -14,10 +14,10 @@ import pytest
 import transaction
 
 import zasync
-from workers import WorkerProcess, client, lines, touch, wait_until
 from zasync import COMPLETED, AbortedError, Failure, Job, NeverRetry
 
 import support
+from workers import WorkerProcess, client, lines, touch, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -20,9 +20,10 @@ from ZODB.POSException import ConflictError
 from ZODB.TimeStamp import TimeStamp
 
 import zasync
+from zasync import COMPLETED, Job, clock
+
 from processes import TESTS, python_env
 from workers import PATIENCE, WorkerProcess, client, wait_until
-from zasync import COMPLETED, Job, clock
 
 DEAD = "is dead; deactivating it"
 REVIVED = "by another process; reactivating"

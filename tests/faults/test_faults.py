@@ -57,14 +57,14 @@ from BTrees.IOBTree import IOBTree
 from BTrees.OOBTree import OOBTree
 
 import zasync
-from pgserver import PostgresServer, fresh_database
-from processes import python_env
-from workers import WorkerProcess, ZEOServer, client, free_port, wait_until
 from zasync import COMPLETED, AbortedError, Failure, Job, NeverRetry
 from zasync.storage.database import open_database
 from zasync.storage.embedded import served_socket
 
 import support
+from pgserver import PostgresServer, fresh_database
+from processes import python_env
+from workers import WorkerProcess, ZEOServer, client, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

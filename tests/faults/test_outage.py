@@ -12,10 +12,10 @@ import pytest
 import transaction
 
 import zasync
-from workers import WorkerProcess, ZEOServer, client, free_port, lines, touch, wait_until
 from zasync import COMPLETED, Job
 
 import support
+from workers import WorkerProcess, ZEOServer, client, free_port, lines, touch, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,9 @@ import pytest
 import transaction
 from persistent.mapping import PersistentMapping
 
-from workers import WorkerProcess, ZEOServer, free_port, wait_until
 from zasync.storage.database import open_database
+
+from workers import WorkerProcess, ZEOServer, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

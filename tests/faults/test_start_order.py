@@ -21,9 +21,10 @@ import pytest
 import transaction
 
 import zasync
+from zasync import COMPLETED, Job
+
 from processes import python_env
 from workers import WorkerProcess, client, free_port, touch, wait_until
-from zasync import COMPLETED, Job
 
 pytestmark = pytest.mark.slow
 

@@ -25,11 +25,11 @@ from BTrees.IOBTree import IOBTree
 from persistent.mapping import PersistentMapping
 
 import zasync
-from pgserver import PostgresServer, fresh_database
-from workers import WorkerProcess, client, free_port, lines, touch, wait_until
 from zasync import COMPLETED, Failure, Job
 
 import support
+from pgserver import PostgresServer, fresh_database
+from workers import WorkerProcess, client, free_port, lines, touch, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ import transaction
 from ZODB.POSException import ConflictError
 
 import zasync
-from storages import both_storages
 
 import support
+from storages import both_storages
 
 zasync_storage = both_storages  # real conflicts in memory and on file
 

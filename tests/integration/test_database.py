@@ -6,10 +6,11 @@ import pytest
 import transaction
 
 import zasync
-from processes import run_python
 from zasync.storage.database import default_uri, file_path, open_database
 from zasync.storage.embedded import is_served
 from zasync.storage.watch import commit_watcher
+
+from processes import run_python
 
 
 def test_memory_and_file_uris(tmp_path):

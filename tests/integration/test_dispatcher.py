@@ -50,9 +50,15 @@ def test_construction(zasync_db):
 
 def test_connection_pool_accounting(zasync_db):
     assert zasync_db.getPoolSize() == 7
+    # No agents: only the poll thread's and the heartbeat's connections are added.
+    bare = Dispatcher(zasync_db, uuid=uuid.uuid4(), agents=[])
+    bare.activate()
+    assert zasync_db.getPoolSize() == 9
+    bare.stop(5)
+    assert zasync_db.getPoolSize() == 7
+    # With an agent of 3 threads, its pool (made by the first poll) adds one each.
     d = Dispatcher(zasync_db, uuid=uuid.uuid4(), agents=[AgentSpec(threads=3)])
     d.activate()
-    assert zasync_db.getPoolSize() == 9  # the poll thread's and the heartbeat's connections
     wait_for(lambda: zasync_db.getPoolSize() == 12, sync=None, message="pool not grown")
     d.stop(5)
     assert zasync_db.getPoolSize() == 7

@@ -14,11 +14,11 @@ import pytest
 import transaction
 
 import zasync
-from processes import zasync_cli
-from workers import WorkerProcess, client, lines, wait_until
 from zasync import COMPLETED, AbortedError, Failure, Job, NeverRetry
 
 import support
+from processes import zasync_cli
+from workers import WorkerProcess, client, lines, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -19,13 +19,14 @@ import pytest
 import transaction
 
 import zasync
-from processes import python_env
-from workers import free_port, wait_until
 from zasync import web
 from zasync.ops import live
 from zasync.ops.metrics import WorkerMetrics
 from zasync.storage.database import open_database
 from zasync.testing import running_dispatcher
+
+from processes import python_env
+from workers import free_port, wait_until
 
 TOKEN = "http-test-token"
 

@@ -8,8 +8,9 @@ import urllib.request
 import transaction
 
 import zasync
-from workers import WorkerProcess, client, free_port
 from zasync.testing import wait_for_result
+
+from workers import WorkerProcess, client, free_port
 
 
 def sample(text, name, **labels):

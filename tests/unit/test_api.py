@@ -16,7 +16,6 @@ import ZODB
 import ZODB.FileStorage
 
 import zasync
-from processes import zasync_cli
 from zasync import Failure, Job
 from zasync.model.agent import Agent
 from zasync.model.queue import Queue
@@ -26,6 +25,7 @@ from zasync.runtime.local import Local
 from zasync.runtime.pool import AgentThreadPool
 
 import support
+from processes import zasync_cli
 
 #: (class, snake_case alias, zc.async's name): each pair is one function.
 ALIASES = [

@@ -46,3 +46,20 @@ def test_count_commits_counts_only_commits_that_write(zasync_conn):
     zasync_conn.root()["n"] = 3
     transaction.commit()  # after the block: not counted
     assert counter.commits == 1
+
+
+def test_run_until_idle_leaves_no_active_worker_behind(zasync_db, zasync_queue):
+    zasync_queue.put(Job(operator.add, 1, 1))
+    transaction.commit()
+    run_until_idle(zasync_db)
+    # An active record would share the queue's lanes with the next real worker.
+    assert [da.activated for da in zasync_queue.dispatchers.values()] == [None]
+
+
+def test_run_until_idle_raises_its_errors_in_the_callers_thread(zasync_db, zasync_queue):
+    zasync_queue.put(Job(operator.add, 1, 1))
+    transaction.commit()
+    with pytest.raises(LookupError):
+        run_until_idle(zasync_db, queue_name="no such queue")
+    run_until_idle(zasync_db)
+    assert all(da.activated is None for da in zasync_queue.dispatchers.values())

@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 
-from zasync import clock
 from zasync.cli import _output as out
 from zasync.cli._common import CONNECT_TIMEOUT, CliError, check_port, database
 from zasync.model.queue import install_queues
@@ -108,7 +107,7 @@ def _wait_for_file(obj: dict[str, Any]) -> None:
         return
     deadline = time.monotonic() + obj.get("connect_timeout", CONNECT_TIMEOUT)
     while not os.path.exists(path) and time.monotonic() < deadline:
-        clock.sleep(0.1)
+        time.sleep(0.1)  # a wait with a real deadline, not a backoff
 
 
 def _install_default_queue(db: Any) -> None:

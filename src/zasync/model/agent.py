@@ -171,7 +171,7 @@ class Agent(Base):
     def drop(self, job: Job[Any]) -> bool:
         """Forget a held or parked job without loading or writing it; False if absent.
 
-        For jobs that cannot be loaded or stored (see :mod:`zasync.quarantine`):
+        For jobs that cannot be loaded or stored (see :mod:`zasync.model.quarantine`):
         unlike :meth:`remove`, the job's ``parent`` is left as it is.
         """
         for tree in (self._jobs, self._waiting):

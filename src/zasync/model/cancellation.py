@@ -27,6 +27,7 @@ from zasync.interfaces import (
     IQueue,
 )
 from zasync.model.failure import Failure
+from zasync.model.job import Job
 from zasync.model.tx import in_fresh_connection, never_fail
 from zasync.schema import CANCEL
 
@@ -38,7 +39,7 @@ def _request(reason: str | None) -> dict[str, Any]:
     return {"at": clock.utcnow().isoformat(), "reason": reason}
 
 
-def cancel(job: Any, reason: str | None = None) -> str:
+def cancel(job: Job[Any], reason: str | None = None) -> str:
     """Cancel ``job``; return ``'cancelled'`` (it was pending) or ``'requested'`` (it runs).
 
     For a pending job this commits the job's transaction manager (like
@@ -64,7 +65,7 @@ def cancel(job: Any, reason: str | None = None) -> str:
     )
 
 
-def _cancel_pending(job: Any, reason: str | None) -> None:
+def _cancel_pending(job: Job[Any], reason: str | None) -> None:
     tm = job._transaction_manager()
     queue = job.parent
     queue.remove(job)
@@ -82,7 +83,7 @@ def _cancel_pending(job: Any, reason: str | None) -> None:
         never_fail(lambda: queue.file_cancelled(job), lambda: f"filing cancelled {job!r}", tm)
 
 
-def request_cancel(job: Any, reason: str | None = None) -> None:
+def request_cancel(job: Job[Any], reason: str | None = None) -> None:
     """Ask a running job to stop: write the request and commit it in a separate connection."""
     if job._p_jar is None:
         raise BadStatusError(f"{job!r} is not stored in a database")
@@ -94,13 +95,13 @@ def request_cancel(job: Any, reason: str | None = None) -> None:
     in_fresh_connection(job._p_jar.db(), job._p_oid, write, commit=True)
 
 
-def cancel_request(job: Any) -> dict[str, Any] | None:
+def cancel_request(job: Job[Any]) -> dict[str, Any] | None:
     """The cancellation request stored on ``job`` (as of its connection's view), or None."""
     value: dict[str, Any] | None = job.get_annotation(CANCEL)
     return value
 
 
-def cancel_before_start(job: Any) -> bool:
+def cancel_before_start(job: Job[Any]) -> bool:
     """Complete a claimed job as cancelled instead of running it, if a stop was asked.
 
     A worker calls this when a thread picks the job up: a request written

@@ -3,7 +3,7 @@
 Every dispatcher registers its UUID in each queue it works on, activates, and
 pings.  Each live dispatcher watches the next one in UUID order: if that one
 has not pinged for ``ping_death_interval``, it is deactivated and its jobs
-are handed back to the queue (spec D-9).
+are handed back to the queue.
 
 Pings are judged in the database's time (the commit times of transaction
 ids), so machines' clocks may disagree, and a judge's view of the database
@@ -180,7 +180,7 @@ class DispatcherAgents(MappingBase):
         zope.event.notify(DispatcherActivated(self))
 
     def deactivate(self) -> None:
-        """Mark inactive and hand every held job back to the queue (spec D-9)."""
+        """Mark inactive and hand every held job back to the queue."""
         if not self.activated:
             raise NotActivatedError(
                 f"Not activated (dispatcher {self.UUID}): activate it before deactivating",

@@ -183,7 +183,7 @@ class Job(JobRecord[R]):
     # -- retry policy ----------------------------------------------------------
 
     def getRetryPolicy(self) -> Any:
-        """Return this job's policy, making and caching it on first use (see RP-2)."""
+        """Return this job's policy, making and caching it on first use."""
         if self._retry_policy is not None:
             return self._retry_policy
         factory = self.retry_policy_factory
@@ -337,7 +337,8 @@ class Job(JobRecord[R]):
                     continue
             try:
                 final = self._set_result(res, tm, data_cache)
-                tm.get().note(f"zasync: result of job {oid_int(self)}")
+                if final and self._p_oid is not None:
+                    tm.get().note(f"zasync: result of job {oid_int(self)}")
                 tm.commit()
             except BaseException as error:
                 abort_quietly(tm)
@@ -572,7 +573,7 @@ class Job(JobRecord[R]):
     def _reschedule(
         self, when: Any, data_cache: dict[str, Any] | None = None, queue: Any = None
     ) -> Job[Any] | None:
-        """Put this job back in its queue for ``when``; see spec J-45."""
+        """Put this job back in its queue for ``when``."""
         if not isinstance(when, _TIME_DECISIONS):
             raise TypeError("``when`` must be datetime or timedelta")
         in_agent = IAgent.providedBy(self.parent)

@@ -1,6 +1,6 @@
 """Lanes: how claimers working side by side keep out of each other's way.
 
-A queue keeps its pending jobs in a few lanes (see :mod:`zasync.queue`), a
+A queue keeps its pending jobs in a few lanes (see :mod:`zasync.model.queue`), a
 job's lane chosen by its oid.  Two transactions that claim the same job
 conflict, and one of them is retried; two that claim different jobs merge.
 So the claimers of a queue share its lanes out:

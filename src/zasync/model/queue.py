@@ -11,8 +11,9 @@ which also merges.  The queue object itself is never written by ``put`` or
 Each job's key in its lane is ``(rank, time, database name, oid)``: rank 0 for
 jobs put back at the front (``putBack``), rank 1 otherwise; ``time`` is when
 the job becomes due (``max(begin_after, time of put)``, in microseconds).
-Iterating the lanes merged by key gives the claim order of spec Q-9, and a
-job is due exactly when its key's time is not in the future.
+Iterating the lanes merged by key gives the claim order (put-backs first, then
+by due time), and a job is due exactly when its key's time is not in the
+future.
 """
 
 from __future__ import annotations
@@ -501,7 +502,7 @@ class Queue(Base):
 
         Without a share: claim order.  With one: the claimer's own lanes'
         jobs, and other lanes' jobs that it may take, each placed as if due
-        ``OWN_LEAD`` later (see :mod:`zasync.lanes`); then the newest due
+        ``OWN_LEAD`` later (see :mod:`zasync.model.lanes`); then the newest due
         jobs of the lanes it helps from their tail.  Other lanes' first jobs
         are looked at only among the first few, so a scan stays short when
         others own the head of the queue.
@@ -554,7 +555,7 @@ class Queue(Base):
         Claimers working at the same time can pass different ``lane`` numbers
         (or disjoint sets of them): each then takes its own lanes' jobs first
         instead of all racing for the first one; another lane's job comes
-        first once it has been due a second longer (see :mod:`zasync.lanes`).
+        first once it has been due a second longer (see :mod:`zasync.model.lanes`).
         """
         taken = self.claim_batch(1, filter, lane)
         return taken[0] if taken else default
@@ -569,7 +570,7 @@ class Queue(Base):
         """Claim up to ``limit`` jobs in one scan of the queue (as ``claim`` would, in turn).
 
         A job that cannot be loaded is quarantined instead (see
-        :mod:`zasync.quarantine`); with ``careful`` (after a claim's commit
+        :mod:`zasync.model.quarantine`); with ``careful`` (after a claim's commit
         failed), so is a job whose state cannot be stored.
         """
         now = clock.utcnow()

@@ -98,7 +98,7 @@ def remove_job(db: Any, ident: str | int) -> dict[str, Any]:
     return commit_in_fresh_connection(db, work, ATTEMPTS)
 
 
-def _drop_unsound(conn: Any, job: Any) -> dict[str, Any] | None:
+def _drop_unsound(conn: Any, job: Job[Any]) -> dict[str, Any] | None:
     """Drop a quarantined or unloadable job without loading it; None if it is sound."""
     number = job_id(job) or 0
     found = find_quarantined(conn, number)

@@ -20,7 +20,7 @@ to the worker's Prometheus ``/metrics``:
 ``zasync live status|jobs|polls|job ID|jobstats --url http://127.0.0.1:PORT``
 prints them.  It has no token: it only listens on loopback, and only reads.
 It answers only requests whose ``Host`` is its loopback address (DNS
-rebinding), sends the headers of :mod:`zasync._http`, runs at most
+rebinding), sends the headers of :mod:`zasync.ops._http`, runs at most
 :data:`MAX_HANDLERS` connections at once (more wait in a long listen
 backlog) and drops a connection silent for :data:`IDLE_TIMEOUT` seconds.
 """

@@ -29,6 +29,7 @@ from typing import Any
 
 from zasync import clock
 from zasync.errors import InvalidValueError
+from zasync.model.job import Job
 from zasync.model.quarantine import load_error
 from zasync.ops.durations import parse_duration
 from zasync.ops.views import (
@@ -55,7 +56,7 @@ class JobFilter:
     before: datetime.datetime | None = None
     queue: str | None = None
 
-    def matches(self, job: Any, quarantined: frozenset[bytes] = frozenset()) -> bool:
+    def matches(self, job: Job[Any], quarantined: frozenset[bytes] = frozenset()) -> bool:
         """True if ``job`` passes every condition."""
         states = _states_of(job, quarantined)
         if self.states and not self.states & states:
@@ -78,7 +79,7 @@ class JobFilter:
 _NOT_READ = frozenset({"quarantined", "unloadable"})
 
 
-def _states_of(job: Any, quarantined: frozenset[bytes] = frozenset()) -> set[str]:
+def _states_of(job: Job[Any], quarantined: frozenset[bytes] = frozenset()) -> set[str]:
     if job._p_oid in quarantined:
         return {"quarantined"}
     if load_error(job) is not None:

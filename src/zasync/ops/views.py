@@ -34,6 +34,7 @@ from zasync.interfaces import (
     UnknownJobError,
 )
 from zasync.model.failure import Failure
+from zasync.model.job import Job
 from zasync.model.lanes import lane_of
 from zasync.model.quarantine import QuarantinedJob, load_error
 from zasync.model.queue import get_queues
@@ -73,7 +74,7 @@ def select_queues(conn: Any, name: str | None) -> list[Any]:
     return [queue]
 
 
-def job_id(job: Any) -> int | None:
+def job_id(job: Job[Any]) -> int | None:
     """A job's printable id: its object id as an integer (None if not stored yet)."""
     oid = getattr(job, "_p_oid", None)
     return None if oid is None else int.from_bytes(oid, "big")
@@ -135,7 +136,9 @@ def find_quarantined(conn: Any, number: int) -> tuple[Any, QuarantinedJob] | Non
     return None
 
 
-def _bare_summary(job: Any, status: str, cause: str, queue: str | None = None) -> dict[str, Any]:
+def _bare_summary(
+    job: Job[Any], status: str, cause: str, queue: str | None = None
+) -> dict[str, Any]:
     """What a listing shows of a job without reading its state."""
     return {
         "id": job_id(job),
@@ -155,7 +158,7 @@ def _bare_summary(job: Any, status: str, cause: str, queue: str | None = None) -
     }
 
 
-def _safe_callable_name(job: Any) -> str:
+def _safe_callable_name(job: Job[Any]) -> str:
     """The callable's dotted name, from a ``Broken`` stand-in too; ``?`` if unreadable."""
     if load_error(job) is not None:
         return "?"
@@ -186,7 +189,7 @@ def _referred_to(conn: Any, number: int) -> Any:
 # -- describing one job ----------------------------------------------------------------
 
 
-def callable_name(job: Any) -> str:
+def callable_name(job: Job[Any]) -> str:
     """The dotted name of what a job calls: ``module.function``, ``module.Class.method``.
 
     For the wrapper that ``addCallbacks`` adds, the user's callables:
@@ -210,7 +213,7 @@ def callable_name_of(value: Any) -> str:
     return dotted_name(type(value))
 
 
-def outcome(job: Any) -> str | None:
+def outcome(job: Job[Any]) -> str | None:
     """``'succeeded'``, ``'failed'`` or ``'cancelled'`` once the job has a result, else None."""
     if job.stored_status not in FINISHED:
         return None
@@ -220,7 +223,7 @@ def outcome(job: Any) -> str | None:
     return "succeeded"
 
 
-def job_time(job: Any) -> datetime.datetime | None:
+def job_time(job: Job[Any]) -> datetime.datetime | None:
     """The time filters compare: ended if finished, started if running, else due."""
     status = job.status
     when: datetime.datetime | None = job.begin_after
@@ -231,7 +234,7 @@ def job_time(job: Any) -> datetime.datetime | None:
     return when
 
 
-def duration(job: Any) -> float | None:
+def duration(job: Job[Any]) -> float | None:
     """Seconds from start to end (to now while running); None if it never started."""
     start: datetime.datetime | None = job.active_start
     if start is None:
@@ -248,7 +251,7 @@ def _short_repr(value: Any) -> str:
     return short_repr(value, _REPR_LIMIT)
 
 
-def _where(job: Any) -> dict[str, Any]:
+def _where(job: Job[Any]) -> dict[str, Any]:
     """Queue name, dispatcher UUID and agent name holding the job (each may be None)."""
     agent = job.agent
     queue = job.queue
@@ -260,7 +263,7 @@ def _where(job: Any) -> dict[str, Any]:
     }
 
 
-def summary(job: Any, quarantined: frozenset[bytes] = frozenset()) -> dict[str, Any]:
+def summary(job: Job[Any], quarantined: frozenset[bytes] = frozenset()) -> dict[str, Any]:
     """One line's worth of a job, for lists (any job: quarantined and unloadable too)."""
     if job._p_oid in quarantined:
         entry = find_quarantined(job._p_jar, job_id(job) or 0)
@@ -286,7 +289,7 @@ def summary(job: Any, quarantined: frozenset[bytes] = frozenset()) -> dict[str, 
     return data
 
 
-def _callback_tree(job: Any, depth: int = 0) -> list[dict[str, Any]]:
+def _callback_tree(job: Job[Any], depth: int = 0) -> list[dict[str, Any]]:
     if depth > 20:  # callbacks of callbacks: deep enough for any real chain
         return []
     return [
@@ -301,7 +304,7 @@ def _callback_tree(job: Any, depth: int = 0) -> list[dict[str, Any]]:
     ]
 
 
-def history(job: Any) -> list[dict[str, Any]]:
+def history(job: Job[Any]) -> list[dict[str, Any]]:
     """The job's status changes that its stored times tell, oldest first."""
     steps: list[dict[str, Any]] = []
     if job.begin_after is not None:

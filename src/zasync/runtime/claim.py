@@ -234,7 +234,11 @@ class Claiming:
             # again, checking each job as its commit would (and quarantining).
             careful = True
             result = try_transaction_five_times(
-                unit, f"{identifier}, checking each job", tm, reraise=disconnect_errors()
+                unit,
+                f"{identifier}, checking each job",
+                tm,
+                reraise=disconnect_errors(),
+                note=note,
             )
         if isinstance(result, Failure):
             queue_info["error"] = repr(result)

@@ -36,6 +36,7 @@ from zasync.errors import AlreadyActivatedError, AlreadyRegisteredError, NotActi
 from zasync.identity import get_process_uuid
 from zasync.interfaces import ACTIVE, KEY, NEW
 from zasync.model import _awaitables, _context
+from zasync.model.job import Job
 from zasync.model.tx import (
     abort_quietly,
     fresh_connection,
@@ -97,7 +98,7 @@ def clear() -> None:
         _registry.clear()
 
 
-def _job_id(job: Any) -> JobId:
+def _job_id(job: Job[Any]) -> JobId:
     return (int.from_bytes(job._p_oid, "big"), job._p_jar.db().database_name)
 
 

@@ -18,6 +18,8 @@ import uuid
 from typing import Any, Protocol
 
 import transaction
+import ZODB
+from ZODB.Connection import Connection
 
 from zasync import clock
 from zasync._logtext import short_repr
@@ -35,6 +37,7 @@ from zasync.interfaces import (
 )
 from zasync.model import _context
 from zasync.model.cancellation import cancel_before_start
+from zasync.model.job import Job
 from zasync.model.quarantine import describe, unsound
 from zasync.model.tx import (
     TRANSACTION_ERRORS,
@@ -54,7 +57,7 @@ class PoolOwner(Protocol):
     """What a pool needs of the dispatcher it serves (so the pool knows no Dispatcher)."""
 
     UUID: uuid.UUID
-    db: Any
+    db: ZODB.DB
     records: Records
     activated: datetime.datetime | bool | None
 
@@ -294,13 +297,13 @@ class AgentThreadPool:
             if self.dispatcher.activated:
                 self.dispatcher.thread_exited(self)
 
-    def _reopen(self, conn: Any) -> Any:
+    def _reopen(self, conn: Connection | None) -> Connection:
         """A fresh connection after an unexpected error: the old one may hold a broken state."""
         abort_quietly(transaction.manager)
         self._close_quietly(conn)
         return self._open()
 
-    def _open(self, tm: Any = None) -> Any:
+    def _open(self, tm: transaction.TransactionManager | None = None) -> Connection:
         """A connection to the database, waiting out a storage that fails.
 
         Opening a connection reads the storage (RelStorage polls the
@@ -319,13 +322,15 @@ class AgentThreadPool:
                 clock.sleep(backoff(failures))
 
     @staticmethod
-    def _close_quietly(conn: Any) -> None:
+    def _close_quietly(conn: Connection | None) -> None:
+        if conn is None:
+            return
         try:
             conn.close()
         except Exception:  # a connection with a failed transaction still joined
             events_log.warning("could not close a worker connection", exc_info=True)
 
-    def _load(self, conn: Any, oid: bytes, dbname: str) -> Any:
+    def _load(self, conn: Connection, oid: bytes, dbname: str) -> Job[Any]:
         """Load the job, retrying forever on conflicts and disconnects."""
         conflicts = disconnects = 0
         while True:
@@ -334,7 +339,7 @@ class AgentThreadPool:
                 jar = (
                     conn if dbname in ("", conn.db().database_name) else conn.get_connection(dbname)
                 )
-                job = jar.get(oid)
+                job: Job[Any] = jar.get(oid)
                 job._p_activate()
                 return job
             except TRANSACTION_ERRORS:
@@ -358,7 +363,7 @@ class AgentThreadPool:
                 )
                 clock.sleep(delay)
 
-    def _run(self, conn: Any, item: WorkItem) -> None:
+    def _run(self, conn: Connection, item: WorkItem) -> None:
         oid, dbname = item
         job_id = (int.from_bytes(oid, "big"), dbname)
         records = self.dispatcher.records
@@ -429,17 +434,17 @@ class AgentThreadPool:
         )
         trace_log.info("completed in thread %d: %r", thread_id, job)
 
-    def _in_our_agent(self, job: Any) -> bool:
+    def _in_our_agent(self, job: Job[Any]) -> bool:
         agent = job.parent
         if not IAgent.providedBy(agent) or agent.parent is None:
             return False
         return bool(agent.parent.UUID == self.dispatcher.UUID and agent.parent.activated)
 
-    def _still_ours(self, job: Any) -> bool:
+    def _still_ours(self, job: Job[Any]) -> bool:
         """The job is in an active agent of this dispatcher, waiting to run or running."""
         return self._in_our_agent(job) and job.stored_status in (ACTIVE, NEW)
 
-    def _park(self, job: Any) -> None:
+    def _park(self, job: Job[Any]) -> None:
         """Take a job that waits for another job out of the agent's slots."""
 
         def park() -> None:
@@ -449,7 +454,7 @@ class AgentThreadPool:
 
         never_fail(park, f"parking {job!r}", transaction.manager)
 
-    def _settle(self, job: Any) -> None:
+    def _settle(self, job: Job[Any]) -> None:
         """Move a job that escaped with an error out of the agent, whatever it takes.
 
         Works in a fresh connection: the thread's own may be what broke (a
@@ -474,7 +479,7 @@ class AgentThreadPool:
             self._close_quietly(conn)
 
 
-def _settle_unit(job: Any) -> None:
+def _settle_unit(job: Job[Any]) -> None:
     status = job.status
     if status == COMPLETED:
         agent = job.parent

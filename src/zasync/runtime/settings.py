@@ -1,6 +1,6 @@
 """A worker's settings from its TOML file, flags and environment, checked before anything starts.
 
-Every setting has a type and a range (:mod:`zasync._limits`), checked with
+Every setting has a type and a range (:mod:`zasync.runtime._limits`), checked with
 pydantic before the worker opens its database:
 
 * in the **TOML file** types are strict: ``poll_interval = "fast"``,

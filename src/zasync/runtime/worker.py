@@ -24,7 +24,7 @@ Configuration comes from options or a TOML file::
     prefetch = 16
     filter = "myapp.jobs:is_report"   # optional: dotted name of a callable(job) -> bool
 
-:mod:`zasync.settings` reads and checks it (types and ranges, before anything
+:mod:`zasync.runtime.settings` reads and checks it (types and ranges, before anything
 starts).  A worker whose poll thread dies stops with exit status 1.
 """
 

@@ -1,7 +1,7 @@
 """When the process serving an embedded file exits, one of its clients serves it next.
 
 Whichever process opens an embedded FileStorage file first holds its lock and
-serves it to the others through a socket (:mod:`zasync.embedded`); the
+serves it to the others through a socket (:mod:`zasync.storage.embedded`); the
 others are ZEO clients of that socket.  When the serving process stops (or
 dies), the lock comes free, and the clients' connections drop.  Every client
 process watches its connection (:class:`TakeOver`); while it is down, each

@@ -28,6 +28,7 @@ from zasync.interfaces import ACTIVE, CALLBACKS, COMPLETED, PENDING
 from zasync.model.agent import Agent
 from zasync.model.failure import Failure
 from zasync.model.queue import get_queue
+from zasync.model.tx import fresh_connection
 from zasync.runtime import dispatcher as dispatcher_module
 from zasync.runtime.config import AgentSpec
 from zasync.runtime.dispatcher import Dispatcher
@@ -180,9 +181,13 @@ def run_until_idle(db: Any, queue_name: str = "", limit: int = 100, sync: bool =
     errors: list[BaseException] = []
 
     def work() -> None:
-        tm = transaction.TransactionManager()
-        conn = db.open(transaction_manager=tm)
         try:
+            run(db)
+        except BaseException as error:  # raised again in the caller's thread
+            errors.append(error)
+
+    def run(db: Any) -> None:
+        with fresh_connection(db) as (conn, tm):
             tm.begin()
             queue = get_queue(conn, queue_name)
             key = id(db)
@@ -190,20 +195,25 @@ def run_until_idle(db: Any, queue_name: str = "", limit: int = 100, sync: bool =
                 _idle_runner_uuids[key] = uuid.uuid4()
                 registered = queue.dispatchers.register(_idle_runner_uuids[key])
                 registered["main"] = Agent(size=1000)
-                registered.activate()
+            runner = queue.dispatchers[_idle_runner_uuids[key]]
+            runner.activate()
+            tm.commit()
+            try:
+                agent = runner["main"]
+                for _ in range(limit):
+                    job = agent.claimJob()
+                    if job is None:
+                        break
+                    tm.commit()
+                    results.append(job())
+            finally:
+                # An active record would count as a worker sharing the queue's
+                # lanes with the next real dispatcher, which would then wait on it.
+                tm.abort()
+                tm.begin()
+                if runner.activated:
+                    runner.deactivate()
                 tm.commit()
-            agent = queue.dispatchers[_idle_runner_uuids[key]]["main"]
-            for _ in range(limit):
-                job = agent.claimJob()
-                if job is None:
-                    break
-                tm.commit()
-                results.append(job())
-        except BaseException as error:  # raised again in the caller's thread
-            errors.append(error)
-        finally:
-            tm.abort()
-            conn.close()
 
     thread = threading.Thread(target=work, name="zasync-run-until-idle")
     thread.start()

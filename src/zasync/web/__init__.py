@@ -18,7 +18,7 @@ Reading needs the token too when the server is bound beyond loopback
 (``?token=`` once sets a cookie).  The token is never logged.  Requests
 whose ``Host`` is not the bound address or an allowed name are refused,
 and every response forbids framing and carries a Content-Security-Policy
-(see :mod:`zasync._http`); waitress bounds and times out connections.
+(see :mod:`zasync.ops._http`); waitress bounds and times out connections.
 """
 
 from __future__ import annotations

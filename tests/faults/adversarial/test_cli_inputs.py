@@ -27,8 +27,9 @@ from click.testing import CliRunner
 from ZODB.FileStorage import FileStorage
 
 import zasync
-from processes import python_env
 from zasync.cli import main
+
+from processes import python_env
 
 MISSING = "a worker creates it when it first starts"
 UNINITIALISED = "no worker has initialised"

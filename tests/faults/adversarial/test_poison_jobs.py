@@ -21,12 +21,12 @@ from ZODB.FileStorage import FileStorage
 from ZODB.utils import p64
 
 import zasync
-from processes import SRC, TESTS, python_env
-from workers import WorkerProcess, client, wait_until
 from zasync import COMPLETED, Job
 from zasync.ops import metrics, queries, views
 
 import bad_jobs
+from processes import SRC, TESTS, python_env
+from workers import WorkerProcess, client, wait_until
 
 pytestmark = pytest.mark.slow
 

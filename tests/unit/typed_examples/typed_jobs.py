@@ -1,4 +1,4 @@
-"""Checked by mypy in tests/test_api.py: what a type checker sees of jobs and queues."""
+"""Checked by mypy in tests/unit/test_api.py: what a type checker sees of jobs and queues."""
 
 from __future__ import annotations
 

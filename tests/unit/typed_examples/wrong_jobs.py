@@ -1,4 +1,4 @@
-"""Checked by mypy in tests/test_api.py, which expects exactly the errors marked here."""
+"""Checked by mypy in tests/unit/test_api.py, which expects exactly the errors marked here."""
 
 from __future__ import annotations
 
