@@ -616,3 +616,14 @@ def test_claims_and_results_are_noted_in_the_transaction_log(zasync_db, zasync_q
     assert f"zasync: claim by {uuid} in queue ''" in notes
     assert f"zasync: result of job {int.from_bytes(job._p_oid, 'big')}" in notes
     assert f"zasync: deactivate dispatcher {uuid}" in notes
+
+
+def test_a_job_due_soon_starts_when_due_not_at_the_next_poll(zasync_db, zasync_queue):
+    # A ten-minute poll interval: only the dispatcher's own timer can start it in time.
+    with running_dispatcher(zasync_db, poll_interval=600):  # returns after its first poll
+        job = zasync_queue.put(
+            Job(operator.mul, 6, 7), begin_after=datetime.timedelta(milliseconds=300)
+        )
+        transaction.commit()
+        assert wait_for_result(job, timeout=60) == 42
+        assert job.active_start >= job.begin_after

@@ -456,3 +456,15 @@ def test_claim_batch_takes_due_jobs_in_order_with_quotas_and_filters(queue, now)
     rest = queue.claim_batch(10)
     assert rest[0] is d and rest[1].callable == expired.fail and len(rest) == 2
     assert list(queue) == [c, later]
+
+
+def test_next_due_after_names_the_first_job_still_to_come(queue, now):
+    assert queue.next_due_after(now) is None  # an empty queue: nothing to wait for
+    queue.put(Job(operator.mul, 1, 1))  # due now: not "to come"
+    later = now + datetime.timedelta(minutes=5)
+    soon = now + datetime.timedelta(seconds=30)
+    queue.put(Job(operator.mul, 2, 2), begin_after=later)
+    queue.put(Job(operator.mul, 3, 3), begin_after=soon)
+    assert queue.next_due_after(now) == soon
+    assert queue.next_due_after(soon) == later
+    assert queue.next_due_after(later) is None

@@ -544,6 +544,22 @@ class Queue(Base):
                 newest_first = itertools.islice(reversed(due), share_of_tail)
                 yield from ((k, j) for k, j in newest_first if id(j) not in yielded)
 
+    def next_due_after(self, now: datetime.datetime) -> datetime.datetime | None:
+        """When the first job that is not yet due at ``now`` becomes due; None if none waits.
+
+        A dispatcher sleeps until then rather than a whole poll interval, so a
+        job scheduled a little ahead (or put by a process whose clock is a
+        little ahead) starts on time.
+        """
+        after = (_NORMAL, clock.to_stamp(now) + 1)
+        dues = []
+        for lane in self._lanes:
+            try:
+                dues.append(lane.minKey(after)[1])
+            except ValueError:  # no key at or after ``after`` in this lane
+                continue
+        return clock.from_stamp(min(dues)) if dues else None
+
     def claim(
         self,
         filter: Callable[[Any], Any] | None = None,

@@ -79,6 +79,8 @@ class Claiming:
 
         def wake(self) -> None: ...
 
+        def _note_next_due(self, due: datetime.datetime | None) -> None: ...
+
         def _ensure_pool(self, queue_name: str, agent_name: str, threads: int) -> None: ...
 
     def _activate_in(self, queue: Queue, tm: transaction.TransactionManager) -> bool:
@@ -221,6 +223,7 @@ class Claiming:
             if da.thread_deaths != deaths:  # rare: written only when a thread died
                 da.thread_deaths = deaths
             queue.dispatchers.ping(self.UUID)
+            self._note_next_due(queue.next_due_after(now))
             return claimed, details
 
         identifier = f"claiming for UUID {self.UUID} in queue {queue.name!r}"

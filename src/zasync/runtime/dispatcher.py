@@ -159,6 +159,7 @@ class Dispatcher(Claiming, Introspection):
         self._heartbeat_stop = threading.Event()
         self._unsettled: dict[bytes, str] = {}  # held jobs to quarantine: oid -> cause
         self._watched: set[bytes] = set()
+        self._next_due: datetime.datetime | None = None  # of the jobs this poll saw waiting
         self._wake = threading.Event()
         self._hurry = threading.Event()
         self._claiming = True
@@ -392,7 +393,17 @@ class Dispatcher(Claiming, Introspection):
         if self._poll_failures:
             events_log.info("dispatcher %s: polls work again", self.UUID)
         self._poll_failures = 0
+        if self._next_due is not None and not clock.is_pinned():
+            # Sleep until the next job is due if that comes first: a job due a
+            # moment after this poll would otherwise wait a whole interval.
+            until = (self._next_due - clock.utcnow()).total_seconds()
+            return max(0.0, min(self.poll_interval, until))
         return self.poll_interval
+
+    def _note_next_due(self, due: datetime.datetime | None) -> None:
+        """Remember the earliest time a waiting job becomes due, over this poll's queues."""
+        if due is not None and (self._next_due is None or due < self._next_due):
+            self._next_due = due
 
     @property
     def poll_thread_died(self) -> bool:
@@ -404,6 +415,7 @@ class Dispatcher(Claiming, Introspection):
     def poll(self) -> PollInfo:
         """Run one poll now, in the calling thread (the poll thread, or a test)."""
         self.records.mark_poll_start()
+        self._next_due = None
         info = PollInfo()
         started: list[JobId] = []
         tm = self._tm
