@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import transaction
 
@@ -258,3 +260,23 @@ def test_a_client_commit_is_answered_with_its_own_id_when_the_worker_commits_nex
         if client is not None:
             client.close()
         served.close()
+
+
+def test_relstorage_reconnects_are_one_line_warnings(caplog):
+    from zasync.storage import database
+
+    database._quiet_reconnect_tracebacks()
+    database._quiet_reconnect_tracebacks()  # once is enough: not twice the filter
+    reconnects = logging.getLogger("relstorage.adapters.connections")
+    assert sum(isinstance(f, database._ReconnectTracebacks) for f in reconnects.filters) == 1
+    try:
+        raise OSError("connection pointer is NULL")
+    except OSError as error:
+        with caplog.at_level(logging.WARNING, "relstorage.adapters.connections"):
+            reconnects.warning(
+                "Disconnected (%s) when running %s; attempting reconnect", error, "f", exc_info=True
+            )
+            reconnects.warning("something else", exc_info=True)
+    quieted, other = caplog.records
+    assert "attempting reconnect" in quieted.getMessage() and quieted.exc_info is None
+    assert other.exc_info is not None  # other warnings keep their traceback

@@ -235,9 +235,35 @@ class _ThisThread(logging.Filter):
 
 
 _RELSTORAGE_CONNECTIONS = "relstorage.adapters.postgresql.connmanager"
+_RELSTORAGE_RECONNECTS = "relstorage.adapters.connections"
+
+
+class _ReconnectTracebacks(logging.Filter):
+    """Keeps RelStorage's "attempting reconnect" warning, without its traceback.
+
+    After a database outage every pooled connection finds its server
+    connection gone the next time it is used (often as a worker stops) and
+    RelStorage logs each reconnect with a traceback.  The reconnect is
+    routine, and zasync reports the outage itself: one line says enough.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "attempting reconnect" in str(record.msg):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_reconnect_tracebacks() -> None:
+    """Install :class:`_ReconnectTracebacks` on RelStorage's connection logger (once)."""
+    reconnects = logging.getLogger(_RELSTORAGE_RECONNECTS)
+    if not any(isinstance(f, _ReconnectTracebacks) for f in reconnects.filters):
+        reconnects.addFilter(_ReconnectTracebacks())
 
 
 def _make_storage(factory: Any, uri: str, scheme: str) -> Any:
+    if scheme in _RELSTORAGE_ALIASES or scheme in _RELSTORAGE_ALIASES.values():
+        _quiet_reconnect_tracebacks()
     quiet = _ThisThread()
     connections_log = logging.getLogger(_RELSTORAGE_CONNECTIONS)
     connections_log.addFilter(quiet)
