@@ -10,10 +10,10 @@ thread keeps one connection and, for each queue in ``root[KEY]``:
    (the commit a job would otherwise make to start), and pings;
 3. hands the claimed jobs to the agents' thread pools.
 
-A poll runs every ``poll_interval`` seconds, and at once when a commit changes
-a queue (a ``put`` in this process, or in another one whose commit this
-database is told about) while a pool has room, or when a pool's backlog runs
-low.  So a job's commits are usually its claim (shared with many jobs) and
+A poll runs every ``poll_interval`` seconds, and sooner: at once when a commit
+changes a queue (a ``put`` in this process, or in another one whose commit
+this database is told about) while a pool has room, or when a pool's backlog
+runs low; and when the next waiting job becomes due.  So a job's commits are usually its claim (shared with many jobs) and
 its result.
 """
 
