@@ -13,8 +13,8 @@ thread keeps one connection and, for each queue in ``root[KEY]``:
 A poll runs every ``poll_interval`` seconds, and sooner: at once when a commit
 changes a queue (a ``put`` in this process, or in another one whose commit
 this database is told about) while a pool has room, or when a pool's backlog
-runs low; and when the next waiting job becomes due.  So a job's commits are usually its claim (shared with many jobs) and
-its result.
+runs low; and when the next waiting job becomes due.  So a job's commits are
+usually its claim (shared with many jobs) and its result.
 """
 
 from __future__ import annotations
