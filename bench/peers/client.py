@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from targets import TARGETS  # noqa: E402
+from targets import TARGETS
 
 
 def main(argv: list[str]) -> None:

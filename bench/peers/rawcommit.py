@@ -16,7 +16,7 @@ import persistent
 import transaction
 
 
-class Small(persistent.Persistent):
+class Small(persistent.Persistent):  # type: ignore[misc]  # persistent is untyped
     """The object each commit changes."""
 
     value = 0
@@ -24,11 +24,14 @@ class Small(persistent.Persistent):
 
 def commit_rate(db: Any, commits: int, connections: int = 1) -> float:
     """Commits per second: ``connections`` threads share ``commits`` commits of one object each."""
+    setup = transaction.TransactionManager()
+    conn = db.open(transaction_manager=setup)
+    for k in range(connections):
+        conn.root()[f"raw-small-{k}"] = Small()
+    setup.commit()
+    conn.close()
     managers = [transaction.TransactionManager() for _ in range(connections)]
     conns = [db.open(transaction_manager=tm) for tm in managers]
-    for k, (conn, tm) in enumerate(zip(conns, managers, strict=True)):
-        conn.root()[f"raw-small-{k}"] = Small()
-        tm.commit()
     share = [commits // connections + (k < commits % connections) for k in range(connections)]
     errors: list[BaseException] = []
 

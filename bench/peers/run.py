@@ -302,8 +302,12 @@ class TargetRun:
         result["spawn_to_last_seconds"] = round(starts[-1] - spawned, 3)
         result["spawn_to_first_seconds"] = round(starts[0] - spawned, 3)
 
+        def ready() -> bool:
+            self.check_workers()
+            return target.ready()
+
         wait_until(
-            lambda: self.check_workers() or target.ready(),
+            ready,
             options.timeout,
             "the workers never became ready",
             interval=0.05,
@@ -387,8 +391,9 @@ def raw_commit_rates(
     postgres: PostgresServer | None,
 ) -> dict[str, float | str]:
     """Raw commit rates of the storages the selected zasync targets use (commits/s)."""
-    import zasync
     from rawcommit import commit_rate
+
+    import zasync
 
     names = {cls.name for cls in selected}
     rates: dict[str, float | str] = {}
@@ -575,7 +580,7 @@ def main(argv: list[str] | None = None) -> Path:
     record["ratios"] = report.ratios(record["median"])
     record["finished"] = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     options.out.mkdir(parents=True, exist_ok=True)
-    path = options.out / f"peers-{stamp}.json"
+    path: Path = options.out / f"peers-{stamp}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     table = report.markdown(record)
     path.with_suffix(".md").write_text(table)

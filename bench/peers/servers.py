@@ -43,7 +43,7 @@ def accepting(port: int, host: str = "127.0.0.1") -> bool:
 def wait_until(
     condition: Callable[[], Any], timeout: float, message: str, interval: float = 0.02
 ) -> Any:
-    """Poll ``condition`` until it returns a true value (returned); RuntimeError after ``timeout``."""
+    """Poll ``condition`` until it returns a true value (returned), or RuntimeError."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -63,10 +63,8 @@ def stop_process(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
     """
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
     kill_group(process)
 
 

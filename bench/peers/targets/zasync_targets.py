@@ -148,7 +148,7 @@ class _ZasyncPg(_Zasync):
     def setup(self) -> dict[str, str]:
         assert self.context is not None and self.context.postgres is not None
         self._database = f"zasync_{uuid.uuid4().hex[:10]}"
-        self._uri = self.context.postgres.create_database(self._database)
+        self._uri: str = self.context.postgres.create_database(self._database)
         return super().setup()
 
     def uri(self) -> str:
