@@ -5,8 +5,9 @@ Run by the harness (never by hand), with the target's environment variables set:
 * ``client.py TARGET enqueue N``: put N drain jobs (no worker is running);
 * ``client.py TARGET warmup``: put latency job -1 (the harness waits for it to start);
 * ``client.py TARGET latency SAMPLES INTERVAL_MS``: put latency jobs 0..SAMPLES-1 one at a
-  time, INTERVAL_MS apart, and print a JSON list of ``[before, after]`` pairs: the
-  ``time.time()`` read just before each put and right after it was committed or acknowledged.
+  time, INTERVAL_MS apart, and print JSON: ``puts``, a list of ``[before, after]`` pairs
+  (the ``time.time()`` read just before each put and right after it was committed or
+  acknowledged), and ``retries``, the puts retried after a conflict.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main(argv: list[str]) -> None:
                 put_at.append((before, time.time()))
                 # The workload: puts start INTERVAL_MS apart (back to back if a put is slower).
                 time.sleep(max(0.0, started + (i + 1) * interval - time.monotonic()))
-            print(json.dumps(put_at))
+            print(json.dumps({"puts": put_at, "retries": target.retries}))
         else:
             raise SystemExit(f"unknown command {command!r}")
     finally:

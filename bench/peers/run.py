@@ -317,7 +317,8 @@ class TargetRun:
         output = self.client(
             "latency", str(options.samples), str(options.interval_ms), timeout=options.timeout
         )
-        put_at = json.loads(output.strip().splitlines()[-1])
+        client_report = json.loads(output.strip().splitlines()[-1])
+        put_at = client_report["puts"]
         self.wait_lines(latency, options.samples + 1, f"{options.samples} latency jobs")
         started_at: dict[int, float] = {}
         for line in latency.lines:
@@ -332,6 +333,7 @@ class TargetRun:
             "samples": len(delays),
             # Not part of put-to-start: how long each put itself took, in the client.
             "put_p50": round(percentile(puts, 0.5), 2),
+            "put_retries": client_report["retries"],
         }
         rss = [peak_rss_mb(worker.pid) for worker in self.workers]
         known = [value for value in rss if value is not None]

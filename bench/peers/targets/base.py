@@ -76,6 +76,8 @@ class Target:
 
     def __init__(self, context: Context | None = None) -> None:
         self.context = context
+        #: Client side: puts retried after a conflict (reported by the latency client).
+        self.retries = 0
 
     # -- the harness side ----------------------------------------------------------
 

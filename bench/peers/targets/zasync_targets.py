@@ -4,13 +4,15 @@ Workers are the real command line, ``python -m zasync -q --db URI worker --threa
 with every other setting at its default (``--prefetch``: 4 x threads).  Clients
 put with the Python API: :func:`zasync.open_database`, :func:`zasync.install_queues`,
 ``get_queues(conn)[""].put(...)``, committing every 1,000 jobs while enqueueing
-and after every job for latency.
+and after every job for latency, each commit in ``transaction.manager.attempts()``
+as the docs show (a conflict is retried; :attr:`Target.retries` counts them).
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from targets.base import Context, Target
@@ -27,7 +29,6 @@ class _Zasync(Target):
         super().__init__(context)
         self._opened: Any = None
         self._conn: Any = None
-        self._queue: Any = None
 
     def uri(self) -> str:
         """The database URI workers and clients use."""
@@ -52,42 +53,47 @@ class _Zasync(Target):
 
     # -- the client side -----------------------------------------------------------
 
-    def _open(self, serve: bool = True) -> Any:
-        if self._queue is None:
-            import transaction
+    def _put(self, make_jobs: Callable[[], list[Any]], serve: bool = True) -> None:
+        """Put the jobs ``make_jobs()`` returns in one transaction, retried on a conflict.
 
-            import zasync
+        Each attempt makes its jobs anew: a job added in an aborted attempt is no
+        longer usable (its state went with the abort).
+        """
+        import transaction
 
+        import zasync
+
+        if self._conn is None:
             self._opened = zasync.open_database(os.environ[DB_URI], serve=serve)
             self._conn = self._opened.db.open()
-            self._queue = zasync.install_queues(self._conn)[""]
-            transaction.commit()
-        return self._queue
+        tries = 0
+        for attempt in transaction.manager.attempts():
+            with attempt:
+                tries += 1
+                queue = zasync.install_queues(self._conn)[""]
+                for job in make_jobs():
+                    queue.put(job)
+        self.retries += tries - 1
 
     def enqueue(self, n: int) -> None:
-        import transaction
         from peerjobs.zasync_jobs import drain
 
-        queue = self._open(serve=False)
         for start in range(0, n, BATCH):
-            for _ in range(min(BATCH, n - start)):
-                queue.put(drain)
-            transaction.commit()
+            batch: list[Any] = [drain] * min(BATCH, n - start)
+            self._put(lambda: batch, serve=False)  # noqa: B023  (called before the next loop)
 
     def put_one(self, i: int) -> None:
-        import transaction
         from peerjobs.zasync_jobs import sample
 
         import zasync
 
-        self._open().put(zasync.Job(sample, i))
-        transaction.commit()
+        self._put(lambda: [zasync.Job(sample, i)])
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._opened.close()
-            self._conn = self._opened = self._queue = None
+            self._conn = self._opened = None
 
 
 class ZasyncEmbedded(_Zasync):
