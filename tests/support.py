@@ -209,6 +209,11 @@ class StubPolicy(NeverRetry):
         return reply["value"]
 
 
+def return_lock() -> Any:
+    """Returns what no database can store (a lock cannot be pickled)."""
+    return threading.Lock()
+
+
 def raise_type_error() -> None:
     raise TypeError("wrong type")
 

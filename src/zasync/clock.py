@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from zasync.errors import NaiveDatetimeError
+from zasync.errors import InvalidValueError, NaiveDatetimeError
 
 UTC = datetime.UTC
 
@@ -161,10 +161,17 @@ def set_sleep(function: Callable[[float], None] | None) -> None:
 def absolute(value: datetime.datetime | datetime.timedelta) -> datetime.datetime:
     """A time given as an aware datetime, or as a timedelta from :func:`utcnow`, in UTC.
 
-    Naive datetimes raise NaiveDatetimeError, as in :func:`to_utc`.
+    Naive datetimes raise NaiveDatetimeError, as in :func:`to_utc`; anything
+    else raises InvalidValueError (a job's argument passed where ``put``
+    expects its start time, say).
     """
     if isinstance(value, datetime.timedelta):
         return utcnow() + value
+    if not isinstance(value, datetime.datetime):
+        raise InvalidValueError(
+            f"a start time must be an aware datetime or a timedelta, not {type(value).__name__}"
+            " (pass a job's arguments with Job(callable, *args))"
+        )
     return to_utc(value)
 
 

@@ -74,7 +74,9 @@ def _run_with_env(args, env):
         ("[[agent]]\n[[agent]]\nprefetch = -1", "agent[1].prefetch: must be >= 0 (got -1)"),
         ("[[agent]]\nprefetch = 10001", "agent[0].prefetch: must be <= 10000 (got 10001)"),
         ("[[agent]]\nname = 7", "agent[0].name: must be a string (got 7)"),
-        ("[[agent]]\nsize = 3", "agent[0].size: unknown setting; known: filter, name, prefetch"),
+        ("[[agent]]\nsize = 3", "agent[0].size: unknown setting; known: batch, filter, name"),
+        ("[[agent]]\nbatch = 0", "agent[0].batch: must be >= 1 (got 0)"),
+        ('[[agent]]\nbatch = "8"', "agent[0].batch: must be an integer (got '8')"),
         ('[[agent]]\nfilter = "os.sep"', "agent[0].filter: 'os.sep' is not callable"),
         ('[[agent]]\nfilter = "no.such:thing"', "agent[0].filter: cannot import 'no.such:thing'"),
         (
@@ -104,6 +106,9 @@ def test_a_wrong_setting_in_the_file_is_named_with_the_file(tmp_path, toml, mess
         (["--threads", "0"], "--threads: must be >= 1 (got '0')"),
         (["--threads", "many"], "--threads: must be an integer (got 'many')"),
         (["--prefetch", "10001"], "--prefetch: must be <= 10000 (got '10001')"),
+        (["--batch", "0"], "--batch: must be >= 1 (got '0')"),
+        (["--batch", "1001"], "--batch: must be <= 1000 (got '1001')"),
+        (["--batch", "some"], "--batch: must be an integer (got 'some')"),
         (["--filter", "os.sep"], "--filter: 'os.sep' is not callable"),
         (["--uuid", "nope"], "--uuid: must be a UUID (got 'nope')"),
         (["--http-port", "65536"], "--http-port: must be <= 65535 (got '65536')"),
@@ -178,3 +183,16 @@ def test_the_python_api_checks_its_arguments_when_called(zasync_db):
         WorkerOptions(grace="30")
     with pytest.raises(ValueError, match="must exceed"):
         WorkerOptions(poll_interval=10, ping_interval=30, death_interval=35)
+
+
+def test_a_batch_agent_claims_a_batch_per_thread_ahead_by_default(tmp_path):
+    db = f"file://{tmp_path / 'Data.fs'}"
+    done = _run_with_env(
+        ["--db", db, "-v", "worker", "--threads", "2", "--batch", "16", "--burst"], {}
+    )
+    assert done.returncode == 0, done.stderr
+    assert "''/main (2 threads, 32 ahead, 16 jobs per commit)" in done.stderr
+    config = tmp_path / "worker.toml"
+    config.write_text("[[agent]]\nthreads = 3\nbatch = 2\n")
+    done = _run_with_env(["--db", db, "-v", "worker", "--config", str(config), "--burst"], {})
+    assert "''/main (3 threads, 12 ahead, 2 jobs per commit)" in done.stderr, done.stderr

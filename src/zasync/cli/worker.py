@@ -19,7 +19,12 @@ from zasync.runtime.settings import (
 )
 from zasync.runtime.worker import run_worker
 
-_AGENT_OPTIONS = (("threads", "threads"), ("prefetch", "prefetch"), ("filter", "filter_name"))
+_AGENT_OPTIONS = (
+    ("threads", "threads"),
+    ("prefetch", "prefetch"),
+    ("filter", "filter_name"),
+    ("batch", "batch"),
+)
 
 
 def _label(ctx: click.Context, name: str) -> str:
@@ -48,7 +53,16 @@ def _label(ctx: click.Context, name: str) -> str:
     metavar="N",
     default=None,
     show_envvar=True,
-    help="Jobs claimed ahead per agent, 0 to 10000 (default 4 x threads).",
+    help="Jobs claimed ahead per agent, 0 to 10000 (default threads x max(4, batch)).",
+)
+@click.option(
+    "--batch",
+    metavar="N",
+    default=None,
+    show_envvar=True,
+    help="Jobs a thread runs in one transaction, 1 to 1000 (default 1: each commits alone). "
+    "Opt-in: a batch's results are stored together, and a failed batch commit runs its "
+    "jobs again one by one.",
 )
 @click.option(
     "--agent",
@@ -116,6 +130,7 @@ def worker(
     config: str | None,
     threads: str | None,
     prefetch: str | None,
+    batch: str | None,
     agent_texts: tuple[str, ...],
     filter_name: str | None,
     poll_interval: str | None,
@@ -141,10 +156,18 @@ def worker(
             settings["db"] = obj["db"]
         if agent_texts:
             settings["agents"] = agents_from_options(agent_texts)
-        elif threads is not None or prefetch is not None or filter_name or "agents" not in settings:
+        elif (
+            threads is not None
+            or prefetch is not None
+            or batch is not None
+            or filter_name
+            or "agents" not in settings
+        ):
             entry: dict[str, Any] = {"threads": "4" if threads is None else threads}
             if prefetch is not None:
                 entry["prefetch"] = prefetch
+            if batch is not None:
+                entry["batch"] = batch
             if filter_name:
                 entry["filter"] = filter_name
             labels = {name: _label(ctx, option) for name, option in _AGENT_OPTIONS}

@@ -47,6 +47,15 @@ class _StopAtPersistent(pickle.Pickler):
         return NotImplemented
 
 
+def pickling_error(value: Any) -> Exception | None:
+    """The error pickling ``value`` would raise in a commit (persistent objects aside), or None."""
+    try:
+        _StopAtPersistent(io.BytesIO(), protocol=3).dump(value)
+    except Exception as error:
+        return error
+    return None
+
+
 def _check(label: str, value: Any, job: StorableJob) -> None:
     try:
         _StopAtPersistent(io.BytesIO(), protocol=3).dump(value)

@@ -308,21 +308,36 @@ class Job(JobRecord[R]):
             raise BadStatusError("can only run a claimed job with ACTIVE status")
         return self._run(list(self._args), dict(self._kwargs), self._transaction_manager())
 
-    def _run(self, call_args: list[Any], call_kwargs: dict[str, Any], tm: Any) -> Any:
+    def _run(
+        self,
+        call_args: list[Any],
+        call_kwargs: dict[str, Any],
+        tm: Any,
+        raised: Failure | None = None,
+    ) -> Any:
+        """Call, store the outcome and commit, retrying as the retry policy decides.
+
+        ``raised`` is what a first call already raised (in a batch, whose
+        other jobs committed without this one's changes): the first attempt
+        goes straight to deciding about that failure, as if the call had just
+        raised it here.
+        """
         data_cache: dict[str, Any] = {}
         first = True
         while True:
             if not first and not _context.still_ours(self):
                 events_log.warning("%r was handed to another worker; not retrying it here", self)
                 return self
-            first = False
+            given, raised, first = (raised if first else None), None, False
             try:
+                if given is not None:
+                    raise _GivenFailure(given)
                 res = self.callable(*call_args, **call_kwargs)
             except BaseException as error:
                 abort_quietly(tm)
                 if not is_outcome(error):
                     raise
-                res = Failure()
+                res = error.failure if isinstance(error, _GivenFailure) else Failure()
                 abort_quietly(tm)
                 _reload(self, tm)
                 if res.check(*TRANSACTION_ERRORS):
@@ -366,24 +381,28 @@ class Job(JobRecord[R]):
                     tm,
                 )
                 final = True
-            if not final and IJob.providedBy(res) and res._p_jar is None:
-                # The commit stores what stored objects refer to: a returned job
-                # it left out is in no queue and referred to by nothing that
-                # could ever run it, so this job would wait for ever.
-                res = Failure(ZasyncError(_orphan_result_message(self, res)))
-                never_fail(
-                    self._while((ACTIVE,), self._finish, res),
-                    lambda: f"failing {self!r}, which returned an orphan job",
-                    tm,
-                )
-                final = True
-            if final:
-                self._log_completion(res)
-                self._run_callbacks(tm)
-                return res
-            if inspect.isawaitable(res):
-                return _awaitables.submit(self, res)
+            return self._after_result_commit(res, final, tm)
+
+    def _after_result_commit(self, res: Any, final: bool, tm: Any) -> Any:
+        """What follows the commit of a call's outcome: callbacks, or waiting for a result."""
+        if not final and IJob.providedBy(res) and res._p_jar is None:
+            # The commit stores what stored objects refer to: a returned job
+            # it left out is in no queue and referred to by nothing that
+            # could ever run it, so this job would wait for ever.
+            res = Failure(ZasyncError(_orphan_result_message(self, res)))
+            never_fail(
+                self._while((ACTIVE,), self._finish, res),
+                lambda: f"failing {self!r}, which returned an orphan job",
+                tm,
+            )
+            final = True
+        if final:
+            self._log_completion(res)
+            self._run_callbacks(tm)
             return res
+        if inspect.isawaitable(res):
+            return _awaitables.submit(self, res)
+        return res
 
     def _store_final(self, res: Any, data_cache: dict[str, Any] | None = None) -> None:
         self._store_result(res)
@@ -708,6 +727,14 @@ def _orphan_result_message(job: Job[Any], res: Job[Any]) -> str:
         "to, so nothing would ever run it: put a job in a queue (queue.put(job)) "
         "before returning it to wait for it"
     )
+
+
+class _GivenFailure(Exception):
+    """Carries a failure raised by an earlier call into the retry decision of ``Job._run``."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure)
+        self.failure = failure
 
 
 def is_outcome(error: BaseException) -> bool:

@@ -21,6 +21,10 @@ MAX_PREFETCH = 10_000
 Threads = Annotated[int, Field(ge=1, le=MAX_THREADS)]
 #: Jobs an agent claims ahead of its threads.
 Prefetch = Annotated[int, Field(ge=0, le=MAX_PREFETCH)]
+#: The most jobs one worker thread runs in one transaction.
+MAX_BATCH = 1000
+#: Jobs a worker thread runs in one transaction (1: each job commits alone).
+Batch = Annotated[int, Field(ge=1, le=MAX_BATCH)]
 #: An interval in seconds (an integer or a decimal number), more than zero.
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 #: A grace period in seconds; zero stops running jobs at once.

@@ -8,7 +8,7 @@ from typing import Any
 import pydantic
 from pydantic.dataclasses import dataclass
 
-from zasync.runtime._limits import Prefetch, Threads
+from zasync.runtime._limits import Batch, Prefetch, Threads
 
 
 @dataclass(frozen=True, config=pydantic.ConfigDict(strict=True))
@@ -18,8 +18,11 @@ class AgentSpec:
     ``threads`` jobs run at once (1 to 1000); up to ``prefetch`` more (0 to
     10000) are claimed ahead, so short jobs are claimed in batches.
     ``filter`` (a picklable callable taking a job) chooses which jobs this
-    agent takes.  Wrong types or ranges raise a ValueError (pydantic's
-    ValidationError) here, not in a thread later.
+    agent takes.  ``batch`` (1 to 1000, default 1) lets each thread run up to
+    that many claimed jobs in one transaction, an opt-in that trades some
+    guarantees for fewer commits (see :mod:`zasync.model.batch`).  Wrong
+    types or ranges raise a ValueError (pydantic's ValidationError) here,
+    not in a thread later.
     """
 
     name: str = "main"
@@ -27,6 +30,7 @@ class AgentSpec:
     threads: Threads = 3
     prefetch: Prefetch = 0
     filter: Callable[[Any], bool] | None = None
+    batch: Batch = 1
 
     @property
     def size(self) -> int:

@@ -451,6 +451,10 @@ class Dispatcher(Claiming, Introspection):
             pool = self.pools[(queue_name, agent_name)] = AgentThreadPool(
                 self, queue_name, agent_name
             )
+        pool.batch = next(
+            (s.batch for s in self.agent_specs if (s.queue, s.name) == (queue_name, agent_name)),
+            1,
+        )
         delta = threads - pool.getSize()
         if delta > 0:  # room first: new threads open their connections at once
             self.db.setPoolSize(self.db.getPoolSize() + delta)

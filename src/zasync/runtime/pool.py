@@ -36,6 +36,7 @@ from zasync.interfaces import (
     IJob,
 )
 from zasync.model import _context
+from zasync.model.batch import run_batch
 from zasync.model.cancellation import cancel_before_start
 from zasync.model.job import Job
 from zasync.model.quarantine import describe, unsound
@@ -50,7 +51,7 @@ from zasync.model.tx import (
     system_errors,
 )
 from zasync.runtime.local import local
-from zasync.runtime.records import Records, describe_result
+from zasync.runtime.records import JobId, Records, describe_result
 
 
 class PoolOwner(Protocol):
@@ -111,6 +112,8 @@ class AgentThreadPool:
         self.deaths = 0
         self.errors = 0
         self._started = 0  # threads ever started here, to name them
+        #: Jobs a thread runs in one transaction (see :mod:`zasync.model.batch`).
+        self.batch = 1
 
     def getSize(self) -> int:
         """The declared number of threads (alias: ``get_size``)."""
@@ -252,10 +255,14 @@ class AgentThreadPool:
                     if self._leave_if_surplus(woken=True):
                         return
                     continue
+                items = [item, *self._more_for_batch()]
                 with self._lock:
-                    self.running += 1
+                    self.running += len(items)
                 try:
-                    self._run(conn, item)
+                    if len(items) == 1:
+                        self._run(conn, item)
+                    else:
+                        self._run_batch(conn, items)
                 except BaseException:
                     # _run turns whatever a job raises into its outcome; this is
                     # zasync's own bookkeeping failing.  The job stays held in
@@ -263,10 +270,10 @@ class AgentThreadPool:
                     # back once this pool no longer remembers it.
                     self.errors += 1
                     events_log.critical(
-                        "worker thread %s: unexpected error handling job %d; "
+                        "worker thread %s: unexpected error handling job(s) %s; "
                         "the thread goes on, and the job is recovered as orphaned",
                         threading.current_thread().name,
-                        int.from_bytes(item[0], "big"),
+                        ", ".join(str(_job_id(i)[0]) for i in items),
                         exc_info=True,
                     )
                     conn = self._reopen(conn)
@@ -274,9 +281,10 @@ class AgentThreadPool:
                     if conn.opened is None:  # the job closed it
                         conn = self._reopen(conn)
                     with self._idle:
-                        self.running -= 1
-                        self._owned.discard(item[0])
-                        self._remember_finished(item[0])
+                        self.running -= len(items)
+                        for done in items:
+                            self._owned.discard(done[0])
+                            self._remember_finished(done[0])
                         self._idle.notify_all()
                     self.dispatcher.job_done(self)
                 if self._leave_if_surplus():
@@ -296,6 +304,20 @@ class AgentThreadPool:
                 self._close_quietly(conn)
             if self.dispatcher.activated:
                 self.dispatcher.thread_exited(self)
+
+    def _more_for_batch(self) -> list[WorkItem]:
+        """Up to ``batch - 1`` more jobs already waiting (never waiting for more)."""
+        more: list[WorkItem] = []
+        while len(more) < self.batch - 1:
+            try:
+                item = self.queue.get_nowait()
+            except queue_module.Empty:
+                break
+            if item is None:  # an exit request: leave it for the loop
+                self.queue.put(None)
+                break
+            more.append(item)
+        return more
 
     def _reopen(self, conn: Connection | None) -> Connection:
         """A fresh connection after an unexpected error: the old one may hold a broken state."""
@@ -364,8 +386,52 @@ class AgentThreadPool:
                 clock.sleep(delay)
 
     def _run(self, conn: Connection, item: WorkItem) -> None:
+        job = self._prepare(conn, item)
+        if job is not None:
+            self._execute(job, _job_id(item))
+
+    def _run_batch(self, conn: Connection, items: list[WorkItem]) -> None:
+        """Run several jobs in one transaction (see :mod:`zasync.model.batch`)."""
+        ready: list[Job[Any]] = []
+        items_of: dict[int, WorkItem] = {}
+        for item in items:
+            job = self._prepare(conn, item)
+            if job is None:
+                continue
+            if job.stored_status == ACTIVE:
+                ready.append(job)
+                items_of[id(job)] = item
+            else:  # it needs the commit that starts it: run it the usual way
+                self._execute(job, _job_id(item))
+        if not ready:
+            return
+
+        def starting(job: Job[Any]) -> None:
+            local.job = job
+            local._last_progress = 0.0
+            trace_log.info("starting in thread %d: %r", threading.get_ident(), job)
+
+        def finished(job: Job[Any]) -> None:
+            local.job = None
+
+        transaction.begin()
+        try:
+            run = run_batch(ready, transaction.manager, starting, finished)
+        except BaseException:
+            abort_quietly(transaction.manager)
+            raise
+        finally:
+            local.job = None
+        abort_quietly(transaction.manager)
+        for job, result in run.results:
+            self._record_outcome(job, _job_id(items_of[id(job)]), result)
+        for job in run.again:  # nothing of their batch was stored: from the start, alone
+            self._run(conn, items_of[id(job)])
+
+    def _prepare(self, conn: Connection, item: WorkItem) -> Job[Any] | None:
+        """Load a claimed job and check it may run here; None if it must not (handled)."""
         oid, dbname = item
-        job_id = (int.from_bytes(oid, "big"), dbname)
+        job_id = _job_id(item)
         records = self.dispatcher.records
         thread_id = threading.get_ident()
         records.update_job(job_id, started=clock.utcnow(), thread=thread_id)
@@ -382,7 +448,7 @@ class AgentThreadPool:
             trace_log.info("not running job %d: %s", job_id[0], problem)
             records.update_job(job_id, result=problem, failed=True, completed=clock.utcnow())
             self.dispatcher.wake()
-            return
+            return None
         if not self._still_ours(job):
             if self._in_our_agent(job) and job.stored_status in FINISHED:
                 events_log.error("job already completed? %r", job)
@@ -391,12 +457,17 @@ class AgentThreadPool:
                 trace_log.info("not running %r: it was reassigned", job)
             records.update_job(job_id, reassigned=True, completed=clock.utcnow())
             abort_quietly(transaction.manager)
-            return
+            return None
         if cancel_before_start(job):  # asked to stop while it waited for a thread
             records.update_job(
                 job_id, result=short_repr(job.result), failed=True, completed=clock.utcnow()
             )
-            return
+            return None
+        return job
+
+    def _execute(self, job: Job[Any], job_id: JobId) -> None:
+        """Run a prepared job alone, in the usual way, and record what became of it."""
+        thread_id = threading.get_ident()
         trace_log.info("starting in thread %d: %r", thread_id, job)
         local.job = job
         local._last_progress = 0.0
@@ -418,6 +489,9 @@ class AgentThreadPool:
         finally:
             local.job = None
             abort_quietly(transaction.manager)
+        self._record_outcome(job, job_id, result)
+
+    def _record_outcome(self, job: Job[Any], job_id: JobId, result: Any) -> None:
         # A job returns itself when it stopped because it is no longer this
         # worker's (handed to another, run elsewhere): nothing to wait for
         # here, and it may be running in another worker's agent.
@@ -425,14 +499,14 @@ class AgentThreadPool:
         if waiting and IJob.providedBy(result):
             self._park(job)
         text, failed = describe_result(None if waiting else result)
-        records.update_job(
+        self.dispatcher.records.update_job(
             job_id,
             result=text,
             failed=failed,
             waiting=waiting,
             completed=None if waiting else clock.utcnow(),
         )
-        trace_log.info("completed in thread %d: %r", thread_id, job)
+        trace_log.info("completed in thread %d: %r", threading.get_ident(), job)
 
     def _in_our_agent(self, job: Job[Any]) -> bool:
         agent = job.parent
@@ -477,6 +551,10 @@ class AgentThreadPool:
         finally:
             abort_quietly(tm)
             self._close_quietly(conn)
+
+
+def _job_id(item: WorkItem) -> JobId:
+    return (int.from_bytes(item[0], "big"), item[1])
 
 
 def _settle_unit(job: Job[Any]) -> None:

@@ -28,7 +28,16 @@ from pydantic import ConfigDict, Field
 
 from zasync.errors import ConfigurationError
 from zasync.interfaces import ZasyncError
-from zasync.runtime._limits import Grace, Port, Prefetch, Seconds, Threads, check_intervals
+from zasync.runtime._limits import (
+    MAX_PREFETCH,
+    Batch,
+    Grace,
+    Port,
+    Prefetch,
+    Seconds,
+    Threads,
+    check_intervals,
+)
 from zasync.runtime.config import AgentSpec
 from zasync.runtime.worker import WorkerOptions, resolve
 
@@ -63,8 +72,14 @@ class AgentSettings(pydantic.BaseModel):
     name: str = "main"
     queue: str = ""
     threads: Threads = 4
-    prefetch: Prefetch | None = None  # default: 4 x threads
+    prefetch: Prefetch | None = None  # default: threads x max(4, batch)
     filter: DottedCallable = None
+    batch: Batch = 1
+
+    @property
+    def default_prefetch(self) -> int:
+        """Four jobs ahead per thread, or a whole batch per thread for batch agents."""
+        return min(MAX_PREFETCH, self.threads * max(4, self.batch))
 
     def spec(self) -> AgentSpec:
         """The AgentSpec the dispatcher installs, its filter imported."""
@@ -72,8 +87,9 @@ class AgentSettings(pydantic.BaseModel):
             name=self.name,
             queue=self.queue,
             threads=self.threads,
-            prefetch=4 * self.threads if self.prefetch is None else self.prefetch,
+            prefetch=self.default_prefetch if self.prefetch is None else self.prefetch,
             filter=resolve(self.filter) if self.filter else None,
+            batch=self.batch,
         )
 
 

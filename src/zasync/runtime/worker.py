@@ -227,7 +227,8 @@ def _log_started(worker_uuid: UUID, opened: Database, options: WorkerOptions) ->
         worker_uuid,
         opened.uri + (f" (shared at {opened.server.address})" if opened.server else ""),
         ", ".join(
-            f"{a.queue!r}/{a.name} ({a.threads} threads, {a.prefetch} ahead)"
+            f"{a.queue!r}/{a.name} ({a.threads} threads, {a.prefetch} ahead"
+            + (f", {a.batch} jobs per commit)" if a.batch > 1 else ")")
             for a in options.agents
         ),
     )
