@@ -94,6 +94,42 @@ RATIOS: list[tuple[str, tuple[str, ...], tuple[str, ...], str]] = [
         "commits/s",
     ),
     (
+        "embedded-batch/huey",
+        ("target", "zasync-embedded-batch", "jobs_per_second"),
+        ("target", "huey", "jobs_per_second"),
+        "jobs/s",
+    ),
+    (
+        "embedded-batch/dramatiq",
+        ("target", "zasync-embedded-batch", "jobs_per_second"),
+        ("target", "dramatiq", "jobs_per_second"),
+        "jobs/s",
+    ),
+    (
+        "zeo1-batch/celery",
+        ("target", "zasync-zeo-1-batch", "jobs_per_second"),
+        ("target", "celery", "jobs_per_second"),
+        "jobs/s",
+    ),
+    (
+        "zeo2-batch/zeo1-batch",
+        ("target", "zasync-zeo-2-batch", "jobs_per_second"),
+        ("target", "zasync-zeo-1-batch", "jobs_per_second"),
+        "jobs/s",
+    ),
+    (
+        "pg1-batch/procrastinate",
+        ("target", "zasync-pg-1-batch", "jobs_per_second"),
+        ("target", "procrastinate", "jobs_per_second"),
+        "jobs/s",
+    ),
+    (
+        "pg1-batch/raw-relstorage-1conn",
+        ("target", "zasync-pg-1-batch", "jobs_per_second"),
+        ("raw", "relstorage_1conn"),
+        "jobs/s per raw commit/s",
+    ),
+    (
         "latency p50 embedded/celery",
         ("target", "zasync-embedded", "p50"),
         ("target", "celery", "p50"),

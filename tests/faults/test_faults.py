@@ -286,13 +286,17 @@ def held_by(uri: str, worker_uuid: str) -> int:
         return 0 if da is None else sum(len(agent) for agent in da.values())
 
 
-def start_worker(uri: str, directory: Path, index: int, generation: int) -> WorkerProcess:
+def start_worker(
+    uri: str, directory: Path, index: int, generation: int, batch: int = 1
+) -> WorkerProcess:
     worker_uuid = str(uuid.uuid4())
     worker = WorkerProcess(
         uri,
         directory / f"worker{index}-{generation}.log",
         "--threads",
         str(THREADS),
+        "--batch",
+        str(batch),
         "--death-interval",
         str(DEATH_INTERVAL),
         "--uuid",
@@ -303,8 +307,13 @@ def start_worker(uri: str, directory: Path, index: int, generation: int) -> Work
     return worker
 
 
-@pytest.mark.parametrize("kind", ["zeo", "postgres"])
-def test_kills_and_a_server_restart_lose_nothing_and_double_nothing(kind, tmp_path):
+@pytest.mark.parametrize(
+    "kind, batch",
+    [("zeo", 1), ("postgres", 1), ("zeo", 16), ("postgres", 16)],
+    ids=["zeo", "postgres", "zeo-batch", "postgres-batch"],
+)
+def test_kills_and_a_server_restart_lose_nothing_and_double_nothing(kind, batch, tmp_path):
+    """Also with ``--batch 16``, the opt-in batch mode: its guarantees are the same here."""
     engine = Engine(kind, tmp_path)
     uri = engine.start()
     workers: list[WorkerProcess] = []
@@ -314,7 +323,7 @@ def test_kills_and_a_server_restart_lose_nothing_and_double_nothing(kind, tmp_pa
     started = time.monotonic()
     try:
         oids = prepare(uri)
-        workers = [start_worker(uri, tmp_path, i, 0) for i in range(WORKERS)]
+        workers = [start_worker(uri, tmp_path, i, 0, batch) for i in range(WORKERS)]
         for worker in workers:
             worker.wait_for_log("worker ")
         # Kill a worker at 15%, 35% and 55% of the work; restart the server
@@ -344,7 +353,7 @@ def test_kills_and_a_server_restart_lose_nothing_and_double_nothing(kind, tmp_pa
             killed_at = time.monotonic()
             wait_until(lambda v=victim: held_by(uri, v.uuid) == 0, timeout=120)
             takeovers.append(time.monotonic() - killed_at)
-            workers[index] = start_worker(uri, tmp_path, index, generation)
+            workers[index] = start_worker(uri, tmp_path, index, generation, batch)
         # The analysis below counts (and the assertion shows) jobs still not final.
         with contextlib.suppress(AssertionError):
             wait_until(lambda: all_final(uri, oids), timeout=120, message="jobs never ended")
@@ -363,7 +372,7 @@ def test_kills_and_a_server_restart_lose_nothing_and_double_nothing(kind, tmp_pa
     report(
         record(
             "workers_and_server",
-            kind,
+            kind if batch == 1 else f"{kind}-batch",
             outcome,
             stalls=takeovers,
             stall_kind="death to take-over by a sibling",
@@ -373,7 +382,8 @@ def test_kills_and_a_server_restart_lose_nothing_and_double_nothing(kind, tmp_pa
         )
     )
     print(
-        f"\n[{kind}] {JOBS} jobs creating objects, {WORKERS} workers x {THREADS} threads, "
+        f"\n[{kind}, batch {batch}] {JOBS} jobs creating objects, {WORKERS} workers x "
+        f"{THREADS} threads, "
         f"{KILLS} kill -9, 1 server restart, 1 server kill -9: lost {len(outcome['lost'])}, "
         f"applied twice {len(outcome['doubled'])}, not final {len(outcome['stuck'])}, "
         f"failed {len(outcome['failed'])}, damaged objects {len(outcome['bad_objects'])}, "

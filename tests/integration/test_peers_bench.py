@@ -63,7 +63,10 @@ def test_the_embedded_target_drains_and_measures_latency(tmp_path):
     assert result["target"] == "zasync-embedded"
     assert result["lines"] == 50
     assert result["jobs_per_second"] > 0
-    assert result["latency_ms"]["p50"] > 0
+    # Put to start can be below zero: the embedded worker may start a job before
+    # the putting client has read its clock after the commit returned.
+    latency = result["latency_ms"]
+    assert -1000 < latency["p50"] <= latency["p99"] <= latency["max"] < 10_000
     assert result["latency_ms"]["samples"] == 5
     assert record["median"]["targets"]["zasync-embedded"]["jobs_per_second"] > 0
     assert record["median"]["raw_commits_per_second"]["filestorage"] > 0
@@ -155,8 +158,7 @@ def test_markdown_of_a_hand_made_record():
     assert "| relstorage_4conn | 500 |" in text
 
 
-def test_the_chart_is_drawn_where_matplotlib_is_installed(tmp_path):
-    pytest.importorskip("matplotlib")
+def test_the_chart_is_drawn_as_a_png(tmp_path):
     report = load_report()
     record = hand_made_record()
     report.draw(record, tmp_path / "peers.png")

@@ -13,11 +13,12 @@ import uuid
 
 import pytest
 import transaction
+from ZODB.POSException import ConflictError
 
 import zasync
-from zasync import ACTIVE, COMPLETED, Agent, Failure
+from zasync import ACTIVE, COMPLETED, Agent, Failure, NeverRetry
 from zasync.model import _context
-from zasync.model.batch import run_batch
+from zasync.model.batch import batchable, run_batch
 from zasync.runtime.config import AgentSpec
 from zasync.storage.watch import commit_watcher
 from zasync.testing import count_commits, running_dispatcher, wait_for
@@ -88,7 +89,7 @@ def test_callbacks_run_after_the_batch_commits(queue, deferred_filing):
     assert jobs[0].status == COMPLETED and jobs[1].result == 42
 
 
-def test_a_failed_batch_commit_stores_nothing_and_hands_every_job_back(
+def test_after_a_conflict_at_the_batch_commit_each_retry_policy_decides(
     queue, root, deferred_filing
 ):
     root["demo"] = demo = PersistentDemo()
@@ -99,6 +100,33 @@ def test_a_failed_batch_commit_stores_nothing_and_hands_every_job_back(
         [
             (support.increment, demo),
             (support.work_with_failing_commit, "conflict"),
+            (support.increment, demo),
+        ],
+    )
+    never = jobs[2]
+    never.retry_policy_factory = NeverRetry
+    transaction.commit()
+    run = run_batch(jobs, transaction.manager)
+    assert run.again == []
+    transaction.abort()
+    # The default policy ran the first two again; NeverRetry failed the third.
+    assert demo.counter == 1
+    assert jobs[0].result == 1 and jobs[1].result == 42
+    assert isinstance(never.result, Failure) and never.result.check(ConflictError)
+    assert [job.status for job in jobs] == [COMPLETED] * 3
+
+
+def test_a_batch_commit_failing_otherwise_stores_nothing_and_hands_every_job_back(
+    queue, root, deferred_filing
+):
+    root["demo"] = demo = PersistentDemo()
+    transaction.commit()
+    support.commit_failures.update(remaining=1, calls=0)
+    _agent, jobs = claim_all(
+        queue,
+        [
+            (support.increment, demo),
+            (support.work_with_failing_commit, "value"),
             (support.increment, demo),
         ],
     )
@@ -128,9 +156,10 @@ def test_an_unstorable_result_fails_only_its_own_job(queue, deferred_filing):
 def test_a_worker_with_a_batch_agent_runs_every_job_in_fewer_commits(zasync_db):
     conn = zasync_db.open()
     root = conn.root()
-    root["demo"] = demo = PersistentDemo()
+    # One object per job: two threads changing one object would conflict.
+    root["demos"] = demos = [PersistentDemo() for _ in range(60)]
     queue = zasync.get_queues(conn)[""]
-    jobs = [queue.put(zasync.Job(support.increment, demo)) for _ in range(60)]
+    jobs = [queue.put(zasync.Job(support.increment, demo)) for demo in demos]
     jobs.append(queue.put(support.raise_value_error))
     transaction.commit()
     spec = AgentSpec(threads=2, prefetch=60, batch=10)
@@ -140,8 +169,8 @@ def test_a_worker_with_a_batch_agent_runs_every_job_in_fewer_commits(zasync_db):
     with running_dispatcher(zasync_db, agents=[spec]):
         wait_for(lambda: all(j.status == COMPLETED for j in jobs), message="jobs never finished")
     transaction.abort()
-    assert demo.counter == 60
-    assert sorted(j.result for j in jobs[:-1]) == list(range(1, 61))
+    assert [demo.counter for demo in demos] == [1] * 60
+    assert [j.result for j in jobs[:-1]] == [1] * 60
     assert jobs[-1].result.check(ValueError)
     # Claims and filing commit too; 61 jobs one by one would take 61 result commits.
     assert len(commits) < 40, len(commits)
@@ -154,3 +183,10 @@ def test_batch_is_checked_like_every_agent_setting():
     with pytest.raises(ValueError, match="batch"):
         AgentSpec(batch=1001)
     assert AgentSpec().batch == 1
+
+
+def test_jobs_wrapping_another_jobs_method_are_not_batched(queue):
+    job = queue.put(support.mock_work)
+    transaction.commit()
+    assert batchable(job)
+    assert not batchable(zasync.Job(job.handleInterrupt))

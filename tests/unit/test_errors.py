@@ -94,3 +94,12 @@ def test_errors_carry_the_job_and_queue(queue: Any) -> None:
 def test_naive_datetimes_raise_a_clear_error(queue: Any) -> None:
     with pytest.raises(zasync.NaiveDatetimeError, match="give the datetime a time zone"):
         queue.put(support.mock_work, begin_after=datetime.datetime(2030, 1, 1))
+
+
+def test_a_job_argument_given_to_put_as_its_start_time_is_refused_in_one_line(queue):
+    before = len(queue)
+    with pytest.raises(zasync.InvalidValueError, match="a start time must be") as caught:
+        queue.put(support.increment, object())
+    assert "\n" not in str(caught.value)
+    assert "Job(callable, *args)" in str(caught.value)
+    assert len(queue) == before

@@ -1,7 +1,8 @@
 """zasync's targets: the embedded file, ZEO (1 or 2 workers), RelStorage on PostgreSQL (1 or 2).
 
 Workers are the real command line, ``python -m zasync -q --db URI worker --threads T``,
-with every other setting at its default (``--prefetch``: 4 x threads).  Clients
+with every other setting at its default (``--prefetch``: 4 x threads).  The
+``*-batch`` targets add ``--batch 16``, the opt-in batch mode, and say so.  Clients
 put with the Python API: :func:`zasync.open_database`, :func:`zasync.install_queues`,
 ``get_queues(conn)[""].put(...)``, committing every 1,000 jobs while enqueueing
 and after every job for latency, each commit in ``transaction.manager.attempts()``
@@ -24,6 +25,8 @@ BATCH = 1000
 class _Zasync(Target):
     environment = "project"
     concurrency = "1 process x T threads"
+    #: ``worker --batch``: jobs per transaction (1, the default: each job commits alone).
+    batch: ClassVar[int] = 1
 
     def __init__(self, context: Context | None = None) -> None:
         super().__init__(context)
@@ -49,6 +52,7 @@ class _Zasync(Target):
             "worker",
             "--threads",
             str(threads),
+            *(["--batch", str(self.batch)] if self.batch > 1 else []),
         ]
 
     # -- the client side -----------------------------------------------------------
@@ -178,3 +182,26 @@ class ZasyncPg2(_ZasyncPg):
     name = "zasync-pg-2"
     workers = 2
     concurrency = "2 processes x T threads each"
+
+
+#: ``--batch`` of the opt-in batch targets (see zasync.model.batch).
+OPT_IN_BATCH = 16
+
+
+def _batched(base: type[_Zasync]) -> type[_Zasync]:
+    """The same target, its workers running ``--batch 16`` (an opt-in mode, named so)."""
+    return type(
+        base.__name__ + "Batch",
+        (base,),
+        {
+            "name": f"{base.name}-batch",
+            "batch": OPT_IN_BATCH,
+            "concurrency": f"{base.concurrency}, --batch {OPT_IN_BATCH} (opt-in)",
+            "__doc__": f"{base.__doc__} Opt-in batch mode: --batch {OPT_IN_BATCH}.",
+        },
+    )
+
+
+BATCHED: list[type[_Zasync]] = [
+    _batched(t) for t in (ZasyncEmbedded, ZasyncZeo1, ZasyncZeo2, ZasyncPg1, ZasyncPg2)
+]

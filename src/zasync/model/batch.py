@@ -9,14 +9,17 @@ jobs in one transaction instead, with a savepoint before each:
   go on, and once their commit is done the failure is handled exactly as
   in the normal mode (retry policy, stored failure, callbacks);
 * a job's changes and its result still commit together, and only together;
-* when the batch's commit fails (a conflict, a full disk, a lost server),
-  nothing of it is stored, and each of its jobs is run again alone, in the
-  normal mode, as a conflict at a job's own commit would have it run again.
+* when the batch's commit fails, nothing of it is stored: after a conflict
+  each job's retry policy decides, as after a conflict at its own commit
+  (the default policy runs it again; ``NeverRetry`` fails it); after any
+  other failure (a full disk, a lost server, a state that cannot be
+  pickled), which no job can be blamed for, each job runs again alone.
 
 So the guarantees are those of the normal mode, but two: a job's result is
 stored only when its whole batch commits (later, by up to the run time of the
-batch's other jobs), and a job whose code ran may run once more after its
-batch's commit failed because of *another* job of the batch.  Jobs that
+batch's other jobs), and a job whose code ran may run once more, even with
+``NeverRetry``, after its batch's commit failed (not by a conflict) because
+of *another* job of the batch.  Jobs that
 commit by themselves in the middle of their run do not belong in a batch
 agent: their commit would store the results of the jobs run before them.
 """
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zasync import _counters
+from zasync.interfaces import IJob
 from zasync.model._pickling import pickling_error
 from zasync.model.failure import Failure
 from zasync.model.job import Job, is_outcome
@@ -52,19 +56,34 @@ class _Staged:
     final: bool
 
 
+def batchable(job: Job[Any]) -> bool:
+    """Whether a job may run in a batch: not one that wraps another job's method.
+
+    Those (``handleInterrupt`` after a crash, ``resumeCallbacks``, ``fail``)
+    commit by themselves, which a batch's savepoints cannot survive.
+    """
+    return not IJob.providedBy(job._callable_root)
+
+
 def run_batch(
     jobs: Sequence[Job[Any]],
     tm: Any,
     starting: Callable[[Job[Any]], None] = lambda job: None,
     finished: Callable[[Job[Any]], None] = lambda job: None,
+    guard: Callable[[Any], None] = lambda transaction: None,
 ) -> BatchRun:
     """Run claimed (ACTIVE) ``jobs`` in the current transaction of ``tm``, then commit once.
 
     ``starting(job)`` and ``finished(job)`` are called around each job's
-    code (the worker sets its per-thread job there).  See the module
-    documentation for what happens when a job fails or the commit does.
+    code (the worker sets its per-thread job there).  ``guard(transaction)``
+    is called with each transaction the batch uses, before any job changes
+    anything in it: the worker joins a resource there that refuses the
+    commit if the storage reconnected meanwhile (the object ids that
+    savepoints gave new objects may then be handed out again).  See the
+    module documentation for what happens when a job fails or the commit does.
     """
     run = BatchRun()
+    guard(tm.get())
     staged: list[_Staged] = []
     raised: list[tuple[Job[Any], Failure]] = []
     for index, job in enumerate(jobs):
@@ -96,14 +115,21 @@ def run_batch(
                 # aborted, and the jobs run before it run again, alone.
                 run.again.extend(s.job for s in staged)
                 staged = []
+                guard(tm.get())
             raised.append((job, failure))
             continue
         finally:
             finished(job)
         staged.append(_Staged(job, result, final))
-    if staged and not _commit(staged, tm):
-        run.again.extend(s.job for s in staged)
-        staged = []
+    if staged:
+        failed_commit = _commit(staged, tm)
+        if failed_commit is not None:
+            if failed_commit.check(*TRANSACTION_ERRORS):
+                # A conflict: each job's retry policy decides, as at its own commit.
+                raised.extend((s.job, failed_commit) for s in staged)
+            else:  # no telling which job made it fail: each runs again alone
+                run.again.extend(s.job for s in staged)
+            staged = []
     for item in staged:
         run.results.append((item.job, item.job._after_result_commit(item.result, item.final, tm)))
     for job, failure in raised:
@@ -126,22 +152,26 @@ def _roll_back(savepoint: Any, tm: Any) -> bool:
     return True
 
 
-def _commit(staged: list[_Staged], tm: Any) -> bool:
-    """Commit the batch; False (everything aborted) if the commit failed."""
+def _commit(staged: list[_Staged], tm: Any) -> Failure | None:
+    """Commit the batch; the failure (everything aborted) if the commit failed."""
     try:
         tm.get().note(f"zasync: results of {len(staged)} jobs")
         tm.commit()
     except BaseException as error:
+        failure = Failure()
         abort_quietly(tm)
         if not is_outcome(error):
             raise
         if isinstance(error, TRANSACTION_ERRORS):
             _counters.count_conflict("job", error)
         events_log.info(
-            "the commit of a batch of %d jobs failed (%s: %s); running each alone",
+            "the commit of a batch of %d jobs failed (%s: %s); %s",
             len(staged),
-            type(error).__name__,
-            error,
+            failure.type_name,
+            failure.getErrorMessage(),
+            "their retry policies decide"
+            if isinstance(error, TRANSACTION_ERRORS)
+            else "each runs again alone",
         )
-        return False
-    return True
+        return failure
+    return None

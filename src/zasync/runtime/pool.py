@@ -36,7 +36,7 @@ from zasync.interfaces import (
     IJob,
 )
 from zasync.model import _context
-from zasync.model.batch import run_batch
+from zasync.model.batch import batchable, run_batch
 from zasync.model.cancellation import cancel_before_start
 from zasync.model.job import Job
 from zasync.model.quarantine import describe, unsound
@@ -52,6 +52,7 @@ from zasync.model.tx import (
 )
 from zasync.runtime.local import local
 from zasync.runtime.records import JobId, Records, describe_result
+from zasync.storage.fresh_oids import SameConnectionGuard
 
 
 class PoolOwner(Protocol):
@@ -398,7 +399,7 @@ class AgentThreadPool:
             job = self._prepare(conn, item)
             if job is None:
                 continue
-            if job.stored_status == ACTIVE:
+            if job.stored_status == ACTIVE and batchable(job):
                 ready.append(job)
                 items_of[id(job)] = item
             else:  # it needs the commit that starts it: run it the usual way
@@ -415,8 +416,9 @@ class AgentThreadPool:
             local.job = None
 
         transaction.begin()
+        guard = SameConnectionGuard(self.dispatcher.db.storage, transaction.manager)
         try:
-            run = run_batch(ready, transaction.manager, starting, finished)
+            run = run_batch(ready, transaction.manager, starting, finished, guard.join)
         except BaseException:
             abort_quietly(transaction.manager)
             raise

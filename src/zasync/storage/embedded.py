@@ -340,6 +340,8 @@ class _Server(StorageServer):  # type: ignore[misc]  # ZEO is untyped
         """Queue a commit the worker made itself (called inside that commit)."""
         with self._pending_lock:
             self._pending.append((tid, oids))
+            if len(self._pending) > 1:
+                return  # a flush is scheduled already and will send this one too
         acceptor = self.acceptor
         if acceptor is not None:  # None once closed
             acceptor.event_loop.call_soon_threadsafe(self._flush)

@@ -30,6 +30,8 @@ from typing import Any
 from ZEO.ClientStorage import ClientStorage
 from ZODB.utils import p64, u64
 
+from zasync.errors import ZasyncError
+
 log = logging.getLogger("zasync.events")
 
 #: Ids the embedded server skips at each start: far more than its clients
@@ -103,3 +105,75 @@ def skip_reissued_oids(storage: Any) -> None:
     start = u64(storage._oid)
     storage.set_max_oid(p64(start + RESTART_GAP))
     log.debug("object ids resume at %d, past any handed out before this start", start + RESTART_GAP)
+
+
+def connection_generation(storage: Any) -> int | None:
+    """How many times a ZEO client storage has (re)connected; None for other storages."""
+    base = getattr(storage, "base", None)
+    if isinstance(base, ClientStorage):
+        storage = base
+    if isinstance(storage, ClientStorage):
+        return int(storage._connection_generation)
+    return None
+
+
+class SameConnectionGuard:
+    """A resource that fails a commit if its ZEO client reconnected since it joined.
+
+    A savepoint gives new objects their ids when it is taken; a transaction
+    with savepoints (a batch of jobs) that commits after its client
+    reconnected to a restarted server may store objects under ids that the
+    server hands out again.  Joined first, it votes last (after the
+    connections sent their data) and refuses such a commit: nothing of it is
+    stored, and its work is done again.
+    """
+
+    def __init__(self, storage: Any, transaction_manager: Any) -> None:
+        self._storage = storage
+        self._generation = connection_generation(storage)
+        self.transaction_manager = transaction_manager
+
+    def join(self, transaction: Any) -> None:
+        """Guard ``transaction`` (nothing to guard for storages that are not ZEO clients)."""
+        if self._generation is not None:
+            transaction.join(self)
+
+    def sortKey(self) -> str:
+        """After every ZODB connection, so the check comes once their data is sent."""
+        return "~zasync-same-connection-guard"
+
+    def tpc_vote(self, transaction: Any) -> None:
+        """Refuse the commit if the client reconnected since the guard was made."""
+        if connection_generation(self._storage) != self._generation:
+            raise ReconnectedDuringTransaction(
+                "the database connection was lost and made again during this transaction; "
+                "its new objects' ids may be reused by the server: it is not committed"
+            )
+
+    def savepoint(self) -> _NoOpSavepoint:
+        """Savepoints have nothing to keep here."""
+        return _NoOpSavepoint()
+
+    def abort(self, transaction: Any) -> None:
+        """Nothing to undo."""
+
+    def tpc_begin(self, transaction: Any) -> None:
+        """Nothing to prepare."""
+
+    def commit(self, transaction: Any) -> None:
+        """Nothing to write."""
+
+    def tpc_finish(self, transaction: Any) -> None:
+        """Nothing to finish."""
+
+    def tpc_abort(self, transaction: Any) -> None:
+        """Nothing to undo."""
+
+
+class _NoOpSavepoint:
+    def rollback(self) -> None:
+        """Nothing to roll back."""
+
+
+class ReconnectedDuringTransaction(ZasyncError):
+    """A transaction guarded by :class:`SameConnectionGuard` outlived its connection."""
