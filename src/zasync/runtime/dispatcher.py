@@ -50,6 +50,7 @@ from zasync.runtime.config import AgentSpec
 from zasync.runtime.introspection import Introspection
 from zasync.runtime.pool import AgentThreadPool, WorkItem
 from zasync.runtime.records import JobId, PollInfo, Records
+from zasync.storage.pgwake import CommitListener, relstorage_dsn
 from zasync.storage.watch import ChangePoller, commit_watcher
 
 events_log = logging.getLogger("zasync.events")
@@ -198,12 +199,14 @@ class Dispatcher(Claiming, Introspection):
         watcher = commit_watcher(self.db)
         watcher.subscribe(self._on_commit)
         if not watcher.supported:  # RelStorage: look for queue changes instead
+            dsn = relstorage_dsn(self.db.storage)
             self._change_poller = ChangePoller(
                 self.db,
                 lambda: self._watched,
                 self._on_commit,
                 self.change_poll_interval,
                 name=f"zasync-change-poller-{self.UUID}",
+                listener=None if dsn is None else CommitListener(dsn),
             )
             self._change_poller.start()
         thread = threading.Thread(

@@ -87,6 +87,8 @@ class ChangePoller:
     in a connection of its own (one cheap query for RelStorage), and calls
     ``callback(tid, changed_oids, False)`` when one of the objects ``oids()``
     names has a new serial.  Its cost is that query per interval per worker.
+    With a ``listener`` (PostgreSQL's notifications) it looks as soon as a
+    commit is notified, and the interval is only a fallback.
     """
 
     def __init__(
@@ -96,8 +98,12 @@ class ChangePoller:
         callback: Subscriber,
         interval: float = 0.05,
         name: str = "zasync-change-poller",
+        listener: Any = None,
     ) -> None:
         self._db = db
+        #: Something with ``wait(timeout) -> bool`` that returns early when a
+        #: commit happened (:class:`~zasync.storage.pgwake.CommitListener`).
+        self._listener = listener
         self._oids = oids
         self._callback = callback
         self.interval = interval
@@ -121,7 +127,7 @@ class ChangePoller:
         conn = None
         seen: dict[bytes, bytes] = {}
         failures = 0
-        while not self._stop.wait(self.interval if not failures else min(5.0, 0.1 * failures)):
+        while not self._pause(self.interval if not failures else min(5.0, 0.1 * failures)):
             try:
                 if conn is None:
                     conn = self._db.open(transaction_manager=tm)
@@ -151,3 +157,12 @@ class ChangePoller:
         if conn is not None:
             tm.abort()
             conn.close()
+        if self._listener is not None:
+            self._listener.close()
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait for the next look (a notified commit ends it early); True once stopping."""
+        if self._listener is None:
+            return self._stop.wait(seconds)
+        self._listener.wait(seconds)
+        return self._stop.is_set()
