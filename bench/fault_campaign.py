@@ -53,6 +53,13 @@ SELECTIONS = {
     "postgres": [
         f"{FAULTS}::test_kills_and_a_server_restart_lose_nothing_and_double_nothing[postgres]"
     ],
+    # The opt-in batch mode (worker --batch 16) under the same kills and restarts.
+    "zeo-batch": [
+        f"{FAULTS}::test_kills_and_a_server_restart_lose_nothing_and_double_nothing[zeo-batch]"
+    ],
+    "postgres-batch": [
+        f"{FAULTS}::test_kills_and_a_server_restart_lose_nothing_and_double_nothing[postgres-batch]"
+    ],
     "disk": ["tests/faults/test_storage_faults.py", "-k", "full_disk"],
     "frozen": [
         "tests/faults/test_clocks.py::test_a_frozen_worker_does_not_declare_its_live_sibling_dead"

@@ -65,6 +65,20 @@ def database_now(conn: Any) -> datetime.datetime:
     return now if seen is None else max(now, seen)
 
 
+def seen_now(conn: Any) -> datetime.datetime:
+    """This process's "now", but never before the newest commit ``conn``'s view sees.
+
+    What a claimer compares due times with: a job it sees was put by a commit
+    it sees, so the job's put time has passed even when this process's
+    estimate of the database's clock lags (a busy process measures it late).
+    """
+    now = clock.utcnow()
+    if clock.is_pinned():
+        return now
+    seen = view_time(conn)
+    return now if seen is None else max(now, seen)
+
+
 def note_commit_of(obj: Any) -> None:
     """Learn the clock's offset from the commit that just wrote ``obj`` (clock.note_commit)."""
     serial = getattr(obj, "_p_serial", None)

@@ -31,17 +31,29 @@ UTC = datetime.UTC
 #: Clocks may differ by this much without harm before a process has measured
 #: how far its clock is from the database's; a larger difference is logged.
 SKEW_BOUND = datetime.timedelta(seconds=30)
-_SAMPLES = 4
+#: How long a measurement of the offset counts.  Each is a lower bound (the
+#: commit's id was chosen before this process read its clock), too low by
+#: however long the process took to read it: a busy process (a worker
+#: draining a queue) measures late.  The best bound of this window is used, so
+#: one measurement made while idle outweighs any number made under load, and
+#: a clock that was stepped is followed within the window.
+SAMPLE_WINDOW = datetime.timedelta(minutes=10)
+_SAMPLES = 256
 
 _lock = threading.Lock()
 _pinned: datetime.datetime | None = None
 _sleep: Callable[[float], None] = time.sleep
-_samples: collections.deque[datetime.timedelta] = collections.deque(maxlen=_SAMPLES)
+#: (local time of the measurement, measured offset), oldest first.
+_samples: collections.deque[tuple[datetime.datetime, datetime.timedelta]] = collections.deque(
+    maxlen=_SAMPLES
+)
 _offset = datetime.timedelta(0)
 _warned = False
 _last_tid = b""
 
 log = logging.getLogger("zasync.events")
+# The class itself, kept: tests skew the clock by replacing this module's ``datetime``.
+_DATETIME = datetime.datetime
 
 
 def utcnow() -> datetime.datetime:
@@ -86,8 +98,10 @@ def note_commit(tid: bytes, after: datetime.datetime) -> None:
         if tid <= _last_tid:  # noted already (or older): only a new commit says anything
             return
         _last_tid = tid
-        _samples.append(sample)
-        _offset = max(_samples)
+        while _samples and after - _samples[0][0] > SAMPLE_WINDOW:
+            _samples.popleft()
+        _samples.append((after, sample))
+        _offset = max(offset for _when, offset in _samples)
         warn = abs(_offset) > SKEW_BOUND and not _warned
         _warned = _warned or warn
     if warn:
@@ -167,7 +181,7 @@ def absolute(value: datetime.datetime | datetime.timedelta) -> datetime.datetime
     """
     if isinstance(value, datetime.timedelta):
         return utcnow() + value
-    if not isinstance(value, datetime.datetime):
+    if not isinstance(value, _DATETIME):
         raise InvalidValueError(
             f"a start time must be an aware datetime or a timedelta, not {type(value).__name__}"
             " (pass a job's arguments with Job(callable, *args))"

@@ -244,3 +244,49 @@ def test_a_view_taken_before_a_freeze_shows_no_sibling_dead(db):
     assert dispatchers[second].activated
     tm.abort()
     conn.close()
+
+
+def test_a_measurement_made_while_busy_does_not_outweigh_one_made_while_idle():
+    """Each measurement is a lower bound, late by however long the process took to read
+    its clock: a worker busy draining a queue measured 140 ms late, and jobs put by
+    others then waited 140 ms (they looked not yet due).  The best bound counts."""
+    now = clock.local_now()
+    database = now + datetime.timedelta(seconds=5)  # the database's clock: 5 s ahead
+    clock.note_commit(tid_at(database), now + datetime.timedelta(milliseconds=1))  # idle
+    for _ in range(4):  # busy: each read of the clock came 140 ms after the commit
+        database += datetime.timedelta(seconds=1)
+        clock.note_commit(
+            tid_at(database),
+            database - datetime.timedelta(seconds=5) + (datetime.timedelta(milliseconds=140)),
+        )
+    measured = clock.offset()
+    assert measured is not None
+    assert abs(measured - datetime.timedelta(seconds=5)) < datetime.timedelta(milliseconds=5)
+
+
+def test_measurements_older_than_the_window_are_forgotten():
+    """A clock stepped forward is followed once the older, higher bounds age out."""
+    start = clock.local_now()
+    clock.note_commit(tid_at(start + datetime.timedelta(seconds=5)), start)  # 5 s behind
+    later = start + clock.SAMPLE_WINDOW + datetime.timedelta(seconds=1)
+    clock.note_commit(tid_at(later), later)  # the local clock was set right meanwhile
+    measured = clock.offset()
+    assert measured is not None and abs(measured) < datetime.timedelta(milliseconds=5)
+
+
+def test_a_claimer_whose_clock_estimate_lags_still_claims_a_job_it_sees_put(db):
+    """A put's job is due at its put, which precedes the put's commit: a claimer whose
+    transaction sees that commit knows the job is due, even if its own estimate of the
+    database's clock is behind (seen: 140 ms behind, every job waited that long)."""
+    conn = db.open()
+    queue = zasync.install_queues(conn)[""]
+    job = queue.put(zasync.Job(pow, 2, 3))
+    conn.transaction_manager.commit()  # type: ignore[attr-defined]
+    local = clock.local_now()
+    clock.forget_offset()
+    clock.note_commit(tid_at(local - datetime.timedelta(seconds=2)), local)  # 2 s behind
+    assert clock.utcnow() < job.begin_after  # by its own estimate, not yet due
+    conn.transaction_manager.begin()  # type: ignore[attr-defined]
+    assert queue.claim_batch(1) == [job]
+    conn.transaction_manager.abort()  # type: ignore[attr-defined]
+    conn.close()

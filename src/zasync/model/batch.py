@@ -70,20 +70,19 @@ def run_batch(
     tm: Any,
     starting: Callable[[Job[Any]], None] = lambda job: None,
     finished: Callable[[Job[Any]], None] = lambda job: None,
-    guard: Callable[[Any], None] = lambda transaction: None,
 ) -> BatchRun:
     """Run claimed (ACTIVE) ``jobs`` in the current transaction of ``tm``, then commit once.
 
     ``starting(job)`` and ``finished(job)`` are called around each job's
-    code (the worker sets its per-thread job there).  ``guard(transaction)``
-    is called with each transaction the batch uses, before any job changes
-    anything in it: the worker joins a resource there that refuses the
-    commit if the storage reconnected meanwhile (the object ids that
-    savepoints gave new objects may then be handed out again).  See the
-    module documentation for what happens when a job fails or the commit does.
+    code (the worker sets its per-thread job there).  See the module
+    documentation for what happens when a job fails or the commit does.
+
+    A savepoint gives new objects their ids long before the commit; zasync's
+    ZEO clients refuse to store one under an id given out before a
+    reconnection (:mod:`zasync.storage.fresh_oids`), so such a batch's
+    commit fails and its jobs run again alone.
     """
     run = BatchRun()
-    guard(tm.get())
     staged: list[_Staged] = []
     raised: list[tuple[Job[Any], Failure]] = []
     for index, job in enumerate(jobs):
@@ -115,7 +114,6 @@ def run_batch(
                 # aborted, and the jobs run before it run again, alone.
                 run.again.extend(s.job for s in staged)
                 staged = []
-                guard(tm.get())
             raised.append((job, failure))
             continue
         finally:

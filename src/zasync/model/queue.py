@@ -33,7 +33,7 @@ from ZODB.POSException import ConflictError
 from zope.interface import implementer
 
 from zasync import clock
-from zasync._dbtime import learn_at_commit
+from zasync._dbtime import learn_at_commit, seen_now
 from zasync.errors import (
     InvalidValueError,
     NotHereError,
@@ -588,8 +588,13 @@ class Queue(Base):
         A job that cannot be loaded is quarantined instead (see
         :mod:`zasync.model.quarantine`); with ``careful`` (after a claim's commit
         failed), so is a job whose state cannot be stored.
+
+        Due is judged by :func:`zasync._dbtime.seen_now`: a job this
+        transaction sees was put by a commit it sees, so its put time has
+        passed whatever this process's estimate of the database's clock says.
         """
-        now = clock.utcnow()
+        jar = self._p_jar
+        now = clock.utcnow() if jar is None else seen_now(jar)
         cleaned: set[str] = set()
         chosen: list[tuple[Any, Any]] = []  # (queued job, job handed out)
         found_unsound: list[tuple[QueueKey, Any, Any, str]] = []

@@ -20,7 +20,7 @@ import ZODB
 from ZODB.Connection import Connection
 
 from zasync import clock
-from zasync._dbtime import database_now, note_commit_of
+from zasync._dbtime import database_now, note_commit_of, seen_now
 from zasync.errors import ZasyncError
 from zasync.interfaces import ACTIVE, COMPLETED, NEW
 from zasync.model.agent import Agent
@@ -191,7 +191,7 @@ class Claiming:
         careful = False
 
         def unit() -> tuple[list[tuple[str, Job[Any]]], dict[str, Any]]:
-            now = clock.utcnow()
+            now = seen_now(queue._p_jar)  # a put this view sees is due by now
             claimed: list[tuple[str, Job[Any]]] = []
             details: dict[str, Any] = {}
             lane = self._lanes_in(queue)

@@ -52,7 +52,6 @@ from zasync.model.tx import (
 )
 from zasync.runtime.local import local
 from zasync.runtime.records import JobId, Records, describe_result
-from zasync.storage.fresh_oids import SameConnectionGuard
 
 
 class PoolOwner(Protocol):
@@ -416,9 +415,8 @@ class AgentThreadPool:
             local.job = None
 
         transaction.begin()
-        guard = SameConnectionGuard(self.dispatcher.db.storage, transaction.manager)
         try:
-            run = run_batch(ready, transaction.manager, starting, finished, guard.join)
+            run = run_batch(ready, transaction.manager, starting, finished)
         except BaseException:
             abort_quietly(transaction.manager)
             raise

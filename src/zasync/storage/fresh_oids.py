@@ -15,7 +15,9 @@ Two remedies, both applied by zasync:
 * every ZEO client zasync opens (``zeo://`` and the embedded file's socket)
   drops its batch whenever its connection drops or comes back, and a batch
   asked for on one connection is not kept if the connection changed before
-  it arrived (:class:`FreshOidsClientStorage`);
+  it arrived; it also refuses to store a new object under an id it gave out
+  on an earlier connection (a savepoint gives ids long before the commit),
+  failing that commit as a disconnection (:class:`FreshOidsClientStorage`);
 * the embedded server skips :data:`RESTART_GAP` ids when it starts
   (:func:`skip_reissued_oids`), past any id a client may still have given to
   an object added before the crash and not committed yet.
@@ -28,15 +30,16 @@ import threading
 from typing import Any
 
 from ZEO.ClientStorage import ClientStorage
-from ZODB.utils import p64, u64
-
-from zasync.errors import ZasyncError
+from ZEO.Exceptions import ClientDisconnected
+from ZODB.utils import p64, u64, z64
 
 log = logging.getLogger("zasync.events")
 
 #: Ids the embedded server skips at each start: far more than its clients
 #: could hold assigned to objects not yet committed, a sliver of the 2**64.
 RESTART_GAP = 1 << 24
+#: New object ids a client remembers handing out until they are stored.
+HANDED_OUT_KEPT = 100_000
 
 
 class FreshOidsClientStorage(ClientStorage):  # type: ignore[misc]  # ZEO is untyped
@@ -44,6 +47,7 @@ class FreshOidsClientStorage(ClientStorage):  # type: ignore[misc]  # ZEO is unt
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._oids_lock = threading.Lock()
+        self._handed_out: dict[bytes, int] = {}
         super().__init__(*args, **kwargs)
 
     def notify_connected(self, conn: Any, info: Any) -> None:
@@ -68,6 +72,7 @@ class FreshOidsClientStorage(ClientStorage):  # type: ignore[misc]  # ZEO is unt
             with self._oids_lock:
                 if self._oids:
                     oid: bytes = self._oids.pop()
+                    self._note_handed_out(oid)
                     return oid
                 generation = self._connection_generation
             batch = self._call("new_oids")
@@ -76,6 +81,29 @@ class FreshOidsClientStorage(ClientStorage):  # type: ignore[misc]  # ZEO is unt
                 # server that died: ask the new one instead.
                 if generation == self._connection_generation:
                     self._oids[:0] = reversed(batch)
+
+    def _note_handed_out(self, oid: bytes) -> None:
+        """Remember on which connection ``oid`` was given out (called with the lock held)."""
+        handed_out = self._handed_out
+        handed_out[oid] = self._connection_generation
+        if len(handed_out) > HANDED_OUT_KEPT:  # ids of objects never stored: forget the oldest
+            del handed_out[next(iter(handed_out))]
+
+    def store(self, oid: bytes, serial: bytes, data: bytes, version: str, txn: Any) -> None:
+        """Storage API: refuse to store a new object under an id from an earlier connection.
+
+        ZEO poisons a commit that a reconnection interrupts once it began;
+        an id given to a new object before (by a savepoint, long before the
+        commit) escapes that check, and a restarted server hands it out again.
+        """
+        if serial == z64:
+            with self._oids_lock:
+                given_on = self._handed_out.pop(oid, None)
+            if given_on is not None and given_on != self._connection_generation:
+                raise ClientDisconnected(
+                    "store", "a new object's id was given out before the connection was lost"
+                )
+        super().store(oid, serial, data, version, txn)
 
 
 def make_fresh(storage: Any) -> Any:
@@ -90,6 +118,7 @@ def make_fresh(storage: Any) -> Any:
         make_fresh(base)
     if type(storage) is ClientStorage:
         storage._oids_lock = threading.Lock()
+        storage._handed_out = {}
         storage.__class__ = FreshOidsClientStorage
         storage._drop_prefetched_oids()
     return storage
@@ -105,75 +134,3 @@ def skip_reissued_oids(storage: Any) -> None:
     start = u64(storage._oid)
     storage.set_max_oid(p64(start + RESTART_GAP))
     log.debug("object ids resume at %d, past any handed out before this start", start + RESTART_GAP)
-
-
-def connection_generation(storage: Any) -> int | None:
-    """How many times a ZEO client storage has (re)connected; None for other storages."""
-    base = getattr(storage, "base", None)
-    if isinstance(base, ClientStorage):
-        storage = base
-    if isinstance(storage, ClientStorage):
-        return int(storage._connection_generation)
-    return None
-
-
-class SameConnectionGuard:
-    """A resource that fails a commit if its ZEO client reconnected since it joined.
-
-    A savepoint gives new objects their ids when it is taken; a transaction
-    with savepoints (a batch of jobs) that commits after its client
-    reconnected to a restarted server may store objects under ids that the
-    server hands out again.  Joined first, it votes last (after the
-    connections sent their data) and refuses such a commit: nothing of it is
-    stored, and its work is done again.
-    """
-
-    def __init__(self, storage: Any, transaction_manager: Any) -> None:
-        self._storage = storage
-        self._generation = connection_generation(storage)
-        self.transaction_manager = transaction_manager
-
-    def join(self, transaction: Any) -> None:
-        """Guard ``transaction`` (nothing to guard for storages that are not ZEO clients)."""
-        if self._generation is not None:
-            transaction.join(self)
-
-    def sortKey(self) -> str:
-        """After every ZODB connection, so the check comes once their data is sent."""
-        return "~zasync-same-connection-guard"
-
-    def tpc_vote(self, transaction: Any) -> None:
-        """Refuse the commit if the client reconnected since the guard was made."""
-        if connection_generation(self._storage) != self._generation:
-            raise ReconnectedDuringTransaction(
-                "the database connection was lost and made again during this transaction; "
-                "its new objects' ids may be reused by the server: it is not committed"
-            )
-
-    def savepoint(self) -> _NoOpSavepoint:
-        """Savepoints have nothing to keep here."""
-        return _NoOpSavepoint()
-
-    def abort(self, transaction: Any) -> None:
-        """Nothing to undo."""
-
-    def tpc_begin(self, transaction: Any) -> None:
-        """Nothing to prepare."""
-
-    def commit(self, transaction: Any) -> None:
-        """Nothing to write."""
-
-    def tpc_finish(self, transaction: Any) -> None:
-        """Nothing to finish."""
-
-    def tpc_abort(self, transaction: Any) -> None:
-        """Nothing to undo."""
-
-
-class _NoOpSavepoint:
-    def rollback(self) -> None:
-        """Nothing to roll back."""
-
-
-class ReconnectedDuringTransaction(ZasyncError):
-    """A transaction guarded by :class:`SameConnectionGuard` outlived its connection."""
