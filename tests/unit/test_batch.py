@@ -190,3 +190,15 @@ def test_jobs_wrapping_another_jobs_method_are_not_batched(queue):
     transaction.commit()
     assert batchable(job)
     assert not batchable(zasync.Job(job.handleInterrupt))
+
+
+def test_a_job_that_moved_on_before_its_batch_began_is_handed_back_untouched(
+    queue, deferred_filing
+):
+    _agent, jobs = claim_all(queue, [(support.mock_work,), (support.mock_work,)])
+    assert jobs[0].run_claimed() == 42  # run meanwhile (another worker, say): COMPLETED
+    run = run_batch(jobs, transaction.manager)
+    assert run.again == [jobs[0]]
+    assert [job for job, _result in run.results] == [jobs[1]]
+    transaction.abort()
+    assert jobs[1].result == 42 and jobs[1].status == COMPLETED

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zasync import _counters
-from zasync.interfaces import IJob
+from zasync.interfaces import ACTIVE, IJob
 from zasync.model._pickling import pickling_error
 from zasync.model.failure import Failure
 from zasync.model.job import Job, is_outcome
@@ -86,6 +86,11 @@ def run_batch(
     staged: list[_Staged] = []
     raised: list[tuple[Job[Any], Failure]] = []
     for index, job in enumerate(jobs):
+        if job._status != ACTIVE:
+            # Moved on since the worker checked it, in an earlier transaction
+            # (cancelled, handed to another worker): the usual way decides.
+            run.again.append(job)
+            continue
         try:
             # Optimistic: a data manager without savepoints (a mailer, say) fails
             # only if a rollback is needed; then the batch so far runs again alone.

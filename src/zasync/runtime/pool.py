@@ -401,7 +401,7 @@ class AgentThreadPool:
             if job.stored_status == ACTIVE and batchable(job):
                 ready.append(job)
                 items_of[id(job)] = item
-            else:  # it needs the commit that starts it: run it the usual way
+            else:  # it needs a commit that starts it, or commits by itself: alone
                 self._execute(job, _job_id(item))
         if not ready:
             return
