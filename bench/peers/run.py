@@ -334,6 +334,8 @@ class TargetRun:
             # Not part of put-to-start: how long each put itself took, in the client.
             "put_p50": round(percentile(puts, 0.5), 2),
             "put_retries": client_report["retries"],
+            # Every sample, in put order: where the slow ones fall says more than p99.
+            "each": [round(delay, 2) for delay in delays],
         }
         rss = [peak_rss_mb(worker.pid) for worker in self.workers]
         known = [value for value in rss if value is not None]
