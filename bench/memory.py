@@ -62,6 +62,18 @@ def enqueue(uri: str, count: int) -> None:
     opened.close()
 
 
+def start_worker(uri: str, out: Path, threads: int, batch: int) -> subprocess.Popen[bytes]:
+    """The real CLI worker on ``uri``, its drain jobs writing their lines to ``out``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE / "peers"), str(HERE.parent / "src")])
+    env["PEERS_DRAIN_FILE"] = str(out)
+    command = ["-m", "zasync", "-q", "--db", uri, "worker", "--threads", str(threads)]
+    return subprocess.Popen(
+        [sys.executable, *command, "--batch", str(batch)],
+        env=env,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,27 +87,9 @@ def main() -> None:
         directory = Path(tmp)
         uri = f"file://{directory / 'Data.fs'}"
         out = directory / "started.txt"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(HERE / "peers"), str(HERE.parent / "src")])
-        env["PEERS_DRAIN_FILE"] = str(out)
         print(f"enqueueing {options.jobs:,} jobs ...", flush=True)
         enqueue(uri, options.jobs)
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "zasync",
-                "-q",
-                "--db",
-                uri,
-                "worker",
-                "--threads",
-                str(options.threads),
-                "--batch",
-                str(options.batch),
-            ],
-            env=env,
-        )
+        worker = start_worker(uri, out, options.threads, options.batch)
         samples: list[tuple[int, int]] = []
         deadline = time.monotonic() + options.timeout
         try:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from memory import enqueue, lines  # noqa: E402
+from memory import enqueue, lines, start_worker  # noqa: E402
 
 #: (part, pattern over a collapsed stack): the first pattern that matches wins.
 PARTS = [
@@ -85,26 +85,8 @@ def main() -> None:
         directory = Path(tmp)
         uri = f"file://{directory / 'Data.fs'}"
         out = directory / "started.txt"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(HERE / "peers"), str(HERE.parent / "src")])
-        env["PEERS_DRAIN_FILE"] = str(out)
         enqueue(uri, options.jobs)
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "zasync",
-                "-q",
-                "--db",
-                uri,
-                "worker",
-                "--threads",
-                str(options.threads),
-                "--batch",
-                str(options.batch),
-            ],
-            env=env,
-        )
+        worker = start_worker(uri, out, options.threads, options.batch)
         raw = directory / "stacks.txt"
         target = options.svg if options.svg is not None else raw
         spy = subprocess.Popen(
