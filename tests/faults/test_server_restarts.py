@@ -10,11 +10,13 @@ an id of its own.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
 import transaction
 from persistent.mapping import PersistentMapping
+from ZEO.Exceptions import ClientDisconnected
 
 from zasync.storage.database import open_database
 
@@ -76,6 +78,62 @@ def test_a_zeo_client_drops_its_prefetched_oids_when_the_server_restarts(tmp_pat
         server.start()
         _same_oids_are_never_reused(first, uri)
     finally:
+        first.close()
+        server.stop()
+
+
+def test_a_savepoint_across_a_server_crash_never_gives_one_id_to_two_objects(tmp_path):
+    """One transaction's savepoints on both sides of a crash (a batch of jobs does that).
+
+    The object added before the crash holds an id the restarted server hands
+    out again; the object added after it must not get that id too, and the
+    first one must not be stored under it: the commit fails as a
+    disconnection and stores nothing, and done again it stores both.
+    """
+    server = ZEOServer(tmp_path / "Data.fs", free_port(), tmp_path / "zeo.log")
+    server.start()
+    uri = f"{server.uri}?wait_timeout=30"
+    first = open_database(uri)
+    tm = transaction.TransactionManager()
+    conn = first.db.open(tm)
+    try:
+        conn.root()["one"], conn.root()["two"] = PersistentMapping(), PersistentMapping()
+        tm.commit()
+        conn.root()["one"]["before"] = PersistentMapping(by="before")
+        tm.savepoint()  # its id: the first one the server has not seen committed
+        server.kill()
+        wait_until(lambda: not _connected(first), message="the client never saw the crash")
+        server.start()
+        wait_until(lambda: _connected(first), message="the client never reconnected")
+        # A job rolled back in between (as in a batch) turns what the savepoint
+        # holds into ghosts: the object added before the crash leaves the
+        # cache, which then cannot notice a second object under its id.
+        rolled_back = tm.savepoint()
+        conn.root()["rolled back"] = True
+        rolled_back.rollback()
+        gc.collect()
+        conn.root()["two"]["after"] = PersistentMapping(by="after")
+        tm.savepoint()
+        before, after = conn.root()["one"]["before"], conn.root()["two"]["after"]
+        assert (before["by"], after["by"]) == ("before", "after")
+        assert before._p_oid != after._p_oid
+        with pytest.raises(ClientDisconnected, match="before the connection was lost"):
+            tm.commit()
+        tm.abort()
+        assert "before" not in conn.root()["one"] and "after" not in conn.root()["two"]
+        conn.root()["one"]["before"] = PersistentMapping(by="before")
+        conn.root()["two"]["after"] = PersistentMapping(by="after")
+        tm.commit()
+        check = open_database(uri)
+        try:
+            root = check.db.open().root()
+            before, after = root["one"]["before"], root["two"]["after"]
+            assert (before["by"], after["by"]) == ("before", "after")
+        finally:
+            check.close()
+    finally:
+        tm.abort()
+        conn.close()
         first.close()
         server.stop()
 

@@ -17,7 +17,9 @@ Two remedies, both applied by zasync:
   asked for on one connection is not kept if the connection changed before
   it arrived; it also refuses to store a new object under an id it gave out
   on an earlier connection (a savepoint gives ids long before the commit),
-  failing that commit as a disconnection (:class:`FreshOidsClientStorage`);
+  failing that commit as a disconnection, and never gives one id to two
+  objects when the restarted server hands out again an id it still holds
+  for an object not stored yet (:class:`FreshOidsClientStorage`);
 * the embedded server skips :data:`RESTART_GAP` ids when it starts
   (:func:`skip_reissued_oids`), past any id a client may still have given to
   an object added before the crash and not committed yet.
@@ -70,8 +72,13 @@ class FreshOidsClientStorage(ClientStorage):  # type: ignore[misc]  # ZEO is unt
             raise ReadOnlyError()
         while True:
             with self._oids_lock:
-                if self._oids:
+                while self._oids:
                     oid: bytes = self._oids.pop()
+                    if oid in self._handed_out:
+                        # A restarted server handing out again an id this client
+                        # already gave to an object not stored yet (in a savepoint
+                        # across the reconnection): two objects must not share it.
+                        continue
                     self._note_handed_out(oid)
                     return oid
                 generation = self._connection_generation
