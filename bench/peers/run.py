@@ -6,9 +6,10 @@ procrastinate, DBOS), on servers this command starts for itself on 127.0.0.1:
 * drain: N no-op jobs are enqueued with no worker running, then ONE worker
   process with T threads starts (zasync-*-2: two processes of T threads each;
   RQ: a worker-pool of T processes); jobs/s = (N - 1) / (last - first job start).
-* latency: into the idle worker, SAMPLES jobs are put one at a time,
-  INTERVAL_MS apart, from another process; put (committed/acknowledged) to
-  job start, p50/p99/max.
+* latency: into the idle worker (once its processes use under a tenth of a
+  core, after the drain and one warm-up job), SAMPLES jobs are put one at a
+  time, INTERVAL_MS apart, from another process; put (committed/acknowledged)
+  to job start, p50/p99/max.
 
 Each job appends one line (its start time) to a file with one ``os.write``.
 Also measured: the raw commit rates of the ZODB storages (FileStorage, ZEO,
@@ -170,6 +171,34 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by ``pid`` and its descendants, in seconds."""
+    ticks = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(pids: list[int], timeout: float, window: float = 0.5, share: float = 0.1) -> float:
+    """Wait until ``pids`` (with their children) use under ``share`` of a core over ``window`` s.
+
+    The latency phase puts jobs into an *idle* worker: after the drain, a
+    worker may still be committing and filing what it ran.  Returns the wait.
+    """
+    started = time.monotonic()
+    previous = sum(cpu_seconds(pid) for pid in pids)
+    while True:
+        time.sleep(window)
+        now = sum(cpu_seconds(pid) for pid in pids)
+        if now - previous < share * window:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"the workers were still busy after {timeout:.0f} s")
+        previous = now
+
+
 def peak_rss_mb(pid: int) -> float | None:
     """The largest VmHWM (peak resident set) among ``pid`` and its descendants, in MiB."""
     peak = None
@@ -314,6 +343,9 @@ class TargetRun:
         )
         self.client("warmup", timeout=options.timeout)
         self.wait_lines(latency, 1, "the warm-up job")
+        result["idle_wait_seconds"] = round(
+            wait_idle([worker.pid for worker in self.workers], options.timeout), 2
+        )
         output = self.client(
             "latency", str(options.samples), str(options.interval_ms), timeout=options.timeout
         )

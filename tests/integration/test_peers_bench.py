@@ -68,6 +68,7 @@ def test_the_embedded_target_drains_and_measures_latency(tmp_path):
     latency = result["latency_ms"]
     assert -1000 < latency["p50"] <= latency["p99"] <= latency["max"] < 10_000
     assert result["latency_ms"]["samples"] == 5
+    assert 0 < result["idle_wait_seconds"] < 60
     assert record["median"]["targets"]["zasync-embedded"]["jobs_per_second"] > 0
     assert record["median"]["raw_commits_per_second"]["filestorage"] > 0
     # No peer was selected: no peers' environment asked for, no Redis nor PostgreSQL.
@@ -163,3 +164,27 @@ def test_the_chart_is_drawn_as_a_png(tmp_path):
     record = hand_made_record()
     report.draw(record, tmp_path / "peers.png")
     assert (tmp_path / "peers.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def load_run() -> ModuleType:
+    """bench/peers/run.py as a module (it puts bench/peers on the path for its own imports)."""
+    spec = importlib.util.spec_from_file_location("peers_run", PEERS / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_latency_phase_waits_for_idle_workers_and_not_for_busy_ones():
+    run = load_run()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert run.wait_idle([sleeper.pid], timeout=30) < 30
+        with pytest.raises(RuntimeError, match="still busy after 2 s"):
+            run.wait_idle([sleeper.pid, spinner.pid], timeout=2)
+        assert run.cpu_seconds(spinner.pid) > 0
+    finally:
+        for process in (sleeper, spinner):
+            process.kill()
+            process.wait()
