@@ -280,7 +280,24 @@ class IQueue(Interface):
         """Keep a cancelled job in ``cancelled`` (its ``parent`` becomes the queue)."""
 
     def claim(filter=None, default=None):
-        """Remove and return the first due job that quotas and ``filter`` allow, else default."""
+        """Remove and return the first due job that quotas and ``filter`` allow, else default.
+
+        A paused queue gives nothing.
+        """
+
+    paused = Attribute("Whether claims from this queue are stopped (see ``pause``).")
+    paused_at = Attribute("When the queue was paused (an aware UTC datetime), or None.")
+    pause_reason = Attribute("The reason given when it was paused, or None.")
+
+    def pause(reason=None):
+        """Stop claims from this queue in the caller's transaction; True if it was running.
+
+        Pending jobs stay, claimed jobs run to their end; an InvalidValueError
+        for a reason that is not a string of at most 200 characters.
+        """
+
+    def resume():
+        """Let claims from this queue go on, in the caller's transaction; True if it was paused."""
 
     def __len__():
         """The number of pending jobs."""

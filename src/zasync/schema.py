@@ -185,6 +185,12 @@ KEY_LAYOUTS: Final[dict[str, str]] = {
         "Queue._quarantine, an OOBTree made on first use: (database name, oid bytes) -> "
         "(job, cause text, time in microseconds). See zasync.model.quarantine."
     ),
+    "queue pause": (
+        "Queue._paused_at, None (the class default: a queue written before pausing "
+        "existed reads as running) or the aware UTC datetime of the pause; "
+        "Queue._pause_reason, None or a text of at most 200 characters. See "
+        "zasync.model.queue (Queue.pause)."
+    ),
     "agent jobs": (
         "Agent._jobs and Agent._waiting (parked), LOBTrees: key 1, 2, ... from the "
         "counter Agent._sequence; key 0 is kept first in _jobs with the value None. "

@@ -136,3 +136,36 @@ def test_dashboard_watch_inspect_and_retry(dashboard):
             ).stdout
         )
         assert info["outcome"] == "succeeded" and info["retry_of"] == broken_id
+
+
+def test_pause_and_resume_from_the_dashboard(dashboard):
+    from playwright.sync_api import expect, sync_playwright
+
+    db, url, _tmp = dashboard
+    with client(db) as conn, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(url + "/")
+        row = page.locator('#queues tr[data-queue=""]')
+        expect(row.locator("td.claiming")).to_contain_text("running")
+        page.fill("#token", TOKEN)
+        row.locator('input[name="reason"]').fill("browser test")
+        row.locator('form[action="/queues/pause"] button').click()
+        expect(row.locator("td.claiming .paused")).to_have_text("paused")
+        expect(row.locator("td.claiming")).to_contain_text("browser test")
+        transaction.begin()
+        queue = zasync.get_queue(conn)
+        assert queue.paused and queue.pause_reason == "browser test"
+        job = queue.put(zasync.Job(operator.mul, 6, 7))
+        transaction.commit()
+        # The worker sees the pause (tests/integration/test_pause.py checks that nothing
+        # is claimed meanwhile; here, that the buttons work).
+        wait_until(
+            lambda: "queue '' is paused" in (_tmp / "worker.log").read_text(),
+            message="the worker never saw the pause",
+        )
+        row.locator('form[action="/queues/resume"] button').click()
+        expect(row.locator("td.claiming")).to_contain_text("running")
+        wait_for_result(job, timeout=240)
+        assert job.result == 42
+        browser.close()

@@ -121,3 +121,30 @@ def test_agent_resize_refuses_what_the_cli_refuses(site, field, value, message):
     assert (agent.size, agent.threads) == (3, 3)  # unchanged
     resized = web.post("/agents/resize", data={**form, field: "2"}, headers=header).get_json()
     assert resized[field] == 2
+
+
+def test_pause_and_resume_a_queue_from_the_dashboard(site):
+    web, _, conn = site
+    page = web.get("/").get_data(as_text=True)
+    assert 'action="/queues/pause"' in page and "running" in page
+    assert web.post("/queues/pause", data={"queue": ""}).status_code == 403  # no token
+    transaction.begin()
+    assert not zasync.get_queue(conn).paused
+    header = {"X-Zasync-Token": TOKEN}
+    long_reason = web.post("/queues/pause", data={"reason": "x" * 201}, headers=header)
+    assert long_reason.status_code == 400
+    assert "a pause reason is a string of at most 200" in long_reason.get_json()["error"]
+    unknown = web.post("/queues/pause", data={"queue": "nope"}, headers=header)
+    assert unknown.status_code == 404 and "no queue named 'nope'" in unknown.get_json()["error"]
+    transaction.begin()
+    assert not zasync.get_queue(conn).paused  # nothing changed
+    done = web.post("/queues/pause", data={"queue": "", "reason": "upgrade", "token": TOKEN})
+    assert done.status_code == 303
+    page = web.get("/").get_data(as_text=True)
+    assert 'class="paused"' in page and "upgrade" in page and 'action="/queues/resume"' in page
+    assert web.get("/api/overview").get_json()["queues"][0]["paused"] is True
+    assert 'zasync_queue_paused{queue=""} 1.0' in web.get("/metrics").get_data(as_text=True)
+    resumed = web.post("/queues/resume", data={"queue": ""}, headers=header).get_json()
+    assert resumed["changed"] is True
+    transaction.begin()
+    assert not zasync.get_queue(conn).paused

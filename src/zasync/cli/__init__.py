@@ -122,6 +122,7 @@ for _command in (
     act.retry,
     act.remove,
     act.cancel,
+    act.queue,
     act.quota,
     act.agent,
     act.purge,

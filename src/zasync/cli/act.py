@@ -1,4 +1,4 @@
-"""The commands that act on jobs, quotas and agents: ``retry``, ``remove``, ``cancel``, ...
+"""The commands that act on jobs, queues, quotas and agents: ``retry``, ``cancel``, ...
 
 Each says what it did (JSON with ``--json``); an unknown id or a wrong state
 exits with status 1, one line saying why, and changes nothing.  ``purge`` says
@@ -69,6 +69,41 @@ def quota_resize(obj: dict[str, Any], name: str, size: int, queue_name: str, as_
     """Change quota NAME's size to SIZE, at once.  Example: zasync quota resize reports 4"""
     done = out.act(obj, lambda db: actions.set_quota_size(db, queue_name, name, size))
     out.done(done, as_json, f"quota {name!r}: size {done['old_size']} -> {size}")
+
+
+@click.group()
+def queue() -> None:
+    """Queues: pause and resume claiming."""
+
+
+@queue.command("pause")
+@click.argument("name", default="")
+@click.option("--reason", default=None, help="Why (at most 200 characters); shown by status.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def queue_pause(obj: dict[str, Any], name: str, reason: str | None, as_json: bool) -> None:
+    """Stop workers claiming from queue NAME (default ''); running jobs finish.
+
+    Pending jobs stay and puts still add to them.  Example: zasync queue pause --reason deploy
+    """
+    done = out.act(obj, lambda db: actions.pause_queue(db, name, reason))
+    text = (
+        f"queue {name!r} paused"
+        if done["changed"]
+        else f"queue {name!r} was already paused (since {done['paused_at']})"
+    )
+    out.done(done, as_json, text)
+
+
+@queue.command("resume")
+@click.argument("name", default="")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def queue_resume(obj: dict[str, Any], name: str, as_json: bool) -> None:
+    """Let workers claim from queue NAME (default '') again."""
+    done = out.act(obj, lambda db: actions.resume_queue(db, name))
+    text = f"queue {name!r} resumed" if done["changed"] else f"queue {name!r} was not paused"
+    out.done(done, as_json, text)
 
 
 @click.group()

@@ -193,6 +193,7 @@ def _status_data(conn: Any) -> dict[str, Any]:
             "name": name,
             "pending": len(queue),
             "quotas": {q.name: {"size": q.size, "used": len(q)} for q in queue.quotas.values()},
+            **queries.pause_state(queue),
             "dispatchers": [],
         }
         for uuid_, da in queue.dispatchers.items():
@@ -238,8 +239,9 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
         "queue", "pending", "worker", "state", "agent", "threads", "held", "waiting", "done"
     )
     for q in data["queues"]:
+        label = repr(q["name"]) + (" (paused)" if q["paused"] else "")
         if not q["dispatchers"]:
-            table.add_row(repr(q["name"]), str(q["pending"]), "-", "", "", "", "", "", "")
+            table.add_row(label, str(q["pending"]), "-", "", "", "", "", "", "")
         for i, d in enumerate(q["dispatchers"]):
             state = (
                 "dead"
@@ -249,7 +251,7 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
             for j, a in enumerate(d["agents"] or [None]):
                 first = i == 0 and j == 0
                 table.add_row(
-                    repr(q["name"]) if first else "",
+                    label if first else "",
                     str(q["pending"]) if first else "",
                     d["uuid"][:8] if j == 0 else "",
                     state if j == 0 else "",
@@ -260,3 +262,12 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
                     str(a["completed"]) if a else "",
                 )
     console.print(table)
+    for q in data["queues"]:
+        if q["paused"]:
+            reason = f": {q['pause_reason']}" if q["pause_reason"] else ""
+            console.print(
+                f"queue {q['name']!r} is paused since {q['paused_at']}{reason} "
+                f"(zasync queue resume {q['name'] or repr('')})",
+                soft_wrap=True,
+                markup=False,
+            )

@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from zasync import clock
 from zasync._dbtime import learn_at_commit, seen_now
+from zasync._logtext import short_repr
 from zasync.errors import (
     InvalidValueError,
     NotHereError,
@@ -68,6 +69,9 @@ from zasync.model.quarantine import (
 from zasync.model.quota import Quotas
 from zasync.model.retry import check_retry_policy_factory
 from zasync.model.tx import TRANSACTION_ERRORS, disconnect_errors
+
+#: The longest reason :meth:`Queue.pause` keeps (it is shown in one line).
+MAX_REASON = 200
 
 #: The result type of a job put in a queue.
 R = TypeVar("R")
@@ -159,6 +163,8 @@ class Queue(Base):
     name: str | None = None
     _cancelled: CompletedCollection | None = None
     _quarantine: OOBTree | None = None
+    _paused_at: datetime.datetime | None = None  # see pause(); queues made before lack it
+    _pause_reason: str | None = None
     _v_putting: Any = None  # the transaction of this connection's latest put
 
     def __init__(self) -> None:
@@ -475,6 +481,55 @@ class Queue(Base):
         del self._lanes[lane_of(key[3], len(self._lanes))][key]
         self._length.change(-1)
 
+    # -- pausing -------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        """Whether claims from this queue are stopped (see :meth:`pause`)."""
+        return self._paused_at is not None
+
+    @property
+    def paused_at(self) -> datetime.datetime | None:
+        """When the queue was paused (UTC); None while it runs."""
+        return self._paused_at
+
+    @property
+    def pause_reason(self) -> str | None:
+        """The reason given to :meth:`pause`, if any; None while it runs."""
+        return self._pause_reason
+
+    def pause(self, reason: str | None = None) -> bool:
+        """Stop workers claiming from this queue; True if it ran until now.
+
+        Joins the caller's transaction, like :meth:`put`.  Pending jobs stay
+        (puts still add to them), jobs already claimed run to their end, and
+        nothing more is claimed until :meth:`resume`.  It is exact: a claim
+        whose transaction began before the pause committed reads the queue as
+        current, so its commit conflicts and the retry sees the pause.
+        Pausing a paused queue changes nothing (its time and reason stay).
+        """
+        if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
+            raise InvalidValueError(
+                f"a pause reason is a string of at most {MAX_REASON} characters, "
+                f"not {short_repr(reason)}"
+            )
+        if self._paused_at is not None:
+            return False
+        self._paused_at = clock.utcnow()
+        self._pause_reason = reason
+        return True
+
+    def resume(self) -> bool:
+        """Let workers claim from this queue again; True if it was paused.
+
+        Joins the caller's transaction; its commit wakes the queue's workers.
+        """
+        if self._paused_at is None:
+            return False
+        self._paused_at = None
+        self._pause_reason = None
+        return True
+
     @property
     def cancelled(self) -> CompletedCollection | None:
         """Pending jobs that were cancelled (see ``zasync.cancel``); None until the first."""
@@ -593,6 +648,8 @@ class Queue(Base):
         transaction sees was put by a commit it sees, so its put time has
         passed whatever this process's estimate of the database's clock says.
         """
+        if self._paused_at is not None:
+            return []
         jar = self._p_jar
         now = clock.utcnow() if jar is None else seen_now(jar)
         cleaned: set[str] = set()
@@ -630,6 +687,8 @@ class Queue(Base):
             else:  # a wrapper of a method of an unsound job: that job is the one to keep
                 self.drop_pending(key)
                 self.quarantine(subject, f"{problem} (met through job {oid_int(job)})")
+        if chosen and jar is not None:
+            jar.readCurrent(self)  # a pause committed meanwhile makes this claim conflict
         touched = {id(self._lane(job)): self._lane(job) for job, _candidate in chosen}
         for job, candidate in chosen:
             self._remove(job)

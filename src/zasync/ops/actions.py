@@ -1,4 +1,4 @@
-"""What operators do to a running system: retry, remove, cancel, resize, purge.
+"""What operators do to a running system: retry, remove, cancel, resize, pause, purge.
 
 Each function takes a ``ZODB.DB``, works in a connection and transaction
 manager of its own (so it never touches the caller's transaction), retries
@@ -26,6 +26,7 @@ from zasync.model.job import Job
 from zasync.model.quarantine import load_error, storing_problem
 from zasync.model.queue import get_queue, get_queues
 from zasync.model.tx import commit_in_fresh_connection, fresh_connection
+from zasync.ops.queries import pause_state
 from zasync.ops.views import find_quarantined, get_job, job_id, parse_job_id
 from zasync.schema import RETRIED_AS, RETRY_OF
 
@@ -167,6 +168,34 @@ def set_quota_size(db: Any, queue_name: str, quota_name: str, size: int) -> dict
         old = quota.size
         quota.size = size
         return {"queue": queue_name, "quota": quota_name, "old_size": old, "size": size}
+
+    return commit_in_fresh_connection(db, work, ATTEMPTS)
+
+
+def pause_queue(db: Any, queue_name: str, reason: str | None = None) -> dict[str, Any]:
+    """Stop workers claiming from a queue (see ``Queue.pause``); say whether it changed."""
+
+    def work(conn: Any, tm: Any) -> dict[str, Any]:
+        queue = get_queue(conn, queue_name)
+        changed = queue.pause(reason)
+        return {"queue": queue_name, "changed": changed, **pause_state(queue)}
+
+    return commit_in_fresh_connection(db, work, ATTEMPTS)
+
+
+def resume_queue(db: Any, queue_name: str) -> dict[str, Any]:
+    """Let workers claim from a paused queue again; say whether it changed."""
+
+    def work(conn: Any, tm: Any) -> dict[str, Any]:
+        queue = get_queue(conn, queue_name)
+        was = pause_state(queue)
+        changed = queue.resume()
+        return {
+            "queue": queue_name,
+            "changed": changed,
+            "paused": False,
+            "was_paused_at": was["paused_at"],
+        }
 
     return commit_in_fresh_connection(db, work, ATTEMPTS)
 

@@ -52,6 +52,11 @@ class DatabaseCollector(Collector):
         quota_used = GaugeMetricFamily(
             "zasync_quota_used", "Jobs holding a quota slot", labels=["queue", "quota"]
         )
+        paused = GaugeMetricFamily(
+            "zasync_queue_paused",
+            "1 while the queue is paused (nothing claimed), else 0",
+            labels=["queue"],
+        )
         up = GaugeMetricFamily(
             "zasync_dispatcher_up",
             "1 if the dispatcher is active and has pinged in time, else 0",
@@ -65,6 +70,7 @@ class DatabaseCollector(Collector):
         with fresh_connection(self.db) as (conn, _tm):
             try:
                 for queue in queries.queues(conn):
+                    paused.add_metric([queue["name"]], 1 if queue["paused"] else 0)
                     for state, number in queue["counts"].items():
                         jobs.add_metric([queue["name"], state], number)
                     for quota in queue["quotas"]:
@@ -76,7 +82,7 @@ class DatabaseCollector(Collector):
                         ping_age.add_metric([d["queue"], d["uuid"]], d["seconds_since_ping"])
             except LookupError:
                 pass  # no queues installed yet: nothing to report
-        yield from (jobs, quota_size, quota_used, up, ping_age)
+        yield from (jobs, quota_size, quota_used, paused, up, ping_age)
 
 
 class RetriesCollector(Collector):

@@ -308,6 +308,16 @@ def uuids(conn: Any) -> list[str]:
     return sorted({str(u) for q in select_queues(conn, None) for u in q.dispatchers})
 
 
+def pause_state(queue: Any) -> dict[str, Any]:
+    """``paused``, ``paused_at`` (ISO) and ``pause_reason`` of a queue, for every view."""
+    at = queue.paused_at
+    return {
+        "paused": queue.paused,
+        "paused_at": None if at is None else at.isoformat(),
+        "pause_reason": queue.pause_reason,
+    }
+
+
 def queues(conn: Any) -> list[dict[str, Any]]:
     """Each queue with its counts by state and its quotas."""
     counts = counts_by_queue(conn)
@@ -320,6 +330,7 @@ def queues(conn: Any) -> list[dict[str, Any]]:
                 for quota in q.quotas.values()
             ],
             "dispatchers": len(q.dispatchers),
+            **pause_state(q),
         }
         for q in select_queues(conn, None)
     ]

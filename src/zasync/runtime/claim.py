@@ -73,6 +73,7 @@ class Claiming:
     _refused: dict[str, int]
     _unsettled: dict[bytes, str]
     _watched: set[bytes]
+    _paused_queues: set[str]
     _claiming: bool
 
     if TYPE_CHECKING:
@@ -117,6 +118,7 @@ class Claiming:
         # Watch before the claim's snapshot is taken: a put committed between that
         # snapshot and a later watch would wake nobody until the next timed poll.
         self._watched.add(queue._length._p_oid)
+        self._watched.add(queue._p_oid)  # its resume (see Queue.pause) wakes the poll
         result = try_transaction_five_times(
             unit,
             f"activating dispatcher UUID {self.UUID} in queue {queue.name!r} (oid {oid})",
@@ -189,6 +191,7 @@ class Claiming:
         """
         da = queue.dispatchers[self.UUID]
         careful = False
+        self._note_pause(queue)
 
         def unit() -> tuple[list[tuple[str, Job[Any]]], dict[str, Any]]:
             now = seen_now(queue._p_jar)  # a put this view sees is due by now
@@ -264,6 +267,21 @@ class Claiming:
             started.append(job_id)
             self.pools[(name, agent_name)].assign((job._p_oid, job_id[1]))
         return started
+
+    def _note_pause(self, queue: Queue) -> None:
+        """Log once when this worker finds a queue paused, and once when it runs again."""
+        name = _queue_name(queue)
+        if queue.paused and name not in self._paused_queues:
+            self._paused_queues.add(name)
+            events_log.info(
+                "queue %r is paused (since %s%s): claiming nothing from it",
+                name,
+                queue.paused_at.isoformat() if queue.paused_at else "?",
+                f", {queue.pause_reason}" if queue.pause_reason else "",
+            )
+        elif not queue.paused and name in self._paused_queues:
+            self._paused_queues.discard(name)
+            events_log.info("queue %r resumed: claiming from it again", name)
 
     def quarantine_later(self, oid: bytes, cause: str) -> None:
         """Have the next poll quarantine a held job that a thread could not settle."""

@@ -160,6 +160,7 @@ class Dispatcher(Claiming, Introspection):
         self._heartbeat_stop = threading.Event()
         self._unsettled: dict[bytes, str] = {}  # held jobs to quarantine: oid -> cause
         self._watched: set[bytes] = set()
+        self._paused_queues: set[str] = set()  # queues this worker found paused (logged once)
         self._next_due: datetime.datetime | None = None  # of the jobs this poll saw waiting
         self._wake = threading.Event()
         self._hurry = threading.Event()

@@ -179,7 +179,8 @@ def _add_api(app: Flask, read: Callable[[Any], Any], db: Any) -> None:
 
 
 def _add_actions(app: Flask, db: Any) -> None:
-    """The POST actions (the guards have checked the token): retry, remove, cancel, resize."""
+    """The POST actions (the guards have checked the token): retry, remove, cancel,
+    resize, pause and resume."""
 
     def done(ident: Any, message: str) -> Any:
         if request.headers.get(TOKEN_HEADER):
@@ -207,6 +208,18 @@ def _add_actions(app: Flask, db: Any) -> None:
         result = actions.set_quota_size(
             db, request.form.get("queue", ""), request.form["quota"], _whole(request.form, "size")
         )
+        return jsonify(result) if request.headers.get(TOKEN_HEADER) else redirect("/", code=303)
+
+    @app.post("/queues/pause")
+    def queue_pause() -> Any:
+        result = actions.pause_queue(
+            db, request.form.get("queue", ""), request.form.get("reason") or None
+        )
+        return jsonify(result) if request.headers.get(TOKEN_HEADER) else redirect("/", code=303)
+
+    @app.post("/queues/resume")
+    def queue_resume() -> Any:
+        result = actions.resume_queue(db, request.form.get("queue", ""))
         return jsonify(result) if request.headers.get(TOKEN_HEADER) else redirect("/", code=303)
 
     @app.post("/agents/resize")
