@@ -17,9 +17,10 @@ from typing import Any
 WORKLOAD = (
     "Drain: N no-op jobs are enqueued with no worker running (in batches where the "
     "library allows), then one worker process with T threads starts; jobs/s = (N - 1) / "
-    "(last job start - first job start). Latency: SAMPLES jobs put one at a time, "
-    "INTERVAL_MS apart, from another process into the idle worker; put (committed or "
-    "acknowledged) to job start. Every job appends one line (its start time) to a file "
+    "(last job start - first job start). Latency: SAMPLES jobs put one at a time, each "
+    "INTERVAL_MS after the one before, from another process into the idle worker (its "
+    "processes under a tenth of a core); put (committed or acknowledged) to job start. "
+    "Every job appends one line (its start time) to a file "
     "with one os.write. Servers (Redis without persistence, PostgreSQL with default "
     "settings including fsync, ZEO) run on 127.0.0.1 on the same machine."
 )

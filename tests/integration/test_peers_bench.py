@@ -69,6 +69,7 @@ def test_the_embedded_target_drains_and_measures_latency(tmp_path):
     assert -1000 < latency["p50"] <= latency["p99"] <= latency["max"] < 10_000
     assert result["latency_ms"]["samples"] == 5
     assert 0 < result["idle_wait_seconds"] < 60
+    assert isinstance(result["machine_idle"], bool)
     assert record["median"]["targets"]["zasync-embedded"]["jobs_per_second"] > 0
     assert record["median"]["raw_commits_per_second"]["filestorage"] > 0
     # No peer was selected: no peers' environment asked for, no Redis nor PostgreSQL.
@@ -177,14 +178,20 @@ def load_run() -> ModuleType:
 
 def test_the_latency_phase_waits_for_idle_workers_and_not_for_busy_ones():
     run = load_run()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    spinner = None
     try:
-        assert run.wait_idle([sleeper.pid], timeout=30) < 30
+        waited, _machine_idle = run.wait_idle([sleeper.pid], timeout=60)
+        assert waited < 60
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         with pytest.raises(RuntimeError, match="still busy after 2 s"):
             run.wait_idle([sleeper.pid, spinner.pid], timeout=2)
-        assert run.cpu_seconds(spinner.pid) > 0
+        # A busy machine (the spinner is no worker) is waited for, then reported.
+        waited, machine_idle = run.wait_idle([sleeper.pid], timeout=60, machine_patience=1)
+        assert 1 < waited < 60 and machine_idle is False
+        assert run.cpu_seconds(spinner.pid) > 0 and run.machine_busy_seconds() > 0
     finally:
         for process in (sleeper, spinner):
-            process.kill()
-            process.wait()
+            if process is not None:
+                process.kill()
+                process.wait()
