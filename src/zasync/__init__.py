@@ -62,6 +62,7 @@ from zasync.model.retry import (
     set_callback_retry_policy,
     set_default_retry_policy,
 )
+from zasync.model.task import Task, task
 from zasync.runtime.config import AgentSpec
 from zasync.runtime.dispatcher import Dispatcher
 from zasync.runtime.local import local
@@ -72,6 +73,8 @@ __all__ = [
     # jobs
     "Job",
     "as_job",
+    "task",
+    "Task",
     "Failure",
     # statuses
     "Status",

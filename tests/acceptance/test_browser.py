@@ -158,7 +158,7 @@ def test_pause_and_resume_from_the_dashboard(dashboard):
         assert queue.paused and queue.pause_reason == "browser test"
         job = queue.put(zasync.Job(operator.mul, 6, 7))
         transaction.commit()
-        # The worker sees the pause (tests/integration/test_pause.py checks that nothing
+        # The worker sees the pause (tests/integration/test_pause_workers.py checks that nothing
         # is claimed meanwhile; here, that the buttons work).
         wait_until(
             lambda: "queue '' is paused" in (_tmp / "worker.log").read_text(),

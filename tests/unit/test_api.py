@@ -160,4 +160,8 @@ def test_typed_example_checks_with_mypy() -> None:
     )
     errors = [line for line in done.stdout.splitlines() if ": error:" in line]
     where = [(pathlib.Path(e.split(":")[0]).name, e.split(":")[1]) for e in errors]
-    assert where == [("wrong_jobs.py", "14"), ("wrong_jobs.py", "15")], done.stdout
+    assert where == [
+        ("wrong_jobs.py", "14"),
+        ("wrong_jobs.py", "15"),
+        ("wrong_jobs.py", "25"),
+    ], done.stdout

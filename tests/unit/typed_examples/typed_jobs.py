@@ -31,3 +31,14 @@ def show(queue: zasync.Queue) -> None:
     later = queue.put(answer, begin_after=datetime.timedelta(minutes=5))
     assert_type(later.id, str)
     assert_type(Job(fetch).result, bytes | Failure | None)
+
+
+@zasync.task(queue="reports")
+def title(name: str, pages: int = 1) -> str:
+    return f"{name} ({pages})"
+
+
+def show_tasks(queue: zasync.Queue) -> None:
+    assert_type(title("x"), str)
+    assert_type(title.put(queue, "x", pages=2), Job[str])
+    assert_type(title.with_options(queue="other").job("y"), Job[str])

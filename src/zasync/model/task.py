@@ -1,0 +1,192 @@
+"""``@zasync.task``: a module-level function with its job options, and a ``put``.
+
+The decorated name becomes a :class:`Task`: calling it calls the function
+(so it stays an ordinary function for tests and for other code), and
+``task.put(target, *args, **kwargs)`` puts a job calling it, with the
+task's options, in the caller's transaction.  A job stores the task by its
+module and name, exactly as it would store the plain function: a worker that
+imports the module gets the task back, and calls it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from zasync.errors import InvalidValueError
+from zasync.interfaces import IQueue
+from zasync.model.job import Job
+from zasync.model.retry import check_retry_policy_factory
+
+if TYPE_CHECKING:
+    from zasync.model.queue import Queue
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+    """What a task's jobs are put with; see :func:`task`."""
+
+    queue: str = ""
+    retry: Any = None
+    quota_names: tuple[str, ...] = ()
+    begin_by: datetime.timedelta | None = None
+    failure_log_level: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.queue, str):
+            raise InvalidValueError(f"a task's queue is a queue name (str), not {self.queue!r}")
+        if isinstance(self.quota_names, str | bytes) or not all(
+            isinstance(name, str) for name in self.quota_names
+        ):
+            raise InvalidValueError(
+                f"a task's quota_names are quota names (strs), not {self.quota_names!r}"
+            )
+        if self.begin_by is not None and (
+            not isinstance(self.begin_by, datetime.timedelta)
+            or self.begin_by < datetime.timedelta(0)
+        ):
+            raise InvalidValueError(
+                f"a task's begin_by is a timedelta of 0 or more, not {self.begin_by!r}"
+            )
+        if self.failure_log_level is not None and (
+            not isinstance(self.failure_log_level, int) or isinstance(self.failure_log_level, bool)
+        ):
+            raise InvalidValueError(
+                f"a task's failure_log_level is a logging level (an int), "
+                f"not {self.failure_log_level!r}"
+            )
+        check_retry_policy_factory(self.retry)
+
+
+class Task(Generic[P, R]):
+    """A module-level function decorated with :func:`task`; see the module documentation."""
+
+    def __init__(self, func: Callable[P, R], options: TaskOptions) -> None:
+        if "<locals>" in func.__qualname__ or func.__name__ == "<lambda>":
+            raise InvalidValueError(
+                f"@zasync.task needs a module-level function (a worker imports it by "
+                f"name), not {func.__qualname__!r}"
+            )
+        functools.update_wrapper(self, func)
+        self.__wrapped__ = func
+        self.__qualname__: str = func.__qualname__
+        self._options = options
+        self._origin = self  # what a job stores: the task its module holds
+
+    @property
+    def options(self) -> TaskOptions:
+        """The options this task's jobs are put with."""
+        return self._options
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.__wrapped__(*args, **kwargs)
+
+    def __reduce__(self) -> str:
+        # Stored by reference, like the function it replaces in its module (a
+        # copy made by with_options, as the task itself).
+        return str(self._origin.__qualname__)
+
+    def with_options(self, **changes: Any) -> Task[P, R]:
+        """The same task with some options changed, for one put: ``t.with_options(queue="x")``."""
+        return _bound(self, dataclasses.replace(self._options, **changes))
+
+    def job(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """A job calling this task, not put anywhere (for callbacks, ``serial``, ``parallel``).
+
+        The queue options (retry, quotas, deadline, log level) apply when it is put.
+        """
+        return Job(self._origin, *args, **kwargs)
+
+    def put(self, target: Any, /, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """Put a job calling this task into ``target`` in the caller's transaction; return it.
+
+        ``target`` is a queue, or a connection whose queue named by the task's
+        ``queue`` option is used.  Nothing happens unless the transaction commits.
+        """
+        queue = self._queue(target)
+        options = self._options
+        job: Job[R] = queue.put(
+            self.job(*args, **kwargs),
+            begin_by=options.begin_by,
+            quota_names=options.quota_names or None,
+            failure_log_level=options.failure_log_level,
+            retry_policy_factory=options.retry,
+        )
+        return job
+
+    def _queue(self, target: Any) -> Queue:
+        if IQueue.providedBy(target):
+            return target  # type: ignore[no-any-return]  # zope.interface is untyped
+        if callable(getattr(target, "root", None)):  # a ZODB connection
+            from zasync.model.queue import get_queue
+
+            return get_queue(target, self._options.queue)
+        raise InvalidValueError(
+            f"{self.__qualname__}.put needs a queue or a ZODB connection first, not {target!r}"
+        )
+
+    def __repr__(self) -> str:
+        return f"<zasync.Task {self.__module__}.{self.__qualname__}>"
+
+
+def _bound(task: Task[P, R], options: TaskOptions) -> Task[P, R]:
+    """A copy of ``task`` with other options; it pickles as the task itself."""
+    copy: Task[P, R] = Task.__new__(Task)
+    copy.__dict__.update(task.__dict__)
+    copy._options = options
+    return copy
+
+
+@overload
+def task(func: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    queue: str = "",
+    retry: Any = None,
+    quota_names: Iterable[str] = (),
+    begin_by: datetime.timedelta | None = None,
+    failure_log_level: int | None = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    queue: str = "",
+    retry: Any = None,
+    quota_names: Iterable[str] = (),
+    begin_by: datetime.timedelta | None = None,
+    failure_log_level: int | None = None,
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """Decorate a module-level function as a task: ``@zasync.task`` or ``@zasync.task(...)``.
+
+    ``queue``: the name of the queue ``put(connection, ...)`` uses (default
+    ``''``); ``retry``: a retry policy factory or registered name (``'never'``,
+    ``'forever'``, ...); ``quota_names``; ``begin_by``: how long after its due
+    time the job may still start; ``failure_log_level``.  Bad options raise
+    InvalidValueError (UnknownRetryPolicyError for an unregistered policy
+    name) when the module is imported, not at the first put.
+    """
+    options = TaskOptions(
+        queue=queue,
+        retry=retry,
+        # A lone name is refused below, not split into letters.
+        quota_names=quota_names if isinstance(quota_names, str | bytes) else tuple(quota_names),  # type: ignore[arg-type]
+        begin_by=begin_by,
+        failure_log_level=failure_log_level,
+    )
+
+    def decorate(function: Callable[P, R]) -> Task[P, R]:
+        return Task(function, options)
+
+    return decorate if func is None else decorate(func)
