@@ -293,7 +293,7 @@ class IQueue(Interface):
         """Stop claims from this queue in the caller's transaction; True if it was running.
 
         Pending jobs stay, claimed jobs run to their end; an InvalidValueError
-        for a reason that is not a string of at most 200 characters.
+        for a reason that is not a string of at most 200 characters on one line.
         """
 
     def resume():

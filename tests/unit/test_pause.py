@@ -58,8 +58,8 @@ def test_pausing_twice_or_resuming_a_running_queue_changes_nothing(conn, queue):
 
 @pytest.mark.parametrize(
     "reason",
-    [7, b"bytes", "x" * 201],
-    ids=["int", "bytes", "too long"],
+    [7, b"bytes", "x" * 201, "two\nlines", "bell\a"],
+    ids=["int", "bytes", "too long", "two lines", "control character"],
 )
 def test_a_bad_reason_is_refused_and_changes_nothing(conn, queue, reason):
     with pytest.raises(InvalidValueError, match="a pause reason is a string of at most 200"):

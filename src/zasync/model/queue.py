@@ -508,9 +508,11 @@ class Queue(Base):
         current, so its commit conflicts and the retry sees the pause.
         Pausing a paused queue changes nothing (its time and reason stay).
         """
-        if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
+        if reason is not None and (
+            not isinstance(reason, str) or len(reason) > MAX_REASON or not reason.isprintable()
+        ):
             raise InvalidValueError(
-                f"a pause reason is a string of at most {MAX_REASON} characters, "
+                f"a pause reason is a string of at most {MAX_REASON} characters, on one line, "
                 f"not {short_repr(reason)}"
             )
         if self._paused_at is not None:
