@@ -78,7 +78,7 @@ def queue() -> None:
 
 @queue.command("pause")
 @click.argument("name", default="")
-@click.option("--reason", default=None, help="Why (one line, at most 200 characters); shown by status.")
+@click.option("--reason", default=None, help="Why (one line, at most 200 characters).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def queue_pause(obj: dict[str, Any], name: str, reason: str | None, as_json: bool) -> None:
