@@ -19,13 +19,17 @@ ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / "bench" / "peers"
 
 
-def load_report() -> ModuleType:
-    """bench/peers/report.py as a module of its own name (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("peers_report", PEERS / "report.py")
+def load_bench_module(name: str) -> ModuleType:
+    """bench/peers/NAME.py as a module of its own name (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"peers_{name}", PEERS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_report() -> ModuleType:
+    return load_bench_module("report")
 
 
 @pytest.mark.slow
@@ -168,12 +172,7 @@ def test_the_chart_is_drawn_as_a_png(tmp_path):
 
 
 def load_run() -> ModuleType:
-    """bench/peers/run.py as a module (it puts bench/peers on the path for its own imports)."""
-    spec = importlib.util.spec_from_file_location("peers_run", PEERS / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_module("run")  # it puts bench/peers on the path for its own imports
 
 
 def test_the_latency_phase_waits_for_idle_workers_and_not_for_busy_ones():

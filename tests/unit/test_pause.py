@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import operator
 
 import pytest
@@ -68,16 +69,25 @@ def test_a_bad_reason_is_refused_and_changes_nothing(conn, queue, reason):
     assert not conn._registered_objects
 
 
+@contextlib.contextmanager
+def another_connection(db):
+    """A second connection with its own transaction manager (another process, in effect)."""
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    try:
+        tm.begin()
+        yield conn, tm
+    finally:
+        tm.abort()
+        conn.close()
+
+
 def test_a_claim_that_began_before_the_pause_committed_conflicts(db, queue):
     """The claim read the queue as running; the pause committed first: the claim must not."""
     put_jobs(queue, 2)
     transaction.commit()
-    claimer_tm = transaction.TransactionManager()
-    claimer = db.open(claimer_tm)
-    try:
-        claimer_tm.begin()
-        claimer_queue = zasync.get_queue(claimer)
-        assert claimer_queue.claim() is not None  # not committed yet
+    with another_connection(db) as (claimer, claimer_tm):
+        assert zasync.get_queue(claimer).claim() is not None  # not committed yet
         queue.pause()
         transaction.commit()
         with pytest.raises(ConflictError):
@@ -86,24 +96,15 @@ def test_a_claim_that_began_before_the_pause_committed_conflicts(db, queue):
         claimer_tm.begin()
         assert zasync.get_queue(claimer).claim() is None  # the retry sees the pause
         assert len(zasync.get_queue(claimer)) == 2
-    finally:
-        claimer_tm.abort()
-        claimer.close()
 
 
 def test_a_claim_that_committed_first_stands_and_the_pause_still_commits(db, queue):
     put_jobs(queue, 2)
     transaction.commit()
-    pauser_tm = transaction.TransactionManager()
-    pauser = db.open(pauser_tm)
-    try:
-        pauser_tm.begin()
+    with another_connection(db) as (pauser, pauser_tm):
         assert zasync.get_queue(pauser).pause() is True
         assert queue.claim() is not None
         transaction.commit()  # the claim first
         pauser_tm.commit()  # a pause does not conflict with claims committed before it
-    finally:
-        pauser_tm.abort()
-        pauser.close()
     transaction.begin()
     assert queue.paused and len(queue) == 1
