@@ -38,6 +38,8 @@ class WorkerProcess:
         skew: float | None = None,
     ) -> None:
         self.log = log
+        # Where this process's lines begin in a log an earlier worker may have written.
+        self.log_start = log.stat().st_size if log.exists() else 0
         # ``skew``: run with zasync's clock that many seconds off (see skewed.py).
         wrapper = [] if skew is None else [str(Path(__file__).with_name("skewed.py")), str(skew)]
         command = [
@@ -60,6 +62,27 @@ class WorkerProcess:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def own_text(self) -> str:
+        """The lines this process wrote (not an earlier worker's, in a shared log)."""
+        with open(self.log, "rb") as f:
+            f.seek(self.log_start)
+            return f.read().decode(errors="replace")
+
+    def wait_until_owner(self, timeout: float = PATIENCE) -> None:
+        """Wait until this worker opened an embedded file as its owner (and serves it).
+
+        A test that opens the file itself right after starting a worker races
+        it: if the test's client opens it first, the worker starts as a client
+        of the test, with another UUID than the one kept beside the file.
+        """
+        deadline = time.monotonic() + timeout
+        while "(shared at " not in self.own_text():
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited ({self.process.returncode}):\n{self.text()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the worker never served the file:\n{self.text()}")
+            time.sleep(0.02)
 
     def wait_for_log(self, needle: str, timeout: float = PATIENCE) -> None:
         deadline = time.monotonic() + timeout

@@ -61,6 +61,7 @@ def release_and_restart(uri, log, oid, release, message="never completed"):
     touch(release)
     worker = WorkerProcess(uri, log)  # same UUID (kept beside the file)
     try:
+        worker.wait_until_owner()  # before this process opens the file to look
         wait_until(lambda: load(uri, oid)[0] == COMPLETED, message=message)
     finally:
         worker.stop()
@@ -121,6 +122,7 @@ def test_a_restarted_embedded_worker_takes_over_its_own_record_at_once(tmp_path,
     touch(release)
     restarted = WorkerProcess(uri, tmp_path / "restarted.log", *slow_death)
     try:
+        restarted.wait_until_owner()  # before this process opens the file to look
         # Well inside the 60 s after which the old record would count as dead.
         wait_until(
             lambda: load(uri, oid)[0] == COMPLETED,
