@@ -47,6 +47,7 @@ from zasync.interfaces import (
     Status,
 )
 from zasync.model.agent import Agent, choose_first
+from zasync.model.backoff import BackoffRetryPolicy, Retry
 from zasync.model.cancellation import cancel, request_cancel
 from zasync.model.completed import CompletedCollection
 from zasync.model.dispatchers import DispatcherAgents, Dispatchers
@@ -112,6 +113,8 @@ __all__ = [
     "open_database",
     "Database",
     # retry policies
+    "Retry",
+    "BackoffRetryPolicy",
     "RetryCommonFourTimes",
     "RetryCommonForever",
     "NeverRetry",

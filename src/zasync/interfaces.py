@@ -250,10 +250,13 @@ class IQueue(Interface):
         quota_names=None,
         failure_log_level=None,
         retry_policy_factory=None,
+        retry=None,
     ):
         """Add a job (or a picklable callable, made a job) and return the job, now PENDING.
 
-        ``begin_after`` is an aware datetime or a timedelta from now.  Joins
+        ``begin_after`` is an aware datetime or a timedelta from now;
+        ``retry`` is ``retry_policy_factory`` under a shorter name, which
+        also takes a number of attempts.  Joins
         the caller's transaction: nothing happens unless it commits.  Raises
         a ValueError (NotNewError, UnknownQuotaError, NaiveDatetimeError,
         NotPicklableError) for a job that is not NEW, unknown quota names,

@@ -38,6 +38,12 @@ PARALLEL_DONE: Final = "zasync.parallel.done"
 RETRY_OF: Final = "zasync.retry_of"
 #: On a failed job that was retried: the ids of its retries (a tuple of ints).
 RETRIED_AS: Final = "zasync.retried_as"
+#: The attempts of a job that failed and were tried again (a retry policy's
+#: reschedule, an interrupted run): a tuple, oldest first, of at most 100
+#: ``(number, start, end, error)``: number 1, 2, ...; start and end in integer
+#: microseconds (``zasync.clock.to_stamp``; start None if unknown); error one
+#: line of at most 300 characters.
+ATTEMPTS: Final = "zasync.attempts"
 #: Callbacks skipped because they could not be run: sorted ``(callback oid int, cause)``.
 UNRUNNABLE_CALLBACKS: Final = "zasync.unrunnable_callbacks"
 
@@ -49,6 +55,7 @@ ANNOTATION_KEYS: Final[tuple[str, ...]] = (
     RETRY_OF,
     RETRIED_AS,
     UNRUNNABLE_CALLBACKS,
+    ATTEMPTS,
 )
 
 # -- statuses -------------------------------------------------------------------
@@ -83,6 +90,7 @@ PERSISTENT_CLASSES: Final[dict[str, str]] = {
     "zasync.model.retry.RetryCommonFourTimes": "the default retry policy (also a factory)",
     "zasync.model.retry.RetryCommonForever": "the callbacks' retry policy (also a factory)",
     "zasync.model.retry.NeverRetry": "the retry policy that never retries (also a factory)",
+    "zasync.model.backoff.BackoffRetryPolicy": "the policy of a job declared with Retry",
     "zasync.demo.Tally": "the demonstration's persistent tally",
 }
 
@@ -91,6 +99,10 @@ PERSISTENT_CLASSES: Final[dict[str, str]] = {
 #: Classes whose instances (or the classes themselves) are pickled inside records.
 PICKLED_CLASSES: Final[dict[str, str]] = {
     "zasync.model.failure.Failure": "the result of a failed job",
+    "zasync.model.backoff.Retry": (
+        "a declared retry policy (a frozen dataclass: attempts, on, backoff, factor, "
+        "max_backoff, jitter), stored as a job's retry_policy_factory and its policy's spec"
+    ),
     "zasync.model.failure.UnpicklableException": "stands in for an exception that cannot be kept",
     # Exceptions that become a Failure's ``type`` and ``value``: raised by zasync
     # for a job (aborted, timed out, cancelled, policy broke, orphan result), or

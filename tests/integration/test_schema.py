@@ -303,6 +303,10 @@ def test_a_real_workload_stores_only_listed_names(tmp_path, monkeypatch):
             "failure": queue.put(Job(operator.truediv, 1, 0)),  # the default policy decides
             "never": queue.put(Job(operator.truediv, 2, 0), retry_policy_factory=NeverRetry),
             "named": queue.put(Job(operator.add, 1, 1), retry_policy_factory="forever"),
+            "declared": queue.put(
+                Job(operator.truediv, 3, 0),
+                retry=zasync.Retry(attempts=2, on=(ZeroDivisionError,), backoff=0),
+            ),
             "serial": queue.put(serial(Job(operator.add, 1, 2), Job(operator.add, 3, 4))),
             "parallel": queue.put(parallel(*slices, postprocess=combine)),
             "quota": queue.put(Job(operator.add, 40, 2), quota_names=("one",)),
@@ -362,6 +366,8 @@ def test_a_real_workload_stores_only_listed_names(tmp_path, monkeypatch):
         "zasync.model.retry.RetryCommonFourTimes",
         "zasync.model.retry.RetryCommonForever",
         "zasync.model.retry.NeverRetry",
+        "zasync.model.backoff.Retry",
+        "zasync.model.backoff.BackoffRetryPolicy",
         "zasync.model.failure.Failure",
         "zasync.errors.TimeoutError",
         "zasync.errors.CancelledError",
@@ -372,7 +378,7 @@ def test_a_real_workload_stores_only_listed_names(tmp_path, monkeypatch):
 
     method_names, annotation_keys = names_in_jobs(path)
     assert "fail" in method_names and "_callback" in method_names
-    assert {schema.CANCEL, schema.PARALLEL_DONE} <= annotation_keys
+    assert {schema.CANCEL, schema.PARALLEL_DONE, schema.ATTEMPTS} <= annotation_keys
 
 
 def test_the_scan_finds_an_unlisted_global(tmp_path):

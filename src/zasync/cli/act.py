@@ -14,18 +14,71 @@ import click
 
 from zasync.cli import _output as out
 from zasync.cli._common import fail, stdin_is_interactive
-from zasync.ops import actions
+from zasync.ops import actions, queries
 from zasync.ops.durations import parse_duration
 
 
 @click.command()
-@click.argument("job_id")
+@click.argument("job_id", required=False)
+@click.option(
+    "--dead-letters",
+    is_flag=True,
+    help="Retry every dead letter (failed, not yet retried) the filters keep.",
+)
+@click.option("--queue", "queue_name", default=None, help="With --dead-letters: only this queue.")
+@click.option(
+    "--callable",
+    "callable_glob",
+    default=None,
+    metavar="GLOB",
+    help="With --dead-letters: only jobs whose callable's dotted name matches.",
+)
+@click.option("--since", default=None, help="With --dead-letters: failed at or after (5m ago).")
+@click.option("--before", default=None, help="With --dead-letters: failed before (1h ago).")
+@click.option("--yes", "-y", is_flag=True, help="With --dead-letters: do not ask first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def retry(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
-    """Put a failed job again: a new job with the same call and options."""
-    done = out.act(obj, lambda db: actions.retry_job(db, job_id))
-    out.done(done, as_json, f"job {done['retried']} retried as job {done['id']}")
+def retry(
+    obj: dict[str, Any],
+    job_id: str | None,
+    dead_letters: bool,
+    queue_name: str | None,
+    callable_glob: str | None,
+    since: str | None,
+    before: str | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Put a failed job again: a new job with the same call and options.
+
+    With --dead-letters, do so for every failed job not yet retried (filtered
+    by --queue, --callable, --since, --before): says how many and asks first;
+    a job already retried is never retried twice.
+    """
+    if dead_letters == (job_id is not None):
+        raise click.UsageError("give a JOB_ID or --dead-letters (one of them)")
+    if job_id is not None:
+        if queue_name or callable_glob or since or before or yes:
+            raise click.UsageError(
+                "--queue, --callable, --since, --before and --yes go with --dead-letters"
+            )
+        done = out.act(obj, lambda db: actions.retry_job(db, job_id))
+        out.done(done, as_json, f"job {done['retried']} retried as job {done['id']}")
+        return
+    chosen = out.make_filter(("dead",), callable_glob, since, before, queue_name)
+    found = out.read(obj, lambda conn: queries.count_jobs(conn, chosen))
+    if found and not yes:
+        plan = f"will retry {found} dead letters"
+        if not stdin_is_interactive():
+            fail(f"{plan}; refusing without --yes (no terminal to ask on)")
+        click.confirm(f"{plan}. Go on?", abort=True, err=True)
+    done = out.act(obj, lambda db: actions.retry_dead_letters(db, chosen))
+    text = f"retried {len(done['retried'])} dead letters"
+    if done["skipped"]:
+        text += f"; {len(done['skipped'])} were retried meanwhile"
+    for ident, why in done["unretriable"].items():
+        text += f"\njob {ident} not retried: {why}"
+    out.done(done, as_json, text)
 
 
 @click.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import sys
@@ -17,6 +18,7 @@ from zasync.cli._common import (
     fail,
 )
 from zasync.interfaces import COMPLETED, ZasyncError
+from zasync.model.backoff import Retry
 from zasync.model.job import Job
 from zasync.model.queue import get_queue
 from zasync.ops.durations import parse_duration, parse_time
@@ -30,6 +32,32 @@ def _value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _declared_retry(
+    attempts: int | None, on: tuple[str, ...], backoff: float | None, max_backoff: float | None
+) -> Retry | None:
+    """The Retry that --retry and its companions declare; None without --retry."""
+    if attempts is None:
+        if on or backoff is not None or max_backoff is not None:
+            fail("--retry-on, --backoff and --max-backoff go with --retry ATTEMPTS")
+        return None
+    options: dict[str, Any] = {"attempts": attempts}
+    if on:
+        options["on"] = tuple(_exception_class(name) for name in on)
+    if backoff is not None:
+        options["backoff"] = backoff
+    if max_backoff is not None:
+        options["max_backoff"] = max_backoff
+    return Retry(**options)
+
+
+def _exception_class(name: str) -> type[BaseException]:
+    """The exception class a --retry-on names (``OSError``, ``myapp.errors.Busy``)."""
+    found = getattr(builtins, name, None) if "." not in name and ":" not in name else resolve(name)
+    if not (isinstance(found, type) and issubclass(found, BaseException)):
+        fail(f"--retry-on {name!r} is not an exception class")
+    return found
 
 
 @click.command()
@@ -47,6 +75,31 @@ def _value(text: str) -> Any:
 )
 @click.option(
     "--retry-policy", default=None, help="A registered policy name, or a dotted factory name."
+)
+@click.option(
+    "--retry",
+    "attempts",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Attempts in all, retried with backoff (a declared Retry).",
+)
+@click.option(
+    "--retry-on",
+    multiple=True,
+    metavar="EXCEPTION",
+    help="With --retry: retry only this exception (dotted name, repeatable); default Exception.",
+)
+@click.option(
+    "--backoff",
+    type=Seconds(0, 366 * 86400),
+    default=None,
+    help="With --retry: seconds before the second attempt, doubling after (default 1).",
+)
+@click.option(
+    "--max-backoff",
+    type=Seconds(0, 366 * 86400),
+    default=None,
+    help="With --retry: the longest wait between attempts (default 3600).",
 )
 @click.option("--wait", is_flag=True, help="Wait for the result, with a progress bar.")
 @click.option(
@@ -68,6 +121,10 @@ def put(
     quotas: tuple[str, ...],
     failure_log_level: str | None,
     retry_policy: str | None,
+    attempts: int | None,
+    retry_on: tuple[str, ...],
+    backoff: float | None,
+    max_backoff: float | None,
     wait: bool,
     timeout: float | None,
     as_json: bool,
@@ -110,6 +167,11 @@ def put(
                 if ":" in retry_policy or "." in retry_policy
                 else retry_policy
             )
+        declared = _declared_retry(attempts, retry_on, backoff, max_backoff)
+        if declared is not None:
+            if retry_policy:
+                fail("give --retry or --retry-policy, not both")
+            options["retry"] = declared
     except (ZasyncError, ValueError) as e:
         fail(str(e))
     with database(obj) as db:

@@ -68,6 +68,15 @@ def job(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
         click.echo(f"{'result:':15} {info['result']!r}")
     for step in info["history"]:
         click.echo(f"{'history:':15} {step['at']} {step['status']}")
+    if len(info["attempts"]) > 1 or info["dead_letter"]:
+        for attempt in info["attempts"]:
+            error = f" {attempt['error']}" if attempt["error"] else ""
+            click.echo(
+                f"{'attempt:':15} {attempt['number']} {attempt['start'] or '?'} to "
+                f"{attempt['end'] or '...'} {attempt['outcome']}{error}"
+            )
+    if info["dead_letter"]:
+        click.echo(f"{'dead letter:':15} failed after its last attempt; zasync retry {info['id']}")
 
     def tree(nodes: list[dict[str, Any]], depth: int) -> None:
         for node in nodes:

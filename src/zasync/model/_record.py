@@ -13,7 +13,7 @@ import inspect
 import types
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, MutableMapping
-from typing import Any, Generic, Self, TypeVar, overload
+from typing import Any, Generic, NamedTuple, Self, TypeVar, overload
 
 from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
@@ -38,11 +38,29 @@ from zasync.model._arguments import ArgumentList, ArgumentMapping
 from zasync.model._base import Base
 from zasync.model.completed import long_to_dt
 from zasync.model.failure import Failure
+from zasync.schema import ATTEMPTS
 
 #: The type of a job's result (see :class:`~zasync.model.job.Job`).
 R = TypeVar("R")
 
 _MICROSECOND = datetime.timedelta(microseconds=1)
+#: The failed attempts a job's history keeps (the newest ones).
+MAX_KEPT_ATTEMPTS = 100
+MAX_ERROR_TEXT = 300
+
+
+class Attempt(NamedTuple):
+    """One attempt of a job that failed and was tried again."""
+
+    number: int
+    start: datetime.datetime | None
+    end: datetime.datetime | None
+    error: str
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= MAX_ERROR_TEXT else line[: MAX_ERROR_TEXT - 1] + "\u2026"
 
 
 class JobRecord(Base, Generic[R]):
@@ -172,6 +190,24 @@ class JobRecord(Base, Generic[R]):
         self._require((NEW, ACTIVE), "unclaiming")
         self._status = NEW.value
         self._active_start = None
+
+    def _record_failed_attempt(self, error: str) -> None:
+        """Keep the attempt that just ended, and why, in the job's history (see ATTEMPTS).
+
+        Called before the job goes back to its queue for another attempt.
+        """
+        history = self.get_annotation(ATTEMPTS, ())
+        number = history[-1][0] + 1 if history else 1
+        entry = (number, self._active_start, clock.to_stamp(clock.utcnow()), _one_line(error))
+        self._annotations_for_writing()[ATTEMPTS] = (*history, entry)[-MAX_KEPT_ATTEMPTS:]
+
+    @property
+    def failed_attempts(self) -> tuple[Attempt, ...]:
+        """The attempts that failed and were tried again, oldest first (at most 100 kept)."""
+        return tuple(
+            Attempt(number, clock.from_stamp(start), clock.from_stamp(end), error)
+            for number, start, end, error in self.get_annotation(ATTEMPTS, ())
+        )
 
     def _reset(self) -> None:
         """Any status -> NEW: a quarantined job released to run again."""

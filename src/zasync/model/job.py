@@ -54,6 +54,8 @@ _TIME_DECISIONS = (datetime.datetime, datetime.timedelta)
 #: What a status-guarded unit returns when another connection moved the job on meanwhile.
 MOVED_ON = object()
 _MICROSECOND = datetime.timedelta(microseconds=1)
+#: What an interrupted attempt's history says.
+INTERRUPTED = "interrupted: its worker stopped or died before it finished"
 #: How many times a retry policy that raises is asked before the job fails with its error.
 POLICY_TRIES = 3
 
@@ -346,7 +348,7 @@ class Job(JobRecord[R]):
                 if isinstance(decision, PolicyBroke):
                     res = decision.failure
                 elif isinstance(decision, _TIME_DECISIONS):
-                    if self._reschedule_committed(decision, data_cache, tm) is self:
+                    if self._reschedule_committed(decision, data_cache, tm, res) is self:
                         return self
                 elif decision:
                     continue
@@ -369,7 +371,7 @@ class Job(JobRecord[R]):
                 if isinstance(decision, PolicyBroke):
                     commit_failure = decision.failure
                 elif isinstance(decision, _TIME_DECISIONS):
-                    if self._reschedule_committed(decision, data_cache, tm) is self:
+                    if self._reschedule_committed(decision, data_cache, tm, commit_failure) is self:
                         return self
                 elif decision:
                     continue
@@ -559,7 +561,7 @@ class Job(JobRecord[R]):
                 when = decision if isinstance(decision, _TIME_DECISIONS) else datetime.timedelta(0)
                 queue = self.queue
                 if queue is not None:
-                    self._reschedule(when, queue=queue)
+                    self._reschedule(when, queue=queue, cause=INTERRUPTED)
                     return
                 events_log.critical(
                     "cannot retry interrupted %r: it has no queue; recording AbortedError", self
@@ -580,19 +582,29 @@ class Job(JobRecord[R]):
         self._log_completion(failure)
         self._run_callbacks(tm)
 
-    def _reschedule_committed(self, when: Any, data_cache: dict[str, Any], tm: Any) -> Any:
+    def _reschedule_committed(
+        self, when: Any, data_cache: dict[str, Any], tm: Any, cause: Failure
+    ) -> Any:
         """Reschedule and commit; ``self`` if done (or done elsewhere meanwhile), else None."""
         done = never_fail(
-            self._while((ACTIVE,), self._reschedule, when, data_cache),
+            self._while((ACTIVE,), self._reschedule, when, data_cache, None, str(cause)),
             lambda: f"rescheduling {self!r} as its retry policy requested",
             tm,
         )
         return self if done is MOVED_ON else done
 
     def _reschedule(
-        self, when: Any, data_cache: dict[str, Any] | None = None, queue: Any = None
+        self,
+        when: Any,
+        data_cache: dict[str, Any] | None = None,
+        queue: Any = None,
+        cause: str | None = None,
     ) -> Job[Any] | None:
-        """Put this job back in its queue for ``when``."""
+        """Put this job back in its queue for ``when``; ``cause`` goes into its history.
+
+        Without a cause (a policy rescheduling a job that has not run), no
+        attempt is recorded.
+        """
         if not isinstance(when, _TIME_DECISIONS):
             raise TypeError("``when`` must be datetime or timedelta")
         in_agent = IAgent.providedBy(self.parent)
@@ -608,6 +620,8 @@ class Job(JobRecord[R]):
             queue = self.queue
         if data_cache and self._retry_policy is not None:
             self._retry_policy.updateData(data_cache)
+        if cause is not None:
+            self._record_failed_attempt(cause)
         self._unclaim()
         if in_agent:
             self.parent.remove(self)

@@ -54,6 +54,7 @@ from zasync.interfaces import (
 )
 from zasync.model._base import Base, MappingBase, database_name, oid_int
 from zasync.model._pickling import check_storable
+from zasync.model.backoff import retry_factory
 from zasync.model.completed import CompletedCollection
 from zasync.model.dispatchers import Dispatchers
 from zasync.model.events import ObjectAdded
@@ -266,6 +267,7 @@ class Queue(Base):
         quota_names: Iterable[str] | None = None,
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
+        retry: Any = None,
     ) -> Job[R]: ...
 
     @overload
@@ -277,6 +279,7 @@ class Queue(Base):
         quota_names: Iterable[str] | None = None,
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
+        retry: Any = None,
     ) -> Job[R]: ...
 
     @overload
@@ -288,6 +291,7 @@ class Queue(Base):
         quota_names: Iterable[str] | None = None,
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
+        retry: Any = None,
     ) -> Job[R]: ...
 
     def put(
@@ -298,11 +302,16 @@ class Queue(Base):
         quota_names: Iterable[str] | None = None,
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
+        retry: Any = None,
     ) -> Any:
         """Add a job, or a callable made into one, and return it; see IQueue.put.
 
         ``begin_after`` is an aware datetime, or a timedelta from now
         (``zasync.clock.utcnow()``); naive datetimes raise NaiveDatetimeError.
+        ``retry`` declares the retry policy in one line: a
+        :class:`~zasync.model.backoff.Retry`, or a number of attempts
+        (``retry=5``); it is the same as ``retry_policy_factory``, which also
+        takes the name of a registered policy or a factory.
         """
         job = as_job(item)
         if job.status != NEW:
@@ -338,6 +347,14 @@ class Queue(Base):
                 )
         if failure_log_level is not None and not isinstance(failure_log_level, int):
             raise TypeError("failure_log_level must be a logging level (an int)")
+        if retry is not None:
+            if retry_policy_factory is not None:
+                raise InvalidValueError(
+                    "give retry= or retry_policy_factory=, not both: they are the same option",
+                    job=job,
+                    queue=self,
+                )
+            retry_policy_factory = retry_factory(retry)
         check_retry_policy_factory(
             job.retry_policy_factory if retry_policy_factory is None else retry_policy_factory
         )

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from zasync.errors import InvalidValueError
 from zasync.interfaces import IQueue
+from zasync.model.backoff import retry_factory
 from zasync.model.job import Job
-from zasync.model.retry import check_retry_policy_factory
 
 if TYPE_CHECKING:
     from zasync.model.queue import Queue
@@ -61,7 +61,7 @@ class TaskOptions:
                 f"a task's failure_log_level is a logging level (an int), "
                 f"not {self.failure_log_level!r}"
             )
-        check_retry_policy_factory(self.retry)
+        object.__setattr__(self, "retry", retry_factory(self.retry))
 
 
 class Task(Generic[P, R]):
@@ -171,9 +171,10 @@ def task(
     """Decorate a module-level function as a task: ``@zasync.task`` or ``@zasync.task(...)``.
 
     ``queue``: the name of the queue ``put(connection, ...)`` uses (default
-    ``''``); ``retry``: a retry policy factory or registered name (``'never'``,
-    ``'forever'``, ...); ``quota_names``; ``begin_by``: how long after its due
-    time the job may still start; ``failure_log_level``.  Bad options raise
+    ``''``); ``retry``: a :class:`~zasync.model.backoff.Retry`, a number of
+    attempts, a retry policy factory or a registered name (``'never'``, ...);
+    ``quota_names``; ``begin_by``: how long after its due time the job may
+    still start; ``failure_log_level``.  Bad options raise
     InvalidValueError (UnknownRetryPolicyError for an unregistered policy
     name) when the module is imported, not at the first put.
     """

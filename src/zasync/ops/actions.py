@@ -10,6 +10,7 @@ queue, quota, dispatcher or agent, ValueError for a bad size or duration.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import uuid as uuid_module
 from typing import Any, TypeVar
@@ -25,9 +26,13 @@ from zasync.model.failure import Failure
 from zasync.model.job import Job
 from zasync.model.quarantine import load_error, storing_problem
 from zasync.model.queue import get_queue, get_queues
-from zasync.model.tx import commit_in_fresh_connection, fresh_connection
-from zasync.ops.queries import pause_state
-from zasync.ops.views import find_quarantined, get_job, job_id, parse_job_id
+from zasync.model.tx import (
+    commit_in_fresh_connection,
+    fresh_connection,
+    read_in_fresh_connection,
+)
+from zasync.ops.queries import JobFilter, list_jobs, pause_state
+from zasync.ops.views import find_quarantined, get_job, is_dead_letter, job_id, parse_job_id
 from zasync.schema import RETRIED_AS, RETRY_OF
 
 T = TypeVar("T")
@@ -56,23 +61,82 @@ def retry_job(db: Any, ident: str | int) -> dict[str, Any]:
             raise BadStatusError(
                 f"job {job_id(old)} did not fail (it is {old.status}); only failed jobs are retried"
             )
-        queue = old.queue
-        if queue is None:
-            raise BadStatusError(f"job {job_id(old)} is in no queue any more; put it again")
-        new = Job(old.callable, *old.args, **dict(old.kwargs))
-        options: dict[str, Any] = {"quota_names": tuple(old.quota_names)}
-        if old.failure_log_level is not None:
-            options["failure_log_level"] = old.failure_log_level
-        if old.retry_policy_factory is not None:
-            options["retry_policy_factory"] = old.retry_policy_factory
-        if old.begin_by is not None:
-            options["begin_by"] = old.begin_by
-        queue.put(new, begin_after=clock.utcnow(), **options)  # assigns the new job's oid
-        new.annotations[RETRY_OF] = job_id(old)
-        old.annotations[RETRIED_AS] = (*old.get_annotation(RETRIED_AS, ()), job_id(new))
-        return {"id": job_id(new), "retried": job_id(old), "queue": queue.name}
+        return _put_again(old)
 
     return commit_in_fresh_connection(db, work, ATTEMPTS)
+
+
+def _put_again(old: Job[Any]) -> dict[str, Any]:
+    """Put a copy of the failed job ``old`` in its queue (in the caller's transaction)."""
+    queue = old.queue
+    if queue is None:
+        raise BadStatusError(f"job {job_id(old)} is in no queue any more; put it again")
+    new = Job(old.callable, *old.args, **dict(old.kwargs))
+    options: dict[str, Any] = {"quota_names": tuple(old.quota_names)}
+    if old.failure_log_level is not None:
+        options["failure_log_level"] = old.failure_log_level
+    if old.retry_policy_factory is not None:
+        options["retry_policy_factory"] = old.retry_policy_factory
+    if old.begin_by is not None:
+        options["begin_by"] = old.begin_by
+    queue.put(new, begin_after=clock.utcnow(), **options)  # assigns the new job's oid
+    new.annotations[RETRY_OF] = job_id(old)
+    old.annotations[RETRIED_AS] = (*old.get_annotation(RETRIED_AS, ()), job_id(new))
+    return {"id": job_id(new), "retried": job_id(old), "queue": queue.name}
+
+
+#: Dead letters retried per transaction by :func:`retry_dead_letters`.
+RETRY_CHUNK = 100
+
+
+def retry_dead_letters(
+    db: Any, filter: JobFilter | None = None, limit: int | None = None
+) -> dict[str, Any]:
+    """Retry every dead letter ``filter`` keeps (at most ``limit``), as :func:`retry_job` does.
+
+    The dead letters are found first, then retried :data:`RETRY_CHUNK` to a
+    transaction.  A job retried meanwhile (by someone else, or by an earlier
+    run that stopped half-way) is no longer a dead letter and is skipped, so
+    running this twice never puts a job twice.  Returns ``retried`` (pairs
+    of old and new ids), ``skipped`` (ids no longer dead letters) and
+    ``unretriable`` (id -> why, for jobs whose queue is gone).
+    """
+    chosen = filter or JobFilter()
+    if chosen.states - {"dead"}:
+        raise InvalidValueError(
+            "retrying dead letters takes no state but dead; filter them by queue, "
+            "callable or time instead"
+        )
+    chosen = dataclasses.replace(chosen, states=frozenset({"dead"}))
+    ids = read_in_fresh_connection(
+        db, lambda conn: [row["id"] for row in list_jobs(conn, chosen, limit)]
+    )
+    retried: list[tuple[int, int]] = []
+    skipped: list[int] = []
+    unretriable: dict[int, str] = {}
+    for start in range(0, len(ids), RETRY_CHUNK):
+        chunk = ids[start : start + RETRY_CHUNK]
+
+        def work(conn: Any, tm: Any, chunk: list[int] = chunk) -> tuple[Any, ...]:
+            done: list[tuple[int, int]] = []
+            passed: list[int] = []
+            refused: dict[int, str] = {}
+            for ident in chunk:
+                old = get_job(conn, ident)
+                if load_error(old) is not None or not is_dead_letter(old):
+                    passed.append(ident)
+                elif old.queue is None:
+                    refused[ident] = "in no queue any more"
+                else:
+                    put = _put_again(old)
+                    done.append((put["retried"], put["id"]))
+            return done, passed, refused
+
+        done, passed, refused = commit_in_fresh_connection(db, work, ATTEMPTS)
+        retried.extend(done)
+        skipped.extend(passed)
+        unretriable.update(refused)
+    return {"retried": retried, "skipped": skipped, "unretriable": unretriable}
 
 
 def remove_job(db: Any, ident: str | int) -> dict[str, Any]:

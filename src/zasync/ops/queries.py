@@ -12,11 +12,11 @@ collection, for their retention window; jobs that cannot be loaded or stored
 in the queue's quarantine (see :mod:`zasync.model.quarantine`).
 
 **Filters** (``JobFilter``): states (``pending``, ``assigned``, ``active``,
-``callbacks``, ``completed``, and the outcomes ``succeeded``, ``failed``,
-``cancelled``), a glob on the callable's dotted name, and ``since``/``before``
-durations (``5m``, ``1h30m``) relative to now, compared with the job's own
-time: when it ended if completed, when it started if running, when it is due
-if pending.
+``callbacks``, ``completed``, the outcomes ``succeeded``, ``failed``,
+``cancelled``, and ``dead`` for the dead letters), a glob on the callable's
+dotted name, and ``since``/``before`` durations (``5m``, ``1h30m``) relative
+to now, compared with the job's own time: when it ended if completed, when it
+started if running, when it is due if pending.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from zasync.ops.views import (
     _iso,
     _safe_callable_name,
     duration,
+    is_dead_letter,
     job_id,
     job_time,
     outcome,
@@ -88,6 +89,8 @@ def _states_of(job: Job[Any], quarantined: frozenset[bytes] = frozenset()) -> se
     finished = outcome(job)
     if finished is not None:
         states.add(finished)
+        if is_dead_letter(job):
+            states.add("dead")
     return states
 
 

@@ -50,12 +50,14 @@ STATES = (
     "succeeded",
     "failed",
     "cancelled",
+    "dead",
     "quarantined",
     "unloadable",
 )
 """The states a filter accepts: the statuses, the outcomes of completed jobs, and the
 jobs taken out of the way because they cannot be loaded or stored (``quarantined``;
-``unloadable`` for one found elsewhere whose record cannot be read)."""
+``unloadable`` for one found elsewhere whose record cannot be read).  ``dead``: the
+dead letters, failed jobs (not cancelled ones) that nobody has retried yet."""
 
 _REPR_LIMIT = 300
 
@@ -223,6 +225,45 @@ def outcome(job: Job[Any]) -> str | None:
     return "succeeded"
 
 
+def is_dead_letter(job: Job[Any]) -> bool:
+    """True for a job that failed after its last attempt and was not retried since."""
+    return outcome(job) == "failed" and not job.get_annotation(RETRIED_AS)
+
+
+def attempts(job: Job[Any]) -> list[dict[str, Any]]:
+    """Every attempt of the job, oldest first: the failed ones kept, then the latest.
+
+    Each has ``number``, ``start``, ``end`` (ISO times or None), ``error``
+    (one line, or None) and ``outcome``: ``'retried'`` for the kept ones,
+    then the job's own status or outcome for the latest.  A job that never
+    started has none.
+    """
+    rows = [
+        {
+            "number": kept.number,
+            "start": _iso(kept.start),
+            "end": _iso(kept.end),
+            "error": kept.error,
+            "outcome": "retried",
+        }
+        for kept in job.failed_attempts
+    ]
+    if job.active_start is None and job.active_end is None:
+        return rows
+    result = job.result
+    failed = isinstance(result, Failure)
+    rows.append(
+        {
+            "number": job.failed_attempts[-1].number + 1 if rows else 1,
+            "start": _iso(job.active_start),
+            "end": _iso(job.active_end),
+            "error": " ".join(str(result).split())[:300] if failed else None,
+            "outcome": outcome(job) or str(job.status),
+        }
+    )
+    return rows
+
+
 def job_time(job: Job[Any]) -> datetime.datetime | None:
     """The time filters compare: ended if finished, started if running, else due."""
     status = job.status
@@ -335,7 +376,8 @@ def job_info(conn: Any, ident: str | int) -> dict[str, Any]:
         data.update(
             dict.fromkeys(["result", "traceback", "error_type", "progress", "cancel_request"])
         )
-        data.update(history=[], callbacks=[], args=[], kwargs={}, error=data["cause"])
+        data.update(history=[], attempts=[], callbacks=[], args=[], kwargs={})
+        data.update(dead_letter=False, error=data["cause"])
         return data
     data = summary(job)
     result = job.result
@@ -363,6 +405,8 @@ def job_info(conn: Any, ident: str | int) -> dict[str, Any]:
             "retry_of": job.get_annotation(RETRY_OF),
             "retried_as": list(job.get_annotation(RETRIED_AS, ())),
             "history": history(job),
+            "attempts": attempts(job),
+            "dead_letter": is_dead_letter(job),
             "callbacks": _callback_tree(job),
         }
     )

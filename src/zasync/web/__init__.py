@@ -146,7 +146,13 @@ def _add_pages(app: Flask, read: Callable[[Any], Any]) -> None:
         form = _filter_args()
         chosen = queries.make_filter(**form)
         found = read(lambda c: queries.list_jobs(c, chosen, 200))
-        return render_template("jobs.html", jobs=found, form=form, states=views.STATES)
+        return render_template(
+            "jobs.html",
+            jobs=found,
+            form=form,
+            states=views.STATES,
+            message=request.args.get("message"),
+        )
 
     @app.get("/jobs/<ident>")
     def job(ident: str) -> Any:
@@ -191,6 +197,22 @@ def _add_actions(app: Flask, db: Any) -> None:
     def retry(ident: str) -> Any:
         result = actions.retry_job(db, ident)
         return done(result["id"], f"retried job {result['retried']} as job {result['id']}")
+
+    @app.post("/dead-letters/retry")
+    def retry_dead_letters() -> Any:
+        form = {**_filter_args(request.form), "states": ["dead"]}
+        result = actions.retry_dead_letters(db, queries.make_filter(**form))
+        if request.headers.get(TOKEN_HEADER):
+            return jsonify(result)
+        back: dict[str, Any] = {
+            "state": "dead",
+            "queue": "*" if form["queue"] is None else form["queue"],
+            "callable": form["callable_glob"] or "",
+            "since": form["since"] or "",
+            "before": form["before"] or "",
+            "message": f"retried {len(result['retried'])} dead letters",
+        }
+        return redirect(url_for("jobs", **back), code=303)
 
     @app.post("/jobs/<ident>/remove")
     def remove(ident: str) -> Any:
@@ -245,8 +267,9 @@ def _whole(form: Any, name: str) -> int:
         raise InvalidValueError(f"{name} must be a whole number, not {text[:40]!r}") from None
 
 
-def _filter_args() -> dict[str, Any]:
-    args = request.args
+def _filter_args(args: Any = None) -> dict[str, Any]:
+    """The job filter a query string (or a form) asks for, as make_filter's arguments."""
+    args = request.args if args is None else args
     return {
         "states": [s for s in args.getlist("state") if s],
         "callable_glob": args.get("callable") or None,
