@@ -349,3 +349,20 @@ def test_conflict_retries_are_counted_where_they_are_caught(root):
     result = job()
     assert isinstance(result, Failure) and result.check(ConflictError)
     assert _counters.conflict_counts() == {"job": 5}  # five tries in all, by default
+
+
+def test_a_server_failing_the_vote_is_waited_out_not_the_jobs_failure(sleeps):
+    """A ZEO server stopped in the middle of a vote answers ServerException (seen in the
+    fault campaign: SIGTERM's SystemExit inside the server's read became a SystemError)."""
+    from ZEO.Exceptions import ServerException
+    from ZODB.POSException import ReadOnlyError
+
+    for policy in (RetryCommonFourTimes, RetryCommonForever, zasync.BackoffRetryPolicy):
+        job = Job(support.mock_work)
+        made = policy(job, zasync.Retry()) if policy is zasync.BackoffRetryPolicy else policy(job)
+        data = {}
+        failures = [failure_of(ServerException), failure_of(ReadOnlyError)] * 10
+        assert all(made.commitError(f, data) is True for f in failures), policy
+        assert data["storage_io"] == 20
+    assert sleeps[-1] == 60
+    assert NeverRetry(Job(support.mock_work)).commitError(failure_of(ServerException), {}) is False

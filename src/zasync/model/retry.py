@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import DoomedTransaction
+from ZODB.POSException import StorageError
 from zope.interface import implementer
 
 from zasync import _counters, clock
@@ -79,10 +80,14 @@ UNSTORABLE_ERRORS: tuple[type[BaseException], ...] = (pickle.PicklingError, Type
 
 
 def _storage_io_errors() -> tuple[type[BaseException], ...]:
-    return (OSError,)
+    # StorageError: the storage server failed the vote (a ZEO server stopped
+    # in the middle of one answers ServerException), RelStorage's commit lock
+    # timed out, the storage is read-only for now.  None of them is the job's.
+    return (StorageError, OSError)
 
 
-#: Commit errors of the storage's disk (ENOSPC, EIO): retried while they last.
+#: Commit errors of the storage (a full disk, EIO, a server failing the vote):
+#: retried with a backoff while they last.
 STORAGE_IO = Rule("storage_io", _storage_io_errors, None, 5, 5, 60)
 DISCONNECTED = Rule("disconnected", disconnect_errors, None, 5, 5, 60)
 TRANSACTION_ERROR_FIVE_TIMES = Rule("transaction_error", _transaction_errors, 5)
@@ -104,13 +109,13 @@ class RetryCommonFourTimes(Base):
     def _apply(
         self, failure: Failure, data_cache: dict[str, Any], extra: tuple[Rule, ...] = ()
     ) -> bool | None:
-        """Apply the first matching rule (``extra`` ones first); None if no rule matches.
+        """Apply the first matching rule (``extra`` ones last); None if no rule matches.
 
         A transaction the job doomed itself is its own choice, not a conflict.
         """
         if failure.check(DoomedTransaction):
             return None
-        for rule in (*extra, *self.rules):
+        for rule in (*self.rules, *extra):
             if not failure.check(*rule.errors()):
                 continue
             count = data_cache.get(rule.key, 0) + 1
@@ -138,10 +143,12 @@ class RetryCommonFourTimes(Base):
         return bool(self._apply(failure, data_cache))
 
     def commitError(self, failure: Failure, data_cache: dict[str, Any]) -> RetryDecision:
-        """The rules of :meth:`jobError` (sharing its counts), and storage I/O errors.
+        """The rules of :meth:`jobError` (sharing its counts), and storage errors.
 
-        An ``OSError`` at commit (a full disk, an I/O error) is the storage's,
-        not the job's: it is retried with a backoff for as long as it lasts.
+        An ``OSError`` at commit (a full disk, an I/O error) or a
+        ``StorageError`` (a server failing the vote, a commit-lock timeout) is
+        the storage's, not the job's: it is retried with a backoff for as
+        long as it lasts.
         """
         return bool(self._apply(failure, data_cache, (STORAGE_IO,)))
 
