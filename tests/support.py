@@ -5,10 +5,13 @@ Jobs are pickled, so their callables must be importable by name.
 
 from __future__ import annotations
 
+import contextlib
 import operator
+from collections.abc import Iterator
 from typing import Any
 
 import persistent
+import transaction
 from ZODB.POSException import ConflictError
 
 from zasync.model.failure import Failure
@@ -188,8 +191,6 @@ def increment(counter: PersistentDemo) -> int:
 # -- retry policies and commit failures used by the tests -----------------------
 
 import datetime  # noqa: E402
-
-import transaction  # noqa: E402
 
 from zasync.model.retry import NeverRetry, RetryCommonFourTimes  # noqa: E402
 
@@ -567,3 +568,16 @@ def fail_twice_then_double(value: int) -> int:
     if len(zasync.local.getJob().failed_attempts) < 2:
         raise Unreachable(f"no answer for {value}")
     return 2 * value
+
+
+@contextlib.contextmanager
+def another_connection(db: Any) -> Iterator[tuple[Any, Any]]:
+    """A second connection with its own transaction manager (another process, in effect)."""
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    try:
+        tm.begin()
+        yield conn, tm
+    finally:
+        tm.abort()
+        conn.close()

@@ -251,12 +251,16 @@ class IQueue(Interface):
         failure_log_level=None,
         retry_policy_factory=None,
         retry=None,
+        unique_key=None,
+        unique_until=None,
     ):
         """Add a job (or a picklable callable, made a job) and return the job, now PENDING.
 
         ``begin_after`` is an aware datetime or a timedelta from now;
         ``retry`` is ``retry_policy_factory`` under a shorter name, which
-        also takes a number of attempts.  Joins
+        also takes a number of attempts.  With ``unique_key``, a put while a
+        job of this queue holds that key (until it starts, or with
+        ``unique_until='finished'`` until it ends) returns that job instead.  Joins
         the caller's transaction: nothing happens unless it commits.  Raises
         a ValueError (NotNewError, UnknownQuotaError, NaiveDatetimeError,
         NotPicklableError) for a job that is not NEW, unknown quota names,

@@ -203,6 +203,12 @@ KEY_LAYOUTS: Final[dict[str, str]] = {
         "Queue._pause_reason, None or a text of at most 200 characters. See "
         "zasync.model.queue (Queue.pause)."
     ),
+    "unique keys": (
+        "Queue._unique, None (the class default) or an OOBTree made by the first put "
+        "with a unique_key: key (str) -> the job holding it; Job._unique, None or "
+        "(key, 'started' or 'finished'): until when the job holds its key. See "
+        "zasync.model.unique."
+    ),
     "agent jobs": (
         "Agent._jobs and Agent._waiting (parked), LOBTrees: key 1, 2, ... from the "
         "counter Agent._sequence; key 0 is kept first in _jobs with the value None. "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import operator
 
 import pytest
@@ -11,6 +10,8 @@ from ZODB.POSException import ConflictError
 
 import zasync
 from zasync import InvalidValueError, clock
+
+from support import another_connection
 
 
 def put_jobs(queue, count):
@@ -67,19 +68,6 @@ def test_a_bad_reason_is_refused_and_changes_nothing(conn, queue, reason):
         queue.pause(reason)
     assert not queue.paused
     assert not conn._registered_objects
-
-
-@contextlib.contextmanager
-def another_connection(db):
-    """A second connection with its own transaction manager (another process, in effect)."""
-    tm = transaction.TransactionManager()
-    conn = db.open(tm)
-    try:
-        tm.begin()
-        yield conn, tm
-    finally:
-        tm.abort()
-        conn.close()
 
 
 def test_a_claim_that_began_before_the_pause_committed_conflicts(db, queue):

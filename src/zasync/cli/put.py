@@ -101,6 +101,18 @@ def _exception_class(name: str) -> type[BaseException]:
     default=None,
     help="With --retry: the longest wait between attempts (default 3600).",
 )
+@click.option(
+    "--unique-key",
+    default=None,
+    metavar="KEY",
+    help="Add nothing if a job of the queue holds this key; print that job.",
+)
+@click.option(
+    "--unique-until",
+    type=click.Choice(["started", "finished"]),
+    default=None,
+    help="With --unique-key: the job holds its key until it starts (default) or finishes.",
+)
 @click.option("--wait", is_flag=True, help="Wait for the result, with a progress bar.")
 @click.option(
     "--timeout",
@@ -125,6 +137,8 @@ def put(
     retry_on: tuple[str, ...],
     backoff: float | None,
     max_backoff: float | None,
+    unique_key: str | None,
+    unique_until: str | None,
     wait: bool,
     timeout: float | None,
     as_json: bool,
@@ -172,6 +186,8 @@ def put(
             if retry_policy:
                 fail("give --retry or --retry-policy, not both")
             options["retry"] = declared
+        if unique_key is not None or unique_until is not None:
+            options.update(unique_key=unique_key, unique_until=unique_until)
     except (ZasyncError, ValueError) as e:
         fail(str(e))
     with database(obj) as db:
@@ -179,7 +195,8 @@ def put(
         try:
             queue = get_queue(conn, queue_name)
             _check_quotas(queue, quotas)
-            job = queue.put(Job(target, *[_value(a) for a in args], **keyword_args), **options)
+            made = Job(target, *[_value(a) for a in args], **keyword_args)
+            job = queue.put(made, **options)
             transaction.commit()
         except (LookupError, ValueError, TypeError, ZasyncError) as e:
             transaction.abort()
@@ -187,10 +204,15 @@ def put(
             fail(_message(e))
         oid = int.from_bytes(job._p_oid, "big")
         if not wait:
+            added = job is made
             if as_json:
-                click.echo(json.dumps({"oid": oid, "queue": queue_name, "status": str(job.status)}))
-            else:
+                click.echo(json.dumps({"oid": oid, "queue": queue_name,
+                                       "status": str(job.status), "added": added}))  # fmt: skip
+            elif added:
                 click.echo(f"put job {oid} in queue {queue_name!r}: {job!r}")
+            else:
+                click.echo(f"job {oid} holds key {unique_key!r} in queue {queue_name!r}; "
+                           f"nothing added: {job!r}")  # fmt: skip
             conn.close()
             return
         outcome = _wait_with_progress(job, timeout, quiet=as_json)

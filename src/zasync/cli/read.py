@@ -60,7 +60,7 @@ def job(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
         return
     for key in ("id", "queue", "status", "outcome", "callable", "call", "dispatcher",
                 "agent", "begin_after", "active_start", "active_end", "duration",
-                "quota_names", "progress", "cancel_request", "retry_of", "retried_as",
+                "quota_names", "unique_key", "progress", "cancel_request", "retry_of", "retried_as",
                 "error"):  # fmt: skip
         if info.get(key) not in (None, [], ""):
             click.echo(f"{key + ':':15} {info[key]}")

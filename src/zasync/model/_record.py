@@ -86,6 +86,8 @@ class JobRecord(Base, Generic[R]):
     _retry_policy: Any = None
     _callable_root: Any = None
     _callable_name: str | None = None
+    # (unique key, "started" or "finished"): see zasync.model.unique.
+    _unique: tuple[str, str] | None = None
     _queue_key: Any = None  # the job's key in its queue's lane, while pending
     key: int | None = None
     failure_log_level: int | None = None

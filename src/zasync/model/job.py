@@ -37,7 +37,7 @@ from zasync.interfaces import (
     TimeoutError,
     ZasyncError,
 )
-from zasync.model import _awaitables, _context, retry
+from zasync.model import _awaitables, _context, retry, unique
 from zasync.model._base import identity_repr, oid_int
 from zasync.model._pickling import check_storable
 from zasync.model._record import JobRecord, R
@@ -420,6 +420,8 @@ class Job(JobRecord[R]):
     def _complete(self) -> None:
         """Become COMPLETED and be filed among the agent's completed jobs (now or later)."""
         self._mark_completed()
+        if self._unique is not None:
+            unique.release(self, self.queue)
         agent = self.parent
         if IJob.providedBy(agent) and agent._callable_root is self:
             # Finished by a job wrapping one of its methods (handleInterrupt

@@ -52,6 +52,7 @@ from zasync.interfaces import (
     UnloadableJobError,
     ZasyncError,
 )
+from zasync.model import unique
 from zasync.model._base import Base, MappingBase, database_name, oid_int
 from zasync.model._pickling import check_storable
 from zasync.model.backoff import retry_factory
@@ -70,6 +71,7 @@ from zasync.model.quarantine import (
 from zasync.model.quota import Quotas
 from zasync.model.retry import check_retry_policy_factory
 from zasync.model.tx import TRANSACTION_ERRORS, disconnect_errors
+from zasync.model.unique import check_unique
 
 #: The longest reason :meth:`Queue.pause` keeps (it is shown in one line).
 MAX_REASON = 200
@@ -166,6 +168,7 @@ class Queue(Base):
     _quarantine: OOBTree | None = None
     _paused_at: datetime.datetime | None = None  # see pause(); queues made before lack it
     _pause_reason: str | None = None
+    _unique: OOBTree | None = None  # unique key -> job, see zasync.model.unique
     _v_putting: Any = None  # the transaction of this connection's latest put
 
     def __init__(self) -> None:
@@ -204,6 +207,8 @@ class Queue(Base):
         job._queue_key = key
         job.parent = self
         self._length.change(1)
+        if job._unique is not None:
+            unique.retake(self, job)
 
     def _batching(self) -> bool:
         """Whether this transaction put into this queue before (a batch of puts).
@@ -218,11 +223,14 @@ class Queue(Base):
         self._v_putting = current
         return False
 
-    def _remove(self, job: Job[Any]) -> None:
+    def _remove(self, job: Job[Any], started: bool = False) -> None:
+        """Take ``job`` out of its lane; ``started``: a claim, which keeps some unique keys."""
         del self._lane(job)[job._queue_key]
         job._queue_key = None
         job.parent = None
         self._length.change(-1)
+        if job._unique is not None:
+            unique.release(job, self, started)
 
     def _items(self) -> Iterator[tuple[QueueKey, Any]]:
         return heapq.merge(
@@ -268,6 +276,8 @@ class Queue(Base):
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
         retry: Any = None,
+        unique_key: str | None = None,
+        unique_until: str | None = None,
     ) -> Job[R]: ...
 
     @overload
@@ -280,6 +290,8 @@ class Queue(Base):
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
         retry: Any = None,
+        unique_key: str | None = None,
+        unique_until: str | None = None,
     ) -> Job[R]: ...
 
     @overload
@@ -292,6 +304,8 @@ class Queue(Base):
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
         retry: Any = None,
+        unique_key: str | None = None,
+        unique_until: str | None = None,
     ) -> Job[R]: ...
 
     def put(
@@ -303,6 +317,8 @@ class Queue(Base):
         failure_log_level: int | None = None,
         retry_policy_factory: Any = None,
         retry: Any = None,
+        unique_key: str | None = None,
+        unique_until: str | None = None,
     ) -> Any:
         """Add a job, or a callable made into one, and return it; see IQueue.put.
 
@@ -312,6 +328,12 @@ class Queue(Base):
         :class:`~zasync.model.backoff.Retry`, or a number of attempts
         (``retry=5``); it is the same as ``retry_policy_factory``, which also
         takes the name of a registered policy or a factory.
+
+        With ``unique_key``, a put while a job of this queue holds that key
+        returns that job and adds nothing (the other options are not
+        applied); ``unique_until`` is ``'started'`` (the default: the key is
+        held while the job is pending) or ``'finished'`` (also while it
+        runs).  See :mod:`zasync.model.unique`.
         """
         job = as_job(item)
         if job.status != NEW:
@@ -358,8 +380,13 @@ class Queue(Base):
         check_retry_policy_factory(
             job.retry_policy_factory if retry_policy_factory is None else retry_policy_factory
         )
+        check_unique(unique_key, unique_until)
         check_storable(job)
         jar = self._jar()
+        if unique_key is not None:
+            existing = unique.holder(self, unique_key)
+            if existing is not None:
+                return existing
 
         if quota_names is not None:
             job.quota_names = names
@@ -379,6 +406,8 @@ class Queue(Base):
         if job._p_jar is None:
             jar.add(job)
         learn_at_commit(job)  # the put's commit tells this process the database's time
+        if unique_key is not None:
+            unique.hold(self, job, unique_key, unique_until)
         self._insert(job, _NORMAL, max(job.begin_after, now))
         return job
 
@@ -463,6 +492,7 @@ class Queue(Base):
         if key is None or self._quarantine is None:
             return None
         _job, cause, _when = self._quarantine.pop(key)
+        unique.release_by_oid(self, key[1])
         return str(cause)
 
     def release_quarantined(self, oid: int) -> Job[Any] | None:
@@ -710,7 +740,7 @@ class Queue(Base):
             jar.readCurrent(self)  # a pause committed meanwhile makes this claim conflict
         touched = {id(self._lane(job)): self._lane(job) for job, _candidate in chosen}
         for job, candidate in chosen:
-            self._remove(job)
+            self._remove(job, started=True)
             if candidate is not job:
                 job.parent = candidate
                 candidate.parent = None

@@ -20,6 +20,7 @@ from zasync.errors import InvalidValueError
 from zasync.interfaces import IQueue
 from zasync.model.backoff import retry_factory
 from zasync.model.job import Job
+from zasync.model.unique import check_unique
 
 if TYPE_CHECKING:
     from zasync.model.queue import Queue
@@ -37,6 +38,8 @@ class TaskOptions:
     quota_names: tuple[str, ...] = ()
     begin_by: datetime.timedelta | None = None
     failure_log_level: int | None = None
+    unique_key: str | Callable[..., str] | None = None
+    unique_until: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str):
@@ -62,6 +65,24 @@ class TaskOptions:
                 f"not {self.failure_log_level!r}"
             )
         object.__setattr__(self, "retry", retry_factory(self.retry))
+        if callable(self.unique_key):
+            check_unique("key", self.unique_until)
+        else:
+            check_unique(self.unique_key, self.unique_until)
+
+    def key_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """The unique key of a put with these arguments: the template filled, or the function's."""
+        if self.unique_key is None:
+            return None
+        if callable(self.unique_key):
+            return self.unique_key(*args, **kwargs)
+        try:
+            return self.unique_key.format(*args, **kwargs)
+        except (IndexError, KeyError, ValueError, AttributeError) as e:
+            raise InvalidValueError(
+                f"the task's unique_key {self.unique_key!r} does not fit the arguments "
+                f"{args!r}, {kwargs!r}: {type(e).__name__}: {e}"
+            ) from None
 
 
 class Task(Generic[P, R]):
@@ -117,6 +138,8 @@ class Task(Generic[P, R]):
             quota_names=options.quota_names or None,
             failure_log_level=options.failure_log_level,
             retry_policy_factory=options.retry,
+            unique_key=options.key_for(args, kwargs),
+            unique_until=options.unique_until if options.unique_key is not None else None,
         )
         return job
 
@@ -155,6 +178,8 @@ def task(
     quota_names: Iterable[str] = (),
     begin_by: datetime.timedelta | None = None,
     failure_log_level: int | None = None,
+    unique_key: str | Callable[..., str] | None = None,
+    unique_until: str | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -167,6 +192,8 @@ def task(
     quota_names: Iterable[str] = (),
     begin_by: datetime.timedelta | None = None,
     failure_log_level: int | None = None,
+    unique_key: str | Callable[..., str] | None = None,
+    unique_until: str | None = None,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Decorate a module-level function as a task: ``@zasync.task`` or ``@zasync.task(...)``.
 
@@ -174,7 +201,10 @@ def task(
     ``''``); ``retry``: a :class:`~zasync.model.backoff.Retry`, a number of
     attempts, a retry policy factory or a registered name (``'never'``, ...);
     ``quota_names``; ``begin_by``: how long after its due time the job may
-    still start; ``failure_log_level``.  Bad options raise
+    still start; ``failure_log_level``; ``unique_key``: a template filled
+    with each put's arguments (``"invoice-{0}"``, ``"sync-{account}"``) or a
+    function of them returning the key, and ``unique_until`` (see
+    :meth:`Queue.put <zasync.model.queue.Queue.put>`).  Bad options raise
     InvalidValueError (UnknownRetryPolicyError for an unregistered policy
     name) when the module is imported, not at the first put.
     """
@@ -185,6 +215,8 @@ def task(
         quota_names=quota_names if isinstance(quota_names, str | bytes) else tuple(quota_names),  # type: ignore[arg-type]
         begin_by=begin_by,
         failure_log_level=failure_log_level,
+        unique_key=unique_key,
+        unique_until=unique_until,
     )
 
     def decorate(function: Callable[P, R]) -> Task[P, R]:

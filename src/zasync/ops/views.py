@@ -402,6 +402,8 @@ def job_info(conn: Any, ident: str | int) -> dict[str, Any]:
             "cancel_request": _plain(job.get_annotation(CANCEL)),
             "annotations": sorted(str(k) for k in (job._annotations or {})),
             "parent_job": job_id(parent) if IJob.providedBy(parent) else None,
+            "unique_key": None if job._unique is None else job._unique[0],
+            "unique_until": None if job._unique is None else job._unique[1],
             "retry_of": job.get_annotation(RETRY_OF),
             "retried_as": list(job.get_annotation(RETRIED_AS, ())),
             "history": history(job),
