@@ -581,3 +581,8 @@ def another_connection(db: Any) -> Iterator[tuple[Any, Any]]:
     finally:
         tm.abort()
         conn.close()
+
+
+def sum_of_results(*jobs: Any) -> int:
+    """The sum of the results of ``jobs`` (a job put after them reads them)."""
+    return sum(job.result for job in jobs)

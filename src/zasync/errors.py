@@ -24,6 +24,7 @@ __all__ = [
     "BadStatusError",
     "CancelledError",
     "ConfigurationError",
+    "DependencyFailedError",
     "InvalidValueError",
     "NaiveDatetimeError",
     "NoCompletedJobsError",
@@ -121,6 +122,14 @@ class TimeoutError(ZasyncError):
 
     This is zasync's own class and not the builtin ``TimeoutError``; it is the
     default error that ``Job.fail`` records.
+    """
+
+
+class DependencyFailedError(ZasyncError):
+    """A job this one was put ``after`` failed, was cancelled or was removed.
+
+    The job then fails with this error without running (its callbacks run),
+    unless it was put with ``on_dependency_failure="run"``.
     """
 
 

@@ -116,6 +116,7 @@ PICKLED_CLASSES: Final[dict[str, str]] = {
     "zasync.errors.AbortedError": "a zasync error, raised for a job or inside one",
     "zasync.errors.TimeoutError": "a zasync error, raised for a job or inside one",
     "zasync.errors.CancelledError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.DependencyFailedError": "a zasync error, raised for a job or inside one",
     "zasync.errors.UnknownJobError": "a zasync error, raised for a job or inside one",
     "zasync.errors.NotPicklableError": "a zasync error, raised for a job or inside one",
     "zasync.errors.UnknownRetryPolicyError": "a zasync error, raised for a job or inside one",
@@ -159,6 +160,7 @@ FUNCTIONS: Final[dict[str, str]] = {
     "zasync.model.patterns._parallel_step": "callback counting parallel()'s finished jobs",
     "zasync.model.patterns.collect_results": "the default postprocess of serial()/parallel()",
     "zasync.model.agent.choose_first": "the default chooser, which an Agent may store",
+    "zasync.model.dependencies.dependency_done": "callback of a dependency of a waiting job",
     "zasync.demo.square_sum": "the demonstration's slices",
     "zasync.demo.combine": "the demonstration's postprocess",
     "zasync.demo.record": "the demonstration's callbacks",
@@ -208,6 +210,14 @@ KEY_LAYOUTS: Final[dict[str, str]] = {
         "with a unique_key: key (str) -> the job holding it; Job._unique, None or "
         "(key, 'started' or 'finished'): until when the job holds its key. See "
         "zasync.model.unique."
+    ),
+    "dependencies": (
+        "Queue._waiting, None (the class default) or an OOBTree made by the first put "
+        "with after=: (database name, oid bytes) -> the job waiting for others; "
+        "Job._after, None or (tuple of the jobs it waits for, 'fail' or 'run'); "
+        "Job._unmet, None or the text saying why it must fail without running. Each "
+        "unfinished dependency has a callback calling dependency_done(job). See "
+        "zasync.model.dependencies."
     ),
     "agent jobs": (
         "Agent._jobs and Agent._waiting (parked), LOBTrees: key 1, 2, ... from the "

@@ -319,6 +319,12 @@ def test_a_real_workload_stores_only_listed_names(tmp_path, monkeypatch):
             "callbacks": with_callbacks,
             "failing callback": failing_callback,
         }
+        jobs["dependant"] = queue.put(
+            Job(operator.add, 5, 5),
+            after=[jobs["result"]],
+            unique_key="schema",
+            unique_until="finished",
+        )
         cancelled = queue.put(Job(operator.mul, 5, 5))
         gone = queue.put(Job(module.work))
         transaction.commit()
@@ -368,6 +374,7 @@ def test_a_real_workload_stores_only_listed_names(tmp_path, monkeypatch):
         "zasync.model.retry.NeverRetry",
         "zasync.model.backoff.Retry",
         "zasync.model.backoff.BackoffRetryPolicy",
+        "zasync.model.dependencies.dependency_done",
         "zasync.model.failure.Failure",
         "zasync.errors.TimeoutError",
         "zasync.errors.CancelledError",

@@ -22,6 +22,7 @@ from zasync.model.backoff import Retry
 from zasync.model.job import Job
 from zasync.model.queue import get_queue
 from zasync.ops.durations import parse_duration, parse_time
+from zasync.ops.views import get_job
 from zasync.runtime.worker import resolve
 from zasync.schema import PROGRESS
 
@@ -113,6 +114,19 @@ def _exception_class(name: str) -> type[BaseException]:
     default=None,
     help="With --unique-key: the job holds its key until it starts (default) or finishes.",
 )
+@click.option(
+    "--after",
+    multiple=True,
+    metavar="JOB_ID",
+    help="Run only once this job has finished (repeatable).",
+)
+@click.option(
+    "--on-dependency-failure",
+    type=click.Choice(["fail", "run"]),
+    default="fail",
+    show_default=True,
+    help="With --after: what a dependency that did not succeed does.",
+)
 @click.option("--wait", is_flag=True, help="Wait for the result, with a progress bar.")
 @click.option(
     "--timeout",
@@ -139,6 +153,8 @@ def put(
     max_backoff: float | None,
     unique_key: str | None,
     unique_until: str | None,
+    after: tuple[str, ...],
+    on_dependency_failure: str,
     wait: bool,
     timeout: float | None,
     as_json: bool,
@@ -196,6 +212,9 @@ def put(
             queue = get_queue(conn, queue_name)
             _check_quotas(queue, quotas)
             made = Job(target, *[_value(a) for a in args], **keyword_args)
+            if after:
+                options["after"] = [get_job(conn, ident) for ident in after]
+                options["on_dependency_failure"] = on_dependency_failure
             job = queue.put(made, **options)
             transaction.commit()
         except (LookupError, ValueError, TypeError, ZasyncError) as e:

@@ -75,6 +75,12 @@ def job(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
                 f"{'attempt:':15} {attempt['number']} {attempt['start'] or '?'} to "
                 f"{attempt['end'] or '...'} {attempt['outcome']}{error}"
             )
+    for key, label in (("waits_for", "runs after:"), ("needed_by", "needed by:")):
+        for node in info[key]:
+            state = node["status"] + (f" ({node['outcome']})" if node["outcome"] else "")
+            click.echo(f"{label:15} {node['id']} {node['callable']} {state}")
+    if info["unmet"]:
+        click.echo(f"{'will fail:':15} {info['unmet']}")
     if info["dead_letter"]:
         click.echo(f"{'dead letter:':15} failed after its last attempt; zasync retry {info['id']}")
 

@@ -88,6 +88,10 @@ class JobRecord(Base, Generic[R]):
     _callable_name: str | None = None
     # (unique key, "started" or "finished"): see zasync.model.unique.
     _unique: tuple[str, str] | None = None
+    # Dependencies: (the jobs, "fail" or "run"), and why it must fail without
+    # running; see zasync.model.dependencies.
+    _after: tuple[tuple[Any, ...], str] | None = None
+    _unmet: str | None = None
     _queue_key: Any = None  # the job's key in its queue's lane, while pending
     key: int | None = None
     failure_log_level: int | None = None

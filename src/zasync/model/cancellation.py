@@ -68,7 +68,7 @@ def cancel(job: Job[Any], reason: str | None = None) -> str:
 def _cancel_pending(job: Job[Any], reason: str | None) -> None:
     tm = job._transaction_manager()
     queue = job.parent
-    queue.remove(job)
+    queue.remove(job, settle_dependants=False)  # its callbacks tell them, with the reason
     job.annotations[CANCEL] = _request(reason)
     failure = Failure(CancelledError(reason or "cancelled"))
     job._finish(failure)

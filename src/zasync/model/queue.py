@@ -36,6 +36,7 @@ from zasync import clock
 from zasync._dbtime import learn_at_commit, seen_now
 from zasync._logtext import short_repr
 from zasync.errors import (
+    DependencyFailedError,
     InvalidValueError,
     NotHereError,
     NotNewError,
@@ -52,7 +53,7 @@ from zasync.interfaces import (
     UnloadableJobError,
     ZasyncError,
 )
-from zasync.model import unique
+from zasync.model import dependencies, unique
 from zasync.model._base import Base, MappingBase, database_name, oid_int
 from zasync.model._pickling import check_storable
 from zasync.model.backoff import retry_factory
@@ -169,6 +170,7 @@ class Queue(Base):
     _paused_at: datetime.datetime | None = None  # see pause(); queues made before lack it
     _pause_reason: str | None = None
     _unique: OOBTree | None = None  # unique key -> job, see zasync.model.unique
+    _waiting: OOBTree | None = None  # jobs waiting for others, see zasync.model.dependencies
     _v_putting: Any = None  # the transaction of this connection's latest put
 
     def __init__(self) -> None:
@@ -278,6 +280,8 @@ class Queue(Base):
         retry: Any = None,
         unique_key: str | None = None,
         unique_until: str | None = None,
+        after: Iterable[Job[Any]] | None = None,
+        on_dependency_failure: str = "fail",
     ) -> Job[R]: ...
 
     @overload
@@ -292,6 +296,8 @@ class Queue(Base):
         retry: Any = None,
         unique_key: str | None = None,
         unique_until: str | None = None,
+        after: Iterable[Job[Any]] | None = None,
+        on_dependency_failure: str = "fail",
     ) -> Job[R]: ...
 
     @overload
@@ -306,6 +312,8 @@ class Queue(Base):
         retry: Any = None,
         unique_key: str | None = None,
         unique_until: str | None = None,
+        after: Iterable[Job[Any]] | None = None,
+        on_dependency_failure: str = "fail",
     ) -> Job[R]: ...
 
     def put(
@@ -319,6 +327,8 @@ class Queue(Base):
         retry: Any = None,
         unique_key: str | None = None,
         unique_until: str | None = None,
+        after: Iterable[Job[Any]] | None = None,
+        on_dependency_failure: str = "fail",
     ) -> Any:
         """Add a job, or a callable made into one, and return it; see IQueue.put.
 
@@ -334,6 +344,11 @@ class Queue(Base):
         applied); ``unique_until`` is ``'started'`` (the default: the key is
         held while the job is pending) or ``'finished'`` (also while it
         runs).  See :mod:`zasync.model.unique`.
+
+        With ``after``, a list of jobs of this database, the job waits until
+        all of them have finished; if one did not succeed, it fails with
+        DependencyFailedError (``on_dependency_failure="fail"``) or runs
+        anyway (``"run"``).  See :mod:`zasync.model.dependencies`.
         """
         job = as_job(item)
         if job.status != NEW:
@@ -381,6 +396,7 @@ class Queue(Base):
             job.retry_policy_factory if retry_policy_factory is None else retry_policy_factory
         )
         check_unique(unique_key, unique_until)
+        waits_for = dependencies.check_dependencies(job, after, on_dependency_failure, self)
         check_storable(job)
         jar = self._jar()
         if unique_key is not None:
@@ -408,8 +424,22 @@ class Queue(Base):
         learn_at_commit(job)  # the put's commit tells this process the database's time
         if unique_key is not None:
             unique.hold(self, job, unique_key, unique_until)
+        if waits_for and dependencies.wait(self, job, waits_for, on_dependency_failure):
+            return job
         self._insert(job, _NORMAL, max(job.begin_after, now))
         return job
+
+    def insert_due(self, job: Job[Any]) -> None:
+        """Put a job that waited for others into a lane, due now (or at its own later time)."""
+        now = clock.utcnow()
+        if job.begin_after is None or job.begin_after < now:
+            job.begin_after = now  # a start deadline (begin_by) counts from here
+        self._insert(job, _NORMAL, job.begin_after)
+
+    @property
+    def waiting(self) -> list[Job[Any]]:
+        """The jobs waiting for others to finish (put with ``after``), in no lane yet."""
+        return [] if self._waiting is None else list(self._waiting.values())
 
     def putBack(self, item: Job[Any]) -> None:
         """Return a previously claimed job to the front of the queue; see IQueue."""
@@ -438,10 +468,19 @@ class Queue(Base):
         job = self[index]
         self._remove(job)
         job.assignerUUID = None
+        dependencies.settle_dependants_of(job)
         return job
 
-    def remove(self, item: Any) -> None:
-        """Remove a given pending job; ValueError if it is not in this queue."""
+    def remove(self, item: Any, settle_dependants: bool = True) -> None:
+        """Remove a given pending (or waiting) job; ValueError if it is not in this queue.
+
+        Jobs waiting for it then settle as if it had failed; cancelling
+        passes ``settle_dependants=False``, as its callbacks tell them.
+        """
+        if getattr(item, "parent", None) is self and dependencies.drop_waiting(self, item):
+            unique.release(item, self)
+            item.assignerUUID = None
+            return
         if getattr(item, "parent", None) is not self or getattr(item, "_queue_key", None) is None:
             raise NotHereError(
                 f"{item!r} is not in this queue (its parent is {getattr(item, 'parent', None)!r})",
@@ -450,6 +489,8 @@ class Queue(Base):
             )
         self._remove(item)
         item.assignerUUID = None
+        if settle_dependants:
+            dependencies.settle_dependants_of(item)
 
     # -- quarantine (see zasync.model.quarantine) ---------------------------------------
 
@@ -493,6 +534,7 @@ class Queue(Base):
             return None
         _job, cause, _when = self._quarantine.pop(key)
         unique.release_by_oid(self, key[1])
+        dependencies.settle_dependants_of_oid(self, key[1])
         return str(cause)
 
     def release_quarantined(self, oid: int) -> Job[Any] | None:
@@ -724,7 +766,10 @@ class Queue(Base):
                 )
                 continue
             if job._expired(now):
-                candidate = self._timeout_wrapper(job, now, filter)
+                candidate = self._failing_wrapper(job, now, filter, TimeoutError())
+            elif job._unmet is not None:
+                error = DependencyFailedError(f"{job!r} did not run: {job._unmet}")
+                candidate = self._failing_wrapper(job, now, filter, error)
             else:
                 candidate = job if self._admits(job, filter, cleaned) else None
             if candidate is not None:
@@ -746,7 +791,9 @@ class Queue(Base):
                 candidate.parent = None
                 self._jar().add(candidate)
                 logging.getLogger("zasync.events").info(
-                    "%r missed its start deadline; claiming a job that fails it", job
+                    "%r cannot start (%s); claiming a job that fails it",
+                    job,
+                    "a dependency did not succeed" if job._unmet else "start deadline missed",
                 )
         for lane in touched.values():
             _tidy(lane)
@@ -769,9 +816,11 @@ class Queue(Base):
             quota.add(job)
         return True
 
-    def _timeout_wrapper(self, job: Any, now: datetime.datetime, filter: Any) -> Any:
-        """A job that fails ``job`` with TimeoutError, if the filter takes it; else None."""
-        wrapper = Job(job.fail, TimeoutError())
+    def _failing_wrapper(
+        self, job: Any, now: datetime.datetime, filter: Any, error: BaseException
+    ) -> Any:
+        """A job that fails ``job`` with ``error``, if the filter takes it; else None."""
+        wrapper = Job(job.fail, error)
         wrapper.begin_after = now
         wrapper.parent = self  # seen by the filter as PENDING
         wrapper.assignerUUID = get_process_uuid()

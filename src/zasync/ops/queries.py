@@ -135,6 +135,7 @@ def iter_jobs(conn: Any, queue: str | None = None) -> Iterator[Any]:
                 yield from agent
                 yield from agent.parked()
         yield from q
+        yield from q.waiting
         yield from (entry.job for entry in q.quarantined)
         finished = [agent.completed for da in q.dispatchers.values() for agent in da.values()]
         if q.cancelled is not None:

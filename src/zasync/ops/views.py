@@ -33,6 +33,7 @@ from zasync.interfaces import (
     IJob,
     UnknownJobError,
 )
+from zasync.model.dependencies import dependants, is_waiting
 from zasync.model.failure import Failure
 from zasync.model.job import Job
 from zasync.model.lanes import lane_of
@@ -264,6 +265,35 @@ def attempts(job: Job[Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def dependency_info(job: Job[Any]) -> dict[str, Any]:
+    """The jobs around ``job`` in the dependency graph, each with its state.
+
+    ``waits_for``: the jobs it was put ``after``; ``needed_by``: the jobs put
+    after it; ``waiting``: whether it still waits for some;
+    ``on_dependency_failure``: ``'fail'`` or ``'run'`` (None without
+    dependencies); ``unmet``: why it will fail without running, if so.
+    """
+
+    def node(other: Job[Any]) -> dict[str, Any]:
+        if load_error(other) is not None:
+            return {"id": job_id(other), "callable": "?", "status": "unloadable", "outcome": None}
+        return {
+            "id": job_id(other),
+            "callable": _safe_callable_name(other),
+            "status": str(other.status),
+            "outcome": outcome(other),
+        }
+
+    after, on_failure = job._after or ((), None)
+    return {
+        "waits_for": [node(other) for other in after],
+        "needed_by": [node(other) for other in dependants(job)],
+        "waiting": is_waiting(job.parent, job),
+        "on_dependency_failure": on_failure,
+        "unmet": job._unmet,
+    }
+
+
 def job_time(job: Job[Any]) -> datetime.datetime | None:
     """The time filters compare: ended if finished, started if running, else due."""
     status = job.status
@@ -377,6 +407,7 @@ def job_info(conn: Any, ident: str | int) -> dict[str, Any]:
             dict.fromkeys(["result", "traceback", "error_type", "progress", "cancel_request"])
         )
         data.update(history=[], attempts=[], callbacks=[], args=[], kwargs={})
+        data.update(waits_for=[], needed_by=[], waiting=False, on_dependency_failure=None)
         data.update(dead_letter=False, error=data["cause"])
         return data
     data = summary(job)
@@ -402,6 +433,7 @@ def job_info(conn: Any, ident: str | int) -> dict[str, Any]:
             "cancel_request": _plain(job.get_annotation(CANCEL)),
             "annotations": sorted(str(k) for k in (job._annotations or {})),
             "parent_job": job_id(parent) if IJob.providedBy(parent) else None,
+            **dependency_info(job),
             "unique_key": None if job._unique is None else job._unique[0],
             "unique_until": None if job._unique is None else job._unique[1],
             "retry_of": job.get_annotation(RETRY_OF),
