@@ -194,6 +194,13 @@ KEY_LAYOUTS: Final[dict[str, str]] = {
         "kept first. The job stores its own key as Job._queue_key. See "
         "zasync.model.queue (QueueKey, _KEEP_FIRST, Queue._insert)."
     ),
+    "priority bands": (
+        "Queue._bands, None (the class default) or an OOBTree made by the first put "
+        "with a priority other than 0: priority (int, -100 to 100) -> a tuple of Lane "
+        "trees as many as Queue._lanes, keyed as the queue lanes are; priority 0 uses "
+        "Queue._lanes. Job._priority: the int, class default 0. See "
+        "zasync.model.priority and Queue._lanes_of."
+    ),
     "queue length": "Queue._length, a BTrees.Length of the pending jobs.",
     "quarantine": (
         "Queue._quarantine, an OOBTree made on first use: (database name, oid bytes) -> "

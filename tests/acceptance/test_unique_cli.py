@@ -1,4 +1,4 @@
-"""``zasync put --unique-key``: a second put of a held key adds nothing and names the holder."""
+"""``zasync put --unique-key`` and ``--priority``: a held key adds nothing and names the holder."""
 
 from __future__ import annotations
 
@@ -38,6 +38,11 @@ def test_a_held_key_adds_nothing_and_bad_options_change_nothing(tmp_path):
     empty = put("--unique-key", "", check=False)
     assert empty.returncode == 1 and "non-empty string" in empty.stderr
     assert len(json.loads(zasync_cli("--db", db, "jobs", "--json").stdout)) == 1
+
+    urgent = json.loads(put("--priority", "7", "--json").stdout)["oid"]
+    assert "priority:       7" in zasync_cli("--db", db, "job", str(urgent)).stdout
+    assert put("--priority", "101", check=False).returncode == 2
+    assert len(json.loads(zasync_cli("--db", db, "jobs", "--json").stdout)) == 2
 
     shown = json.loads(zasync_cli("--db", db, "job", str(first["oid"]), "--json").stdout)
     assert (shown["unique_key"], shown["unique_until"]) == ("nightly", "started")

@@ -93,9 +93,9 @@ def test_unknown_retry_policies_and_options_are_refused():
     with pytest.raises(UnknownRetryPolicyError):
         zasync.task(retry="sometimes")
     with pytest.raises(TypeError):
-        zasync.task(priority=3)  # not an option (yet)
+        zasync.task(timeout=3)  # not an option (yet)
     with pytest.raises(TypeError):
-        double.with_options(priority=3)
+        double.with_options(timeout=3)
 
 
 def test_only_module_level_functions_can_be_tasks():

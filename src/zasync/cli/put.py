@@ -115,6 +115,12 @@ def _exception_class(name: str) -> type[BaseException]:
     help="With --unique-key: the job holds its key until it starts (default) or finishes.",
 )
 @click.option(
+    "--priority",
+    type=click.IntRange(-100, 100),
+    default=None,
+    help="Higher is claimed first among due jobs (-100 to 100, default 0).",
+)
+@click.option(
     "--after",
     multiple=True,
     metavar="JOB_ID",
@@ -153,6 +159,7 @@ def put(
     max_backoff: float | None,
     unique_key: str | None,
     unique_until: str | None,
+    priority: int | None,
     after: tuple[str, ...],
     on_dependency_failure: str,
     wait: bool,
@@ -202,6 +209,8 @@ def put(
             if retry_policy:
                 fail("give --retry or --retry-policy, not both")
             options["retry"] = declared
+        if priority is not None:
+            options["priority"] = priority
         if unique_key is not None or unique_until is not None:
             options.update(unique_key=unique_key, unique_until=unique_until)
     except (ZasyncError, ValueError) as e:

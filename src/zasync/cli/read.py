@@ -60,9 +60,9 @@ def job(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
         return
     for key in ("id", "queue", "status", "outcome", "callable", "call", "dispatcher",
                 "agent", "begin_after", "active_start", "active_end", "duration",
-                "quota_names", "unique_key", "progress", "cancel_request", "retry_of", "retried_as",
-                "error"):  # fmt: skip
-        if info.get(key) not in (None, [], ""):
+                "quota_names", "priority", "unique_key", "progress", "cancel_request",
+                "retry_of", "retried_as", "error"):  # fmt: skip
+        if info.get(key) not in (None, [], "") and not (key == "priority" and info[key] == 0):
             click.echo(f"{key + ':':15} {info[key]}")
     if info["result"] is not None:
         click.echo(f"{'result:':15} {info['result']!r}")

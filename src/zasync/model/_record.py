@@ -88,6 +88,7 @@ class JobRecord(Base, Generic[R]):
     _callable_name: str | None = None
     # (unique key, "started" or "finished"): see zasync.model.unique.
     _unique: tuple[str, str] | None = None
+    _priority: int = 0  # see zasync.model.queue.Queue.put; set while NEW only
     # Dependencies: (the jobs, "fail" or "run"), and why it must fail without
     # running; see zasync.model.dependencies.
     _after: tuple[tuple[Any, ...], str] | None = None
@@ -206,6 +207,11 @@ class JobRecord(Base, Generic[R]):
         number = history[-1][0] + 1 if history else 1
         entry = (number, self._active_start, clock.to_stamp(clock.utcnow()), _one_line(error))
         self._annotations_for_writing()[ATTEMPTS] = (*history, entry)[-MAX_KEPT_ATTEMPTS:]
+
+    @property
+    def priority(self) -> int:
+        """The priority it was put with: higher runs first among due jobs (default 0)."""
+        return self._priority
 
     @property
     def failed_attempts(self) -> tuple[Attempt, ...]:

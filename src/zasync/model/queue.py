@@ -62,6 +62,7 @@ from zasync.model.dispatchers import Dispatchers
 from zasync.model.events import ObjectAdded
 from zasync.model.job import Job, as_job
 from zasync.model.lanes import LANES, OWN_LEAD, Lane, Lanes, Share, as_share, lane_of
+from zasync.model.priority import check_priority
 from zasync.model.quarantine import (
     QuarantinedJob,
     log_quarantined,
@@ -171,6 +172,7 @@ class Queue(Base):
     _pause_reason: str | None = None
     _unique: OOBTree | None = None  # unique key -> job, see zasync.model.unique
     _waiting: OOBTree | None = None  # jobs waiting for others, see zasync.model.dependencies
+    _bands: OOBTree | None = None  # priority (not 0) -> its lanes; see _lanes_of
     _v_putting: Any = None  # the transaction of this connection's latest put
 
     def __init__(self) -> None:
@@ -197,12 +199,39 @@ class Queue(Base):
         self._lanes = tuple(_as_lane(lane) for lane in self._lanes)
         return True
 
-    def _lane(self, job: Job[Any]) -> OOBTree:
-        return self._lanes[lane_of(job._p_oid, len(self._lanes))]
+    def _lanes_of(self, priority: int, make: bool = False) -> tuple[OOBTree, ...]:
+        """The lanes of a priority: the queue's own for 0, a band of their own for others.
+
+        A band is made (with as many lanes as the queue's own) by the first
+        job of its priority and kept: a queue whose jobs all have priority 0
+        never has one, so priorities cost nothing until used.
+        """
+        if priority == 0:
+            return self._lanes
+        found = None if self._bands is None else self._bands.get(priority)
+        if found is None:
+            if not make:
+                raise KeyError(priority)
+            if self._bands is None:
+                self._bands = OOBTree()
+            found = tuple(Lane.new({_KEEP_FIRST: None}) for _ in range(len(self._lanes)))
+            self._bands[priority] = found
+        return found
+
+    def _bands_in_claim_order(self) -> list[tuple[OOBTree, ...]]:
+        """Every band's lanes, the highest priority first (priority 0 among them)."""
+        if self._bands is None:
+            return [self._lanes]
+        bands = {0: self._lanes, **dict(self._bands.items())}
+        return [bands[priority] for priority in sorted(bands, reverse=True)]
+
+    def _lane(self, job: Job[Any], make: bool = False) -> OOBTree:
+        lanes = self._lanes_of(job._priority, make)
+        return lanes[lane_of(job._p_oid, len(lanes))]
 
     def _insert(self, job: Job[Any], rank: int, due: datetime.datetime) -> None:
         key: QueueKey = (rank, clock.to_stamp(due), database_name(job) or "", job._p_oid)
-        lane = self._lane(job)
+        lane = self._lane(job, make=True)
         lane[key] = job
         if isinstance(lane, Lane) and self._batching():
             lane.hold_root()
@@ -235,8 +264,10 @@ class Queue(Base):
             unique.release(job, self, started)
 
     def _items(self) -> Iterator[tuple[QueueKey, Any]]:
-        return heapq.merge(
-            *(lane.items(_FIRST_JOB) for lane in self._lanes), key=operator.itemgetter(0)
+        by_key = operator.itemgetter(0)
+        return itertools.chain.from_iterable(
+            heapq.merge(*(lane.items(_FIRST_JOB) for lane in lanes), key=by_key)
+            for lanes in self._bands_in_claim_order()
         )
 
     def _jar(self) -> Any:
@@ -282,6 +313,7 @@ class Queue(Base):
         unique_until: str | None = None,
         after: Iterable[Job[Any]] | None = None,
         on_dependency_failure: str = "fail",
+        priority: int | None = None,
     ) -> Job[R]: ...
 
     @overload
@@ -298,6 +330,7 @@ class Queue(Base):
         unique_until: str | None = None,
         after: Iterable[Job[Any]] | None = None,
         on_dependency_failure: str = "fail",
+        priority: int | None = None,
     ) -> Job[R]: ...
 
     @overload
@@ -314,6 +347,7 @@ class Queue(Base):
         unique_until: str | None = None,
         after: Iterable[Job[Any]] | None = None,
         on_dependency_failure: str = "fail",
+        priority: int | None = None,
     ) -> Job[R]: ...
 
     def put(
@@ -329,6 +363,7 @@ class Queue(Base):
         unique_until: str | None = None,
         after: Iterable[Job[Any]] | None = None,
         on_dependency_failure: str = "fail",
+        priority: int | None = None,
     ) -> Any:
         """Add a job, or a callable made into one, and return it; see IQueue.put.
 
@@ -349,6 +384,11 @@ class Queue(Base):
         all of them have finished; if one did not succeed, it fails with
         DependencyFailedError (``on_dependency_failure="fail"``) or runs
         anyway (``"run"``).  See :mod:`zasync.model.dependencies`.
+
+        ``priority``, a whole number from -100 to 100 (default 0): among the
+        jobs that are due, a claim takes those of the highest priority first;
+        equal priorities keep put order.  Strict: as long as higher-priority
+        jobs are due, lower ones wait.  See :mod:`zasync.model.priority`.
         """
         job = as_job(item)
         if job.status != NEW:
@@ -395,6 +435,7 @@ class Queue(Base):
         check_retry_policy_factory(
             job.retry_policy_factory if retry_policy_factory is None else retry_policy_factory
         )
+        check_priority(priority)
         check_unique(unique_key, unique_until)
         waits_for = dependencies.check_dependencies(job, after, on_dependency_failure, self)
         check_storable(job)
@@ -410,6 +451,8 @@ class Queue(Base):
             job.failure_log_level = failure_log_level
         if retry_policy_factory is not None:
             job.retry_policy_factory = retry_policy_factory
+        if priority is not None:
+            job._priority = priority
         now = clock.utcnow()
         if begin_after is not None:
             job.begin_after = begin_after
@@ -562,13 +605,32 @@ class Queue(Base):
     def pending_key(self, oid: int) -> QueueKey | None:
         """The lane key of the pending job with this id, found without loading any job."""
         wanted = oid.to_bytes(8, "big")
-        lane = self._lanes[lane_of(wanted, len(self._lanes))]
-        return next((key for key in lane.keys(_FIRST_JOB) if key[3] == wanted), None)
+        for lanes in self._bands_in_claim_order():
+            lane = lanes[lane_of(wanted, len(lanes))]
+            found: QueueKey | None = next(
+                (key for key in lane.keys(_FIRST_JOB) if key[3] == wanted), None
+            )
+            if found is not None:
+                return found
+        return None
+
+    def pending_job(self, key: QueueKey) -> Job[Any] | None:
+        """The pending job under a lane key (as :meth:`pending_key` gives), or None."""
+        for lanes in self._bands_in_claim_order():
+            found = lanes[lane_of(key[3], len(lanes))].get(key)
+            if found is not None:
+                return found  # type: ignore[no-any-return]
+        return None
 
     def drop_pending(self, key: QueueKey) -> None:
         """Delete a pending job's lane entry without loading or writing the job."""
-        del self._lanes[lane_of(key[3], len(self._lanes))][key]
-        self._length.change(-1)
+        for lanes in self._bands_in_claim_order():
+            lane = lanes[lane_of(key[3], len(lanes))]
+            if key in lane:
+                del lane[key]
+                self._length.change(-1)
+                return
+        raise KeyError(key)
 
     # -- pausing -------------------------------------------------------------------
 
@@ -653,13 +715,22 @@ class Queue(Base):
         are looked at only among the first few, so a scan stays short when
         others own the head of the queue.
         """
-        if share is None:
-            yield from self._due(self._items(), now_key)
-            return
-        count = len(self._lanes)
-        mine = [lane for n, lane in enumerate(self._lanes) if share.owns(n)]
-        others = [lane for n, lane in enumerate(self._lanes) if not share.owns(n)]
+        for lanes in self._bands_in_claim_order():
+            yield from self._claim_order_in(lanes, share, now_key, limit)
+
+    def _claim_order_in(
+        self, lanes: tuple[OOBTree, ...], share: Share | None, now_key: int, limit: int
+    ) -> Iterator[tuple[QueueKey, Any]]:
+        """:meth:`_claim_order` within the lanes of one priority."""
         by_key = operator.itemgetter(0)
+        if share is None:
+            yield from self._due(
+                heapq.merge(*(lane.items(_FIRST_JOB) for lane in lanes), key=by_key), now_key
+            )
+            return
+        count = len(lanes)
+        mine = [lane for n, lane in enumerate(lanes) if share.owns(n)]
+        others = [lane for n, lane in enumerate(lanes) if not share.owns(n)]
         own = self._due(heapq.merge(*(ln.items(_FIRST_JOB) for ln in mine), key=by_key), now_key)
         foreign = self._due(
             heapq.merge(*(ln.items(_FIRST_JOB) for ln in others), key=by_key), now_key
@@ -680,7 +751,7 @@ class Queue(Base):
         if next_own is not None:
             yield next_own
             yield from own
-        for number, lane in enumerate(self._lanes):
+        for number, lane in enumerate(lanes):
             if not share.owns(number) and share.helps_from_tail(number, now_key):
                 due = lane.items(_FIRST_JOB, (_NORMAL, now_key + 1), excludemax=True)
                 # Half of what lies beyond the jobs its owner takes next: the
@@ -699,7 +770,7 @@ class Queue(Base):
         """
         after = (_NORMAL, clock.to_stamp(now) + 1)
         dues = []
-        for lane in self._lanes:
+        for lane in itertools.chain.from_iterable(self._bands_in_claim_order()):
             try:
                 dues.append(lane.minKey(after)[1])
             except ValueError:  # no key at or after ``after`` in this lane

@@ -20,6 +20,7 @@ from zasync.errors import InvalidValueError
 from zasync.interfaces import IQueue
 from zasync.model.backoff import retry_factory
 from zasync.model.job import Job
+from zasync.model.priority import check_priority
 from zasync.model.unique import check_unique
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class TaskOptions:
     failure_log_level: int | None = None
     unique_key: str | Callable[..., str] | None = None
     unique_until: str | None = None
+    priority: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str):
@@ -65,6 +67,7 @@ class TaskOptions:
                 f"not {self.failure_log_level!r}"
             )
         object.__setattr__(self, "retry", retry_factory(self.retry))
+        check_priority(self.priority, "a task's priority")
         if callable(self.unique_key):
             check_unique("key", self.unique_until)
         else:
@@ -140,6 +143,7 @@ class Task(Generic[P, R]):
             retry_policy_factory=options.retry,
             unique_key=options.key_for(args, kwargs),
             unique_until=options.unique_until if options.unique_key is not None else None,
+            priority=options.priority,
         )
         return job
 
@@ -180,6 +184,7 @@ def task(
     failure_log_level: int | None = None,
     unique_key: str | Callable[..., str] | None = None,
     unique_until: str | None = None,
+    priority: int | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -194,6 +199,7 @@ def task(
     failure_log_level: int | None = None,
     unique_key: str | Callable[..., str] | None = None,
     unique_until: str | None = None,
+    priority: int | None = None,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Decorate a module-level function as a task: ``@zasync.task`` or ``@zasync.task(...)``.
 
@@ -204,7 +210,8 @@ def task(
     still start; ``failure_log_level``; ``unique_key``: a template filled
     with each put's arguments (``"invoice-{0}"``, ``"sync-{account}"``) or a
     function of them returning the key, and ``unique_until`` (see
-    :meth:`Queue.put <zasync.model.queue.Queue.put>`).  Bad options raise
+    :meth:`Queue.put <zasync.model.queue.Queue.put>`); ``priority`` (-100 to
+    100, higher first).  Bad options raise
     InvalidValueError (UnknownRetryPolicyError for an unregistered policy
     name) when the module is imported, not at the first put.
     """
@@ -217,6 +224,7 @@ def task(
         failure_log_level=failure_log_level,
         unique_key=unique_key,
         unique_until=unique_until,
+        priority=priority,
     )
 
     def decorate(function: Callable[P, R]) -> Task[P, R]:

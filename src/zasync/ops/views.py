@@ -36,7 +36,6 @@ from zasync.interfaces import (
 from zasync.model.dependencies import dependants, is_waiting
 from zasync.model.failure import Failure
 from zasync.model.job import Job
-from zasync.model.lanes import lane_of
 from zasync.model.quarantine import QuarantinedJob, load_error
 from zasync.model.queue import get_queues
 from zasync.model.tx import TRANSACTION_ERRORS, disconnect_errors
@@ -180,7 +179,7 @@ def _referred_to(conn: Any, number: int) -> Any:
     for q in select_queues(conn, None):
         key = q.pending_key(number)
         if key is not None:
-            return q._lanes[lane_of(oid, q.lane_count)][key]
+            return q.pending_job(key)
         for da in q.dispatchers.values():
             for agent in da.values():
                 for job in [*agent, *agent.parked()]:
@@ -355,6 +354,7 @@ def summary(job: Job[Any], quarantined: frozenset[bytes] = frozenset()) -> dict[
         "active_end": _iso(job.active_end),
         "duration": duration(job),
         "cancel_requested": job.get_annotation(CANCEL) is not None,
+        "priority": job.priority,
     }
     data.update(_where(job))
     return data
