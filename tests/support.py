@@ -586,3 +586,7 @@ def another_connection(db: Any) -> Iterator[tuple[Any, Any]]:
 def sum_of_results(*jobs: Any) -> int:
     """The sum of the results of ``jobs`` (a job put after them reads them)."""
     return sum(job.result for job in jobs)
+
+
+def raise_runtime_error_lines() -> None:
+    raise RuntimeError("first line\nsecond line\n" + "x" * 5000)

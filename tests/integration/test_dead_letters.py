@@ -158,3 +158,24 @@ def test_the_dashboard_shows_attempts_and_retries_dead_letters(zasync_db, zasync
         "/dead-letters/retry", data={"queue": "*"}, headers={"X-Zasync-Token": TOKEN}
     )
     assert {old for old, _ in as_json.get_json()["retried"]} == {letters["dead"], letters["plain"]}
+
+
+def test_a_retry_keeps_the_priority_the_unique_key_and_the_dependencies(zasync_db, zasync_conn):
+    queue = zasync.get_queue(zasync_conn)
+    first = queue.put(zasync.Job(operator.truediv, 1, 0))
+    second = queue.put(
+        zasync.Job(operator.add, 1, 1), after=[first], priority=5, unique_key="follow"
+    )
+    transaction.commit()
+    run(zasync_db, first, second)
+    transaction.begin()
+    assert second.result.check(zasync.DependencyFailedError)
+    done = actions.retry_dead_letters(zasync_db, queries.make_filter(queue=""))
+    pairs = dict(done["retried"])
+    assert list(pairs) == sorted(pairs)  # oldest first: the dependency before its dependant
+    transaction.begin()
+    new_first = views.get_job(zasync_conn, pairs[views.job_id(first)])
+    new_second = views.get_job(zasync_conn, pairs[views.job_id(second)])
+    assert new_second.priority == 5 and new_second._unique == ("follow", "started")
+    assert new_second._after[0] == (new_first,)  # waits for the retry, not the failed job
+    assert queue.waiting == [new_second]

@@ -238,3 +238,33 @@ def test_a_task_takes_retry_in_one_line():
     assert TaskOptions(retry=5).retry == Retry(attempts=5)
     with pytest.raises(InvalidValueError):
         TaskOptions(retry=-1)
+
+
+def failure_of(error):
+    try:
+        raise error
+    except BaseException:
+        return zasync.Failure()
+
+
+def test_a_cancellation_is_never_retried():
+    policy = Retry()(Job(support.mock_work))
+    assert policy.jobError(failure_of(zasync.CancelledError("stop")), {}) is False
+    assert policy.jobError(failure_of(ValueError("again")), {}) is not False
+
+
+def test_a_dotted_name_matches_subclasses_as_the_class_does():
+    by_name, by_class = Retry(on=("builtins.OSError",)), Retry(on=(OSError,))
+    reset = failure_of(ConnectionResetError())
+    assert by_name.retries(reset) and by_class.retries(reset)
+    assert not by_name.retries(failure_of(ValueError()))
+
+
+def test_an_exception_class_of_the_putting_script_is_refused():
+    script_error = type("ScriptError", (Exception,), {"__module__": "__main__"})
+    with pytest.raises(InvalidValueError, match="workers do not import"):
+        Retry(on=(script_error,))
+
+
+def test_no_backoff_stays_no_wait_however_many_attempts():
+    assert Retry(backoff=0, factor=100, jitter=0).wait(1000) == 0

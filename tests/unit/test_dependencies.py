@@ -107,7 +107,7 @@ def test_a_discarded_quarantined_dependency_settles_its_dependants(queue, agent)
     assert queue.waiting == [job]  # it may still be released and run
     queue.discard_quarantined(int.from_bytes(dependency._p_oid, "big"))
     transaction.commit()
-    assert queue.waiting == [] and "discarded from quarantine" in job._unmet
+    assert queue.waiting == [] and "was dropped from its queue" in job._unmet
 
 
 def test_cancelling_a_waiting_job_leaves_its_dependencies_alone(queue, agent):
@@ -201,3 +201,77 @@ def test_a_job_of_another_database_is_refused():
         transaction.abort()
         conn.close()
         one.close()
+
+
+def test_removing_a_waiting_job_settles_the_jobs_waiting_for_it(queue, agent):
+    a = queue.put(Job(operator.add, 1, 1))
+    b = queue.put(Job(operator.add, 2, 2), after=[a])
+    c = queue.put(Job(operator.add, 3, 3), after=[b])
+    transaction.commit()
+    queue.remove(b)
+    transaction.commit()
+    assert queue.waiting == [] and "was removed" in c._unmet
+
+
+def test_a_dependant_in_another_queue_settles_when_its_dependency_is_discarded(queues, agent):
+    queues["other"] = zasync.Queue()
+    transaction.commit()
+    queue, other = queues[""], queues["other"]
+    dependency = queue.put(Job(operator.add, 1, 1))
+    job = other.put(Job(operator.add, 2, 2), after=[dependency])
+    transaction.commit()
+    queue.quarantine(dependency, "cannot be stored", dependency._queue_key)
+    queue.discard_quarantined(int.from_bytes(dependency._p_oid, "big"))
+    transaction.commit()
+    assert other.waiting == [] and "was dropped from its queue" in job._unmet
+
+
+def test_a_discarded_loadable_job_counts_as_removed_for_later_settling(queue, agent):
+    a = queue.put(Job(operator.add, 1, 1))
+    b = queue.put(Job(operator.add, 2, 2))
+    job = queue.put(Job(operator.add, 3, 3), after=[a, b])
+    transaction.commit()
+    queue.quarantine(a, "cannot be stored", a._queue_key)
+    queue.discard_quarantined(int.from_bytes(a._p_oid, "big"))
+    transaction.commit()
+    assert queue.waiting == [job]  # b has not finished yet
+    assert run_one(agent) is b
+    assert queue.waiting == [] and "was removed" in job._unmet
+
+
+def test_forgetting_a_dropped_job_releases_its_key_and_settles_its_dependants(queue):
+    dependency = queue.put(Job(operator.add, 1, 1), unique_key="k")
+    job = queue.put(Job(operator.add, 2, 2), after=[dependency])
+    transaction.commit()
+    queue.drop_pending(dependency._queue_key)  # as for a job whose record cannot be loaded
+    queue.forget(dependency._p_oid)
+    transaction.commit()
+    assert unique.holder(queue, "k") is None and queue.waiting == []
+    assert "was dropped from its queue" in job._unmet
+
+
+def test_a_job_put_again_forgets_what_it_waited_for(queue, agent):
+    bad = queue.put(Job(support.raise_value_error))
+    job = queue.put(Job(operator.add, 2, 2), after=[bad])
+    transaction.commit()
+    run_one(agent)
+    queue.remove(job)
+    queue.put(job)
+    transaction.commit()
+    assert job._unmet is None and job._after is None
+    assert run_one(agent) is job and job.result == 4
+
+
+def test_the_reason_is_one_bounded_line_along_a_chain(queue, agent):
+    previous = queue.put(Job(support.raise_runtime_error_lines))
+    chain = [previous]
+    for _ in range(6):
+        previous = queue.put(Job(operator.add, 1, 1), after=[previous])
+        chain.append(previous)
+    transaction.commit()
+    for _ in range(len(chain)):
+        run_one(agent)
+    reasons = [job._unmet for job in chain[1:]]
+    assert all("\n" not in r and len(r) <= 500 for r in reasons)
+    assert chain[-1].result.check(DependencyFailedError)
+    assert len(str(chain[-1].result)) < 1000

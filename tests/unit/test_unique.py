@@ -81,7 +81,7 @@ def test_until_finished_a_running_job_keeps_its_key(queue, agent):
     assert queue.put(Job(operator.add, 1, 2), unique_key="k") is first
     assert first() == 3 and first.status == COMPLETED
     transaction.commit()
-    assert unique.holder(queue, "k") is None and first._unique is None
+    assert unique.holder(queue, "k") is None and first._unique == ("k", "finished")  # kept to retry
     assert queue.put(Job(operator.add, 1, 2), unique_key="k") is not first
 
 

@@ -206,7 +206,7 @@ def _status_data(conn: Any) -> dict[str, Any]:
     for name, queue in get_queues(conn).items():
         entry: dict[str, Any] = {
             "name": name,
-            "pending": len(queue),
+            "pending": len(queue) + len(queue.waiting),
             "quotas": {q.name: {"size": q.size, "used": len(q)} for q in queue.quotas.values()},
             **queries.pause_state(queue),
             "dispatchers": [],

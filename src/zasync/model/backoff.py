@@ -31,7 +31,7 @@ from typing import Any
 
 from transaction.interfaces import DoomedTransaction
 
-from zasync.errors import InvalidValueError
+from zasync.errors import CancelledError, InvalidValueError
 from zasync.model.failure import Failure
 from zasync.model.retry import (
     STORAGE_IO,
@@ -68,6 +68,11 @@ def _exception_types(on: Any) -> tuple[type[BaseException] | str, ...]:
         if not (isinstance(kind, type) and issubclass(kind, BaseException)):
             raise InvalidValueError(
                 f"Retry(on=...) takes exception classes or dotted names, not {kind!r}"
+            )
+        if kind.__module__ == "__main__":
+            raise InvalidValueError(
+                f"Retry(on=...): {kind.__qualname__} is defined in the script that puts the "
+                "job, which workers do not import; define it in an importable module"
             )
         if "<locals>" in kind.__qualname__:
             raise InvalidValueError(
@@ -134,6 +139,8 @@ class Retry:
 
     def wait(self, failed: int) -> float:
         """Seconds to wait before the next attempt, after ``failed`` failed attempts (1 or more)."""
+        if not self.backoff:
+            return 0.0
         exponent = max(0, failed - 1)
         try:
             full = self.backoff * self.factor**exponent
@@ -146,8 +153,8 @@ class Retry:
         return full * (1 - self.jitter * draw)
 
     def retries(self, failure: Failure) -> bool:
-        """True if ``failure`` is of a type this policy retries."""
-        return failure.check(*self.on) is not None
+        """True if ``failure`` is of a type this policy retries (a cancellation never is)."""
+        return failure.check(CancelledError) is None and failure.check(*self.on) is not None
 
     def __call__(self, job: Job) -> BackoffRetryPolicy:
         """Make the policy of ``job`` (a Retry is the job's ``retry_policy_factory``)."""

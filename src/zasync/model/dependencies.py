@@ -45,6 +45,9 @@ FAIL: Final = "fail"
 RUN: Final = "run"
 ON_FAILURE = (FAIL, RUN)
 MAX_DEPENDENCIES = 1000
+#: How long the reason a job fails without running may get (one dependency's, all of them).
+MAX_REASON = 200
+MAX_UNMET = 500
 _DONE = (CALLBACKS, COMPLETED)
 
 
@@ -95,10 +98,11 @@ def check_dependencies(
 def outcome(dependency: Job[Any], gone: bytes | None = None) -> str | None:
     """None while ``dependency`` runs or waits; ``''`` once it succeeded; else why it did not.
 
-    ``gone``: the oid of a job just discarded from quarantine, which will never run.
+    ``gone``: the oid of a job just dropped (discarded from quarantine, or
+    unloadable and removed), which will never run.
     """
     if gone is not None and dependency._p_oid == gone:
-        return f"job {oid_int(dependency)} was discarded from quarantine"
+        return f"job {oid_int(dependency)} was dropped from its queue (quarantined or unloadable)"
     broken = load_error(dependency)
     if broken is not None:  # discarded from quarantine: it will never run
         return f"job {oid_int(dependency)} cannot be loaded: {broken}"
@@ -106,7 +110,7 @@ def outcome(dependency: Job[Any], gone: bytes | None = None) -> str | None:
     if status in _DONE:
         result = dependency.result
         if isinstance(result, Failure):
-            return f"job {oid_int(dependency)} failed: {result}"
+            return f"job {oid_int(dependency)} failed: {_first_line(result)}"
         return ""
     if status in (PENDING, ASSIGNED, ACTIVE):
         return None
@@ -137,7 +141,15 @@ def _unmet(job: Job[Any], gone: bytes | None = None) -> str | None:
     if on_failure == RUN:
         return None
     reasons = [why for why in (outcome(d, gone) for d in after) if why]
-    return "; ".join(reasons) or None
+    text = "; ".join(reasons)
+    return (text if len(text) <= MAX_UNMET else text[: MAX_UNMET - 1] + "\u2026") or None
+
+
+def _first_line(failure: Failure) -> str:
+    """A failure as one short line: its type and the first line of its message."""
+    message = failure.getErrorMessage().strip().splitlines()
+    text = f"{failure.type_name}: {message[0]}" if message else failure.type_name
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "\u2026"
 
 
 def _key(job: Job[Any]) -> tuple[str, bytes]:
@@ -196,10 +208,28 @@ def settle_dependants_of(job: Job[Any]) -> None:
 
 
 def settle_dependants_of_oid(queue: Queue, oid: bytes) -> None:
-    """The same for a job that cannot be loaded (discarded from quarantine): found by oid."""
-    if queue._waiting is None:
-        return
-    for waiting in list(queue._waiting.values()):
-        after, _on_failure = waiting._after or ((), RUN)
-        if any(d._p_oid == oid for d in after):
-            settle(waiting, gone=oid)
+    """The same for a job that cannot be loaded (dropped or discarded): found by oid.
+
+    Its dependants may wait in any queue of the database.
+    """
+    siblings = getattr(queue.parent, "values", None)
+    for other in siblings() if callable(siblings) else [queue]:
+        if other._waiting is None:
+            continue
+        for waiting in list(other._waiting.values()):
+            if load_error(waiting) is not None:
+                continue
+            after, _on_failure = waiting._after or ((), RUN)
+            if any(d._p_oid == oid for d in after):
+                settle(waiting, gone=oid)
+
+
+def drop_waiting_oid(queue: Queue, oid: bytes) -> bool:
+    """Take a waiting job that cannot be loaded out of ``queue``, by oid; True if found."""
+    tree = queue._waiting
+    if tree is None:
+        return False
+    keys = [key for key in tree if key[1] == oid]
+    for key in keys:
+        del tree[key]
+    return bool(keys)

@@ -146,8 +146,13 @@ class Failure:
 
     def _matches(self, candidate: type | str) -> bool:
         if isinstance(candidate, str):
-            name = _current_name(self.type_name)
-            return _current_name(candidate) in (name, name.rsplit(".", 1)[-1])
+            wanted = _current_name(candidate)
+            # The type and, when it could be kept, its bases: "builtins.OSError"
+            # matches a ConnectionResetError as the class OSError does.
+            names = [_current_name(self.type_name)]
+            if self.type is not UnpicklableException:
+                names += [qualified_name(base) for base in self.type.__mro__[1:]]
+            return any(wanted in (name, name.rsplit(".", 1)[-1]) for name in names)
         return isinstance(candidate, type) and issubclass(self.type, candidate)
 
     def check(self, *exception_types: type | str) -> type | str | None:

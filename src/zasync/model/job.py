@@ -421,7 +421,7 @@ class Job(JobRecord[R]):
         """Become COMPLETED and be filed among the agent's completed jobs (now or later)."""
         self._mark_completed()
         if self._unique is not None:
-            unique.release(self, self.queue)
+            unique.release(self, self.queue, finished=True)
         agent = self.parent
         if IJob.providedBy(agent) and agent._callable_root is self:
             # Finished by a job wrapping one of its methods (handleInterrupt

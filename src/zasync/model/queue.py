@@ -65,6 +65,7 @@ from zasync.model.lanes import LANES, OWN_LEAD, Lane, Lanes, Share, as_share, la
 from zasync.model.priority import check_priority
 from zasync.model.quarantine import (
     QuarantinedJob,
+    load_error,
     log_quarantined,
     stamp_now,
     storing_problem,
@@ -173,6 +174,7 @@ class Queue(Base):
     _unique: OOBTree | None = None  # unique key -> job, see zasync.model.unique
     _waiting: OOBTree | None = None  # jobs waiting for others, see zasync.model.dependencies
     _bands: OOBTree | None = None  # priority (not 0) -> its lanes; see _lanes_of
+    _schedules: OOBTree | None = None  # name -> Schedule, see zasync.model.periodic
     _v_putting: Any = None  # the transaction of this connection's latest put
 
     def __init__(self) -> None:
@@ -465,6 +467,8 @@ class Queue(Base):
         if job._p_jar is None:
             jar.add(job)
         learn_at_commit(job)  # the put's commit tells this process the database's time
+        if job._after is not None or job._unmet is not None:
+            job._after = job._unmet = None  # put again: what it waited for before is over
         if unique_key is not None:
             unique.hold(self, job, unique_key, unique_until)
         if waits_for and dependencies.wait(self, job, waits_for, on_dependency_failure):
@@ -523,6 +527,8 @@ class Queue(Base):
         if getattr(item, "parent", None) is self and dependencies.drop_waiting(self, item):
             unique.release(item, self)
             item.assignerUUID = None
+            if settle_dependants:
+                dependencies.settle_dependants_of(item)
             return
         if getattr(item, "parent", None) is not self or getattr(item, "_queue_key", None) is None:
             raise NotHereError(
@@ -575,10 +581,18 @@ class Queue(Base):
         key = self._quarantine_key(oid)
         if key is None or self._quarantine is None:
             return None
-        _job, cause, _when = self._quarantine.pop(key)
-        unique.release_by_oid(self, key[1])
-        dependencies.settle_dependants_of_oid(self, key[1])
+        job, cause, _when = self._quarantine.pop(key)
+        if load_error(job) is None:  # loadable (it could not be stored): it leaves the queue
+            job._queue_key = None
+            job.parent = None
+        self.forget(key[1])
         return str(cause)
+
+    def forget(self, oid: bytes) -> None:
+        """A job of this queue dropped unloaded: give up its key, settle its dependants."""
+        unique.release_by_oid(self, oid)
+        dependencies.drop_waiting_oid(self, oid)
+        dependencies.settle_dependants_of_oid(self, oid)
 
     def release_quarantined(self, oid: int) -> Job[Any] | None:
         """Put a quarantined job back at the front of the queue, if it is sound now.

@@ -73,12 +73,14 @@ def hold(queue: Any, job: Job, key: str, until: str | None) -> None:
     job._unique = (key, until or STARTED)
 
 
-def release(job: Job, queue: Any, started: bool = False) -> None:
+def release(job: Job, queue: Any, started: bool = False, finished: bool = False) -> None:
     """Give up ``job``'s key in ``queue`` if it holds one; ``started``: it is being claimed.
 
     A job that holds its key until it finishes keeps it when it starts.  A
     job that gives its key up as it starts remembers it, so that it takes it
-    again if it is put back for another attempt (see :func:`retake`).
+    again if it is put back for another attempt (see :func:`retake`); so does
+    a ``finished`` one, which can never be put back, so that a retry of it
+    (``zasync retry``) asks for the same key.
     """
     held = job._unique
     if held is None:
@@ -89,7 +91,7 @@ def release(job: Job, queue: Any, started: bool = False) -> None:
     tree = None if queue is None else queue._unique
     if tree is not None and tree.get(key) is job:
         del tree[key]
-    if not started:
+    if not (started or finished):
         job._unique = None
 
 

@@ -20,6 +20,7 @@ from ZODB.POSException import ConflictError
 from zasync import clock
 from zasync.errors import InvalidValueError
 from zasync.interfaces import COMPLETED, PENDING, BadStatusError, UnloadableJobError
+from zasync.model import dependencies
 from zasync.model._base import check_size, check_threads
 from zasync.model.cancellation import cancel
 from zasync.model.failure import Failure
@@ -79,10 +80,33 @@ def _put_again(old: Job[Any]) -> dict[str, Any]:
         options["retry_policy_factory"] = old.retry_policy_factory
     if old.begin_by is not None:
         options["begin_by"] = old.begin_by
-    queue.put(new, begin_after=clock.utcnow(), **options)  # assigns the new job's oid
+    if old.priority:
+        options["priority"] = old.priority
+    if old._unique is not None:
+        options["unique_key"], options["unique_until"] = old._unique
+    if old._after is not None:
+        after, on_failure = old._after
+        # Waits again, for the latest retry of each dependency (a dependency
+        # retried before it, as a bulk retry does, oldest first).
+        options["after"] = [_latest_retry(old._p_jar, dependency) for dependency in after]
+        options["on_dependency_failure"] = on_failure
+    put = queue.put(new, begin_after=clock.utcnow(), **options)  # assigns the new job's oid
+    if put is not new:  # its unique key is held: the job holding it is the retry
+        old.annotations[RETRIED_AS] = (*old.get_annotation(RETRIED_AS, ()), job_id(put))
+        return {"id": job_id(put), "retried": job_id(old), "queue": queue.name}
     new.annotations[RETRY_OF] = job_id(old)
     old.annotations[RETRIED_AS] = (*old.get_annotation(RETRIED_AS, ()), job_id(new))
     return {"id": job_id(new), "retried": job_id(old), "queue": queue.name}
+
+
+def _latest_retry(conn: Any, job: Job[Any]) -> Job[Any]:
+    """``job``, or the job it was last retried as (following retries of retries)."""
+    for _ in range(100):
+        retried = job.get_annotation(RETRIED_AS, ())
+        if not retried:
+            break
+        job = get_job(conn, retried[-1])
+    return job
 
 
 #: Dead letters retried per transaction by :func:`retry_dead_letters`.
@@ -111,6 +135,7 @@ def retry_dead_letters(
     ids = read_in_fresh_connection(
         db, lambda conn: [row["id"] for row in list_jobs(conn, chosen, limit)]
     )
+    ids.sort()  # oldest first: a dependency is retried before the jobs put after it
     retried: list[tuple[int, int]] = []
     skipped: list[int] = []
     unretriable: dict[int, str] = {}
@@ -174,20 +199,18 @@ def _drop_unsound(conn: Any, job: Job[Any]) -> dict[str, Any] | None:
     error = storing_problem(job)  # cannot be loaded, or not written back as it loads
     if error is None:
         return None
+    dropped = {"removed": number, "was": "unloadable", "cause": error}
     for queue in get_queues(conn).values():
         key = queue.pending_key(number)
+        held = key is not None or dependencies.drop_waiting_oid(queue, job._p_oid)
         if key is not None:
             queue.drop_pending(key)
-            return {"removed": number, "queue": queue.name, "was": "unloadable", "cause": error}
         for da in queue.dispatchers.values():
             for agent in da.values():
-                if agent.drop(job):
-                    return {
-                        "removed": number,
-                        "queue": queue.name,
-                        "was": "unloadable",
-                        "cause": error,
-                    }
+                held = agent.drop(job) or held
+        if held:
+            queue.forget(job._p_oid)
+            return {**dropped, "queue": queue.name}
     raise UnloadableJobError(
         f"job {number} cannot be run ({error}) and is not pending, held or quarantined"
     )

@@ -179,7 +179,7 @@ def counts_by_queue(conn: Any) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     for q in select_queues(conn, None):
         entry = dict.fromkeys(STATES, 0)
-        entry["pending"] = len(q)
+        entry["pending"] = len(q) + len(q.waiting)  # waiting for dependencies: pending too
         entry["quarantined"] = len(q.quarantined)
         for da in q.dispatchers.values():
             for agent in da.values():
