@@ -590,3 +590,12 @@ def sum_of_results(*jobs: Any) -> int:
 
 def raise_runtime_error_lines() -> None:
     raise RuntimeError("first line\nsecond line\n" + "x" * 5000)
+
+
+def periodic_work() -> str:
+    """A schedule's job: it says which tick it was."""
+    from zasync import clock, local
+    from zasync.schema import SCHEDULE_TICK
+
+    tick = local.getJob().get_annotation(SCHEDULE_TICK)[1]
+    return clock.from_stamp(tick).isoformat()

@@ -54,6 +54,16 @@ from zasync.model.completed import CompletedCollection
 from zasync.model.dispatchers import DispatcherAgents, Dispatchers
 from zasync.model.failure import Failure
 from zasync.model.job import Job, as_job
+from zasync.model.periodic import (
+    Schedule,
+    add_schedule,
+    get_schedule,
+    pause_schedule,
+    remove_schedule,
+    resume_schedule,
+    schedules_of,
+)
+from zasync.model.periodic import run_now as run_schedule_now
 from zasync.model.queue import Queue, Queues, get_queue, get_queues, install_queues
 from zasync.model.quota import Quota, Quotas
 from zasync.model.retry import (
@@ -113,6 +123,15 @@ __all__ = [
     # databases
     "open_database",
     "Database",
+    # periodic jobs
+    "Schedule",
+    "add_schedule",
+    "get_schedule",
+    "schedules_of",
+    "pause_schedule",
+    "resume_schedule",
+    "remove_schedule",
+    "run_schedule_now",
     # retry policies
     "Retry",
     "BackoffRetryPolicy",

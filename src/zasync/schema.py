@@ -44,6 +44,8 @@ RETRIED_AS: Final = "zasync.retried_as"
 #: microseconds (``zasync.clock.to_stamp``; start None if unknown); error one
 #: line of at most 300 characters.
 ATTEMPTS: Final = "zasync.attempts"
+#: On a job a schedule put: ``(schedule name, tick time in integer microseconds)``.
+SCHEDULE_TICK: Final = "zasync.schedule_tick"
 #: Callbacks skipped because they could not be run: sorted ``(callback oid int, cause)``.
 UNRUNNABLE_CALLBACKS: Final = "zasync.unrunnable_callbacks"
 
@@ -56,6 +58,7 @@ ANNOTATION_KEYS: Final[tuple[str, ...]] = (
     RETRIED_AS,
     UNRUNNABLE_CALLBACKS,
     ATTEMPTS,
+    SCHEDULE_TICK,
 )
 
 # -- statuses -------------------------------------------------------------------
@@ -91,6 +94,7 @@ PERSISTENT_CLASSES: Final[dict[str, str]] = {
     "zasync.model.retry.RetryCommonForever": "the callbacks' retry policy (also a factory)",
     "zasync.model.retry.NeverRetry": "the retry policy that never retries (also a factory)",
     "zasync.model.backoff.BackoffRetryPolicy": "the policy of a job declared with Retry",
+    "zasync.model.periodic.Schedule": "a periodic job's schedule, in Queue._schedules",
     "zasync.demo.Tally": "the demonstration's persistent tally",
 }
 
@@ -161,6 +165,7 @@ FUNCTIONS: Final[dict[str, str]] = {
     "zasync.model.patterns.collect_results": "the default postprocess of serial()/parallel()",
     "zasync.model.agent.choose_first": "the default chooser, which an Agent may store",
     "zasync.model.dependencies.dependency_done": "callback of a dependency of a waiting job",
+    "zasync.model.periodic.fire": "callable of a schedule's trigger job (one per tick)",
     "zasync.demo.square_sum": "the demonstration's slices",
     "zasync.demo.combine": "the demonstration's postprocess",
     "zasync.demo.record": "the demonstration's callbacks",
@@ -193,6 +198,15 @@ KEY_LAYOUTS: Final[dict[str, str]] = {
         "due in integer microseconds since the epoch (UTC); the key (-1, 0, '', b'') is "
         "kept first. The job stores its own key as Job._queue_key. See "
         "zasync.model.queue (QueueKey, _KEEP_FIRST, Queue._insert)."
+    ),
+    "schedules": (
+        "Queue._schedules, None (the class default) or an OOBTree made by the first "
+        "schedule: name (str) -> Schedule. Schedule: name, call (a NEW Job, the template "
+        "of its jobs), cron (str or None), every (float seconds or None), timezone (IANA "
+        "name), missed ('once', 'each', 'skip'), grace (float seconds), options (dict of "
+        "put options), _anchor and _next (integer microseconds), _paused, _runs, "
+        "_last_tick, _last_job, _trigger (the pending fire job), _last_error. See "
+        "zasync.model.periodic."
     ),
     "priority bands": (
         "Queue._bands, None (the class default) or an OOBTree made by the first put "

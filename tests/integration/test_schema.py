@@ -325,6 +325,7 @@ def test_a_real_workload_stores_only_listed_names(tmp_path, monkeypatch):
             unique_key="schema",
             unique_until="finished",
         )
+        zasync.add_schedule(queue, "schema", operator.add, 1, 2, every=3600, priority=1)
         cancelled = queue.put(Job(operator.mul, 5, 5))
         gone = queue.put(Job(module.work))
         transaction.commit()
@@ -375,6 +376,8 @@ def test_a_real_workload_stores_only_listed_names(tmp_path, monkeypatch):
         "zasync.model.backoff.Retry",
         "zasync.model.backoff.BackoffRetryPolicy",
         "zasync.model.dependencies.dependency_done",
+        "zasync.model.periodic.Schedule",
+        "zasync.model.periodic.fire",
         "zasync.model.failure.Failure",
         "zasync.errors.TimeoutError",
         "zasync.errors.CancelledError",
@@ -386,6 +389,7 @@ def test_a_real_workload_stores_only_listed_names(tmp_path, monkeypatch):
     method_names, annotation_keys = names_in_jobs(path)
     assert "fail" in method_names and "_callback" in method_names
     assert {schema.CANCEL, schema.PARALLEL_DONE, schema.ATTEMPTS} <= annotation_keys
+    assert schema.SCHEDULE_TICK in annotation_keys
 
 
 def test_the_scan_finds_an_unlisted_global(tmp_path):

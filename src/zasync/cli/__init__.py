@@ -21,7 +21,7 @@ import sys
 
 import click
 
-from zasync.cli import act, put, read, serve, worker
+from zasync.cli import act, put, read, schedule, serve, worker
 from zasync.cli._common import CONNECT_TIMEOUT, BadSettings, Seconds, ZasyncGroup
 from zasync.runtime.settings import SettingsError, load_config
 
@@ -126,6 +126,7 @@ for _command in (
     act.quota,
     act.agent,
     act.purge,
+    schedule.schedule,
     serve.web,
     serve.live,
 ):

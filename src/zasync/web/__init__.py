@@ -36,7 +36,7 @@ from flask import Flask, Response, g, jsonify, redirect, render_template, reques
 from zasync.errors import ConfigurationError, InvalidValueError
 from zasync.interfaces import ZasyncError
 from zasync.model.tx import read_in_fresh_connection
-from zasync.ops import _http, actions, queries, views
+from zasync.ops import _http, actions, queries, schedules, views
 from zasync.ops.metrics import CONTENT_TYPE, database_exposition
 
 TOKEN_HEADER = "X-Zasync-Token"
@@ -154,6 +154,13 @@ def _add_pages(app: Flask, read: Callable[[Any], Any]) -> None:
             message=request.args.get("message"),
         )
 
+    @app.get("/schedules")
+    def schedules_page() -> Any:
+        found = read(schedules.list_schedules)
+        return render_template(
+            "schedules.html", schedules=found, message=request.args.get("message")
+        )
+
     @app.get("/jobs/<ident>")
     def job(ident: str) -> Any:
         info = read(lambda c: views.job_info(c, ident))
@@ -178,6 +185,10 @@ def _add_api(app: Flask, read: Callable[[Any], Any], db: Any) -> None:
     @app.get("/api/jobs/<ident>")
     def api_job(ident: str) -> Any:
         return jsonify(read(lambda c: views.job_info(c, ident)))
+
+    @app.get("/api/schedules")
+    def api_schedules() -> Any:
+        return jsonify(read(schedules.list_schedules))
 
     @app.get("/metrics")
     def metrics() -> Any:
@@ -243,6 +254,25 @@ def _add_actions(app: Flask, db: Any) -> None:
     def queue_resume() -> Any:
         result = actions.resume_queue(db, request.form.get("queue", ""))
         return jsonify(result) if request.headers.get(TOKEN_HEADER) else redirect("/", code=303)
+
+    @app.post("/schedules/<action>")
+    def schedule_action(action: str) -> Any:
+        chosen = {
+            "pause": schedules.pause,
+            "resume": schedules.resume,
+            "remove": schedules.remove,
+            "run": schedules.run_now,
+        }.get(action)
+        if chosen is None:
+            return _refuse(404, f"no schedule action {action!r}: pause, resume, remove or run")
+        name = request.form.get("name", "")
+        result = chosen(db, request.form.get("queue", ""), name)
+        if request.headers.get(TOKEN_HEADER):
+            return jsonify(result)
+        message = f"{action}: schedule {name!r}" + (
+            f", job {result['id']}" if "id" in result else ""
+        )
+        return redirect(url_for("schedules_page", message=message), code=303)
 
     @app.post("/agents/resize")
     def agent_resize() -> Any:
