@@ -45,3 +45,21 @@ def zasync_cli(*args, check=True, timeout=120):
     if check and done.returncode != 0:
         raise AssertionError(f"exit {done.returncode}\n{done.stdout}\n{done.stderr}")
     return done
+
+
+def file_database(path: Path) -> str:
+    """Make a FileStorage at ``path`` with zasync's queues installed; its ``file://`` URI.
+
+    For command-line tests that need a database but no worker (a worker
+    would make it on its first start).
+    """
+    import ZODB
+    import ZODB.FileStorage
+
+    import zasync
+
+    opened = ZODB.DB(ZODB.FileStorage.FileStorage(str(path)))
+    with opened.transaction() as conn:
+        zasync.install_queues(conn)
+    opened.close()
+    return f"file://{path}"

@@ -8,20 +8,15 @@ import transaction
 import ZODB
 import ZODB.FileStorage
 
-import zasync
 from zasync.testing import run_until_idle
 from zasync.web import make_app
 
-from processes import zasync_cli
+from processes import file_database, zasync_cli
 
 
 def test_put_after_shows_the_graph_and_refuses_unknown_jobs(tmp_path):
     path = tmp_path / "Data.fs"
-    opened = ZODB.DB(ZODB.FileStorage.FileStorage(str(path)))
-    with opened.transaction() as conn:
-        zasync.install_queues(conn)
-    opened.close()
-    db = f"file://{path}"
+    db = file_database(path)
 
     def cli(*args, check=True):
         return zasync_cli("--db", db, *args, check=check)

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import json
 
-import ZODB
-import ZODB.FileStorage
-
-import zasync
-
-from processes import zasync_cli
+from processes import file_database, zasync_cli
 from workers import WorkerProcess, wait_until
 
 
@@ -63,11 +58,7 @@ def test_put_with_retry_then_list_and_retry_the_dead_letters(tmp_path):
 
 def test_bad_retry_options_are_refused_in_one_line(tmp_path):
     path = tmp_path / "Data.fs"
-    opened = ZODB.DB(ZODB.FileStorage.FileStorage(str(path)))
-    with opened.transaction() as conn:
-        zasync.install_queues(conn)
-    opened.close()
-    db = f"file://{path}"
+    db = file_database(path)
     cli_json(db, "put", "operator.add", "1", "2")  # one job
     cases = [
         (["--retry", "0"], 2, "0 is not in the range 1<=x<=1000"),

@@ -10,22 +10,14 @@ import ZODB.FileStorage
 import zasync
 from zasync.web import make_app
 
-from processes import zasync_cli
+from processes import file_database, zasync_cli
 from workers import WorkerProcess, wait_until
 
 TOKEN = "schedule-token"
 
 
-def make_database(path):
-    opened = ZODB.DB(ZODB.FileStorage.FileStorage(str(path)))
-    with opened.transaction() as conn:
-        zasync.install_queues(conn)
-    opened.close()
-    return f"file://{path}"
-
-
 def test_add_list_pause_resume_run_and_remove(tmp_path):
-    db = make_database(tmp_path / "Data.fs")
+    db = file_database(tmp_path / "Data.fs")
 
     def cli(*args, check=True):
         return zasync_cli("--db", db, "schedule", *args, check=check)
@@ -87,7 +79,7 @@ def test_add_list_pause_resume_run_and_remove(tmp_path):
 
 def test_the_dashboard_lists_schedules_and_acts_with_the_token(tmp_path):
     path = tmp_path / "Data.fs"
-    make_database(path)
+    file_database(path)
     opened = ZODB.DB(ZODB.FileStorage.FileStorage(str(path)))
     try:
         with opened.transaction() as conn:

@@ -7,19 +7,14 @@ import json
 import ZODB
 import ZODB.FileStorage
 
-import zasync
 from zasync.web import make_app
 
-from processes import zasync_cli
+from processes import file_database, zasync_cli
 
 
 def test_a_held_key_adds_nothing_and_bad_options_change_nothing(tmp_path):
     path = tmp_path / "Data.fs"
-    opened = ZODB.DB(ZODB.FileStorage.FileStorage(str(path)))
-    with opened.transaction() as conn:
-        zasync.install_queues(conn)
-    opened.close()
-    db = f"file://{path}"
+    db = file_database(path)
 
     def put(*options, check=True):
         return zasync_cli("--db", db, "put", "operator.add", "1", "2", *options, check=check)

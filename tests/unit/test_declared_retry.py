@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime
 import pickle
-import uuid
 
 import pytest
 import transaction
 from ZODB.POSException import ConflictError
 
 import zasync
-from zasync import COMPLETED, PENDING, Agent, BackoffRetryPolicy, Job, Retry, clock
+from zasync import COMPLETED, PENDING, BackoffRetryPolicy, Job, Retry, clock
 from zasync.errors import InvalidValueError, UnknownRetryPolicyError
 from zasync.model.job import INTERRUPTED
 from zasync.schema import ATTEMPTS
@@ -23,14 +22,6 @@ SECOND = datetime.timedelta(seconds=1)
 
 class LocalError(Exception):
     pass
-
-
-@pytest.fixture
-def agent(queue):
-    dispatcher = queue.dispatchers.register(uuid.uuid4())
-    dispatcher["main"] = agent = Agent()
-    transaction.commit()
-    return agent
 
 
 def run_next(agent, at):

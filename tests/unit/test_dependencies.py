@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import operator
-import uuid
 
 import pytest
 import transaction
@@ -11,20 +10,12 @@ import ZODB
 from ZODB.MappingStorage import MappingStorage
 
 import zasync
-from zasync import COMPLETED, PENDING, Agent, DependencyFailedError, Job
+from zasync import COMPLETED, PENDING, DependencyFailedError, Job
 from zasync.errors import InvalidValueError
 from zasync.model import dependencies, unique
 from zasync.ops import queries, views
 
 import support
-
-
-@pytest.fixture
-def agent(queue):
-    dispatcher = queue.dispatchers.register(uuid.uuid4())
-    dispatcher["main"] = agent = Agent(size=10)
-    transaction.commit()
-    return agent
 
 
 def run_one(agent):

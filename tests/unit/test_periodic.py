@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime
 import operator
-import uuid
 import zoneinfo
 
 import pytest
 import transaction
 
 import zasync
-from zasync import Agent, clock
+from zasync import clock
 from zasync.errors import InvalidValueError
 from zasync.model import periodic
 from zasync.schema import SCHEDULE_TICK
@@ -19,14 +18,6 @@ from zasync.schema import SCHEDULE_TICK
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 UTC = datetime.UTC
 MINUTE = datetime.timedelta(minutes=1)
-
-
-@pytest.fixture
-def agent(queue):
-    dispatcher = queue.dispatchers.register(uuid.uuid4())
-    dispatcher["main"] = agent = Agent(size=1000)
-    transaction.commit()
-    return agent
 
 
 def at(*args, tz=UTC):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import operator
-import uuid
 
 import pytest
 import transaction
@@ -11,20 +10,12 @@ from ZODB.POSException import ConflictError
 
 import zasync
 from task_examples import sync_account, sync_by_name
-from zasync import COMPLETED, PENDING, Agent, Job, Retry
+from zasync import COMPLETED, PENDING, Job, Retry
 from zasync.errors import InvalidValueError
 from zasync.model import unique
 
 import support
 from support import another_connection
-
-
-@pytest.fixture
-def agent(queue):
-    dispatcher = queue.dispatchers.register(uuid.uuid4())
-    dispatcher["main"] = agent = Agent()
-    transaction.commit()
-    return agent
 
 
 def test_a_second_put_with_the_key_returns_the_first_job(queue):
