@@ -207,3 +207,12 @@ def test_describe_says_when_in_words(queue):
         ).describe()
     )
     assert zasync.add_schedule(queue, "e", operator.add, 1, 1, every=90).describe() == "every 90 s"
+
+
+def test_a_trigger_claimed_a_moment_early_still_fires_its_tick(queue):
+    clock.set_now(at(2026, 1, 1, 12, 0))
+    schedule = zasync.add_schedule(queue, "early", operator.add, 1, 1, every=60)
+    transaction.commit()
+    clock.set_now(at(2026, 1, 1, 12, 0) - datetime.timedelta(milliseconds=3))
+    assert periodic.fire(schedule, schedule._next)["fired"] == 1  # this clock lags a little
+    assert schedule.next_run == at(2026, 1, 1, 12, 1)

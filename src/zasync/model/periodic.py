@@ -372,9 +372,11 @@ def fire(schedule: Schedule, tick: int) -> dict[str, Any]:
     )
     if current is not schedule or schedule._next != tick:
         return {"fired": 0, "stale": True}  # removed, or replaced by a later trigger
-    now = clock.utcnow()
     first = clock.from_stamp(tick)
     assert first is not None
+    # The trigger was claimed as due (by the database's time as this process
+    # knows it): its tick has come, even if this clock lags a little.
+    now = max(clock.utcnow(), first)
     ticks = schedule.due_ticks(first, now)
     chosen = _to_run(schedule, ticks, now)
     put = []
