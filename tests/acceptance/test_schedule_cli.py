@@ -98,5 +98,11 @@ def test_the_dashboard_lists_schedules_and_acts_with_the_token(tmp_path):
         missing = web.post("/schedules/pause", data={"name": "nope", "token": TOKEN})
         assert missing.status_code == 404 and "no schedule" in missing.get_data(as_text=True)
         assert web.get("/api/schedules").get_json()[0]["paused"] is True
+        metrics = web.get("/metrics").get_data(as_text=True)
+        assert 'zasync_schedule_runs_total{queue="",schedule="report"} 1.0' in metrics
+        assert "zasync_schedule_next_run_timestamp_seconds{" not in metrics  # paused
+        web.post("/schedules/resume", data=form, headers={"X-Zasync-Token": TOKEN})
+        metrics = web.get("/metrics").get_data(as_text=True)
+        assert 'zasync_schedule_next_run_timestamp_seconds{queue="",schedule="report"}' in metrics
     finally:
         opened.close()

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from zasync import _counters
 from zasync.model.tx import fresh_connection
 from zasync.ops import queries
+from zasync.ops.schedules import list_schedules
 from zasync.runtime.records import JobId, PollInfo, Records
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -67,8 +68,22 @@ class DatabaseCollector(Collector):
             "Seconds since the dispatcher's last ping",
             labels=["queue", "uuid"],
         )
+        next_run = GaugeMetricFamily(
+            "zasync_schedule_next_run_timestamp_seconds",
+            "When the schedule's next tick fires (Unix time); not given while it is paused",
+            labels=["queue", "schedule"],
+        )
+        runs = CounterMetricFamily(
+            "zasync_schedule_runs", "Jobs the schedule has put", labels=["queue", "schedule"]
+        )
         with fresh_connection(self.db) as (conn, _tm):
             try:
+                for schedule in list_schedules(conn):
+                    labels = [schedule["queue"], schedule["name"]]
+                    runs.add_metric(labels, schedule["runs"])
+                    if not schedule["paused"]:
+                        when = datetime.datetime.fromisoformat(schedule["next_run"])
+                        next_run.add_metric(labels, when.timestamp())
                 for queue in queries.queues(conn):
                     paused.add_metric([queue["name"]], 1 if queue["paused"] else 0)
                     for state, number in queue["counts"].items():
@@ -82,7 +97,7 @@ class DatabaseCollector(Collector):
                         ping_age.add_metric([d["queue"], d["uuid"]], d["seconds_since_ping"])
             except LookupError:
                 pass  # no queues installed yet: nothing to report
-        yield from (jobs, quota_size, quota_used, paused, up, ping_age)
+        yield from (jobs, quota_size, quota_used, paused, up, ping_age, next_run, runs)
 
 
 class RetriesCollector(Collector):
