@@ -205,7 +205,8 @@ KEY_LAYOUTS: Final[dict[str, str]] = {
         "of its jobs), cron (str or None), every (float seconds or None), timezone (IANA "
         "name), missed ('once', 'each', 'skip'), grace (float seconds), options (dict of "
         "put options), _anchor and _next (integer microseconds), _paused, _runs, "
-        "_last_tick, _last_job, _trigger (the pending fire job), _last_error. See "
+        "_last_tick, _last_job, _trigger (the pending fire job), _last_error, _quiet "
+        "(integer microseconds: ticks at or before it put nothing). See "
         "zasync.model.periodic."
     ),
     "priority bands": (

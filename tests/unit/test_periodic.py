@@ -160,7 +160,7 @@ def test_a_tick_whose_put_is_refused_loses_that_job_not_the_schedule(
     schedule = zasync.get_schedule(queue, "refused")
     assert "unknown quota name 'q'" in schedule._last_error
     assert schedule.next_run == at(2026, 1, 1, 12, 1)  # the next tick is still coming
-    assert "could not put its job" in caplog.text
+    assert "schedule 'refused' of queue '': UnknownQuotaError" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -216,3 +216,115 @@ def test_a_trigger_claimed_a_moment_early_still_fires_its_tick(queue):
     clock.set_now(at(2026, 1, 1, 12, 0) - datetime.timedelta(milliseconds=3))
     assert periodic.fire(schedule, schedule._next)["fired"] == 1  # this clock lags a little
     assert schedule.next_run == at(2026, 1, 1, 12, 1)
+
+
+def test_a_late_tick_on_the_night_clocks_go_back_fires_once(queue, agent):
+    clock.set_now(at(2026, 10, 24, 12, 0))
+    zasync.add_schedule(
+        queue, "dst", operator.add, 1, 1, cron="30 2 * * *", timezone="Europe/Paris"
+    )
+    transaction.commit()
+    # Claimed 35 minutes late, in the hour that happens twice (02:05 CET).
+    ran = work_jobs(drain(agent, at(2026, 10, 25, 1, 5)))
+    ran += work_jobs(drain(agent, at(2026, 10, 25, 3, 0)))
+    assert len(ran) == 1
+    assert zasync.get_schedule(queue, "dst").next_run > at(2026, 10, 25, 3, 0)
+
+
+def test_a_long_outage_keeps_the_latest_ticks(queue, agent):
+    clock.set_now(at(2026, 1, 1, 0, 0))
+    once = zasync.add_schedule(queue, "once", operator.add, 1, 1, every=1)
+    zasync.add_schedule(queue, "skip", operator.add, 1, 1, every=1, missed="skip", grace=5)
+    zasync.add_schedule(queue, "each", operator.add, 1, 1, every=1, missed="each")
+    transaction.commit()
+    ran = work_jobs(drain(agent, at(2026, 1, 1, 1, 0, 0, 500000)))  # an hour down
+    by_name = {}
+    for job in ran:
+        by_name.setdefault(job.get_annotation(SCHEDULE_TICK)[0], []).append(_tick(job))
+    assert by_name["once"] == [at(2026, 1, 1, 1, 0)]
+    assert by_name["skip"] == [at(2026, 1, 1, 1, 0)]
+    assert len(by_name["each"]) == periodic.MAX_CATCH_UP and by_name["each"][-1] == at(
+        2026, 1, 1, 1, 0
+    )
+    assert once.last_tick == at(2026, 1, 1, 1, 0)
+
+
+def _tick(job):
+    return clock.from_stamp(job.get_annotation(SCHEDULE_TICK)[1])
+
+
+def test_ticks_that_fell_while_paused_put_nothing_even_if_fired_after_resume(queue, agent):
+    clock.set_now(at(2026, 1, 1, 12, 0, 30))
+    zasync.add_schedule(queue, "quiet", operator.add, 1, 1, every=60, missed="each",
+                        start=at(2026, 1, 1, 12, 1))  # fmt: skip
+    zasync.pause_schedule(queue, "quiet")
+    transaction.commit()
+    clock.set_now(at(2026, 1, 1, 12, 5, 30))
+    zasync.resume_schedule(queue, "quiet")
+    transaction.commit()
+    assert work_jobs(drain(agent, at(2026, 1, 1, 12, 5, 30))) == []
+    assert ticks_of(work_jobs(drain(agent, at(2026, 1, 1, 12, 6)))) == [at(2026, 1, 1, 12, 6)]
+
+
+def test_triggers_go_before_urgent_work(queue, agent):
+    clock.set_now(at(2026, 1, 1, 12, 0))
+    for number in range(3):
+        queue.put(zasync.Job(operator.add, number, 0), priority=99)
+    zasync.add_schedule(queue, "first", operator.add, 1, 1, every=60)
+    transaction.commit()
+    assert agent.claimJob().callable is periodic.fire
+
+
+def test_a_lost_trigger_is_shown_and_resume_puts_a_new_one(queue, agent):
+    clock.set_now(at(2026, 1, 1, 12, 0))
+    schedule = zasync.add_schedule(queue, "lost", operator.add, 1, 1, every=60,
+                                   start=at(2026, 1, 1, 13))  # fmt: skip
+    transaction.commit()
+    zasync.cancel(schedule._trigger)  # an operator cancels the trigger by mistake
+    transaction.commit()
+    assert periodic.trigger_lost(queue, schedule)
+    assert zasync.resume_schedule(queue, "lost") is True
+    transaction.commit()
+    assert not periodic.trigger_lost(queue, schedule)
+    assert ticks_of(work_jobs(drain(agent, at(2026, 1, 1, 13)))) == [at(2026, 1, 1, 13)]
+
+
+def test_a_failing_tick_records_its_error_and_the_schedule_goes_on(queue, agent, monkeypatch):
+    clock.set_now(at(2026, 1, 1, 12, 0))
+    schedule = zasync.add_schedule(queue, "odd", operator.add, 1, 1, every=60)
+    transaction.commit()
+    monkeypatch.setattr(periodic, "_put_work", lambda *a: 1 / 0)
+    drain(agent, at(2026, 1, 1, 12, 0))
+    assert "ZeroDivisionError" in schedule._last_error and not periodic.trigger_lost(
+        queue, schedule
+    )
+    monkeypatch.undo()
+    assert len(work_jobs(drain(agent, at(2026, 1, 1, 12, 1)))) == 1
+    assert schedule._last_error is None  # cleared by the next tick that put its job
+
+
+def test_removing_a_schedule_whose_trigger_is_quarantined(queue):
+    schedule = zasync.add_schedule(queue, "q", operator.add, 1, 1, every=60)
+    transaction.commit()
+    trigger = schedule._trigger
+    queue.quarantine(trigger, "cannot be loaded", trigger._queue_key)
+    transaction.commit()
+    zasync.remove_schedule(queue, "q")
+    transaction.commit()
+    assert zasync.schedules_of(queue) == []
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"every": 60, "begin_after": 5}, "begin_after cannot be given to a schedule's jobs"),
+        ({"every": 60, "unique_key": "k"}, "unique_key cannot be given"),
+        ({"every": 400 * 86400 * 10}, "every must be at most"),
+        ({"every": 60, "start": at(2200, 1, 1)}, "start must be within"),
+        ({"cron": "0 * * * * *"}, "five fields"),
+    ],
+)
+def test_more_bad_schedules_are_refused(queue, options, message):
+    with pytest.raises(InvalidValueError, match=message):
+        zasync.add_schedule(queue, "bad", operator.add, 1, 1, **options)
+    assert queue._schedules is None

@@ -122,3 +122,14 @@ def test_a_task_and_a_retry_keep_the_priority(queue):
     assert job.priority == -5
     with pytest.raises(InvalidValueError, match="a task's priority"):
         double.with_options(priority=500)
+
+
+def test_listing_pull_and_indexing_follow_claim_order(queue, now):
+    later_urgent = put(queue, 1, priority=9, begin_after=now + HOUR)
+    due_plain = put(queue, 2)
+    due_urgent = put(queue, 3, priority=5)
+    transaction.commit()
+    assert list(queue) == [due_urgent, due_plain, later_urgent]
+    assert queue[0] is due_urgent and queue[-1] is later_urgent
+    assert queue.pull() is due_urgent
+    assert queue.claim() is due_plain

@@ -29,6 +29,7 @@ expression of several times an hour fires in both hours).
 
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
 import math
@@ -40,23 +41,36 @@ from BTrees.OOBTree import OOBTree
 from cronsim import CronSim, CronSimError
 
 from zasync import clock
-from zasync.errors import InvalidValueError, ZasyncError
+from zasync.errors import InvalidValueError
+from zasync.interfaces import ACTIVE, ASSIGNED, PENDING
 from zasync.model._base import Base
 from zasync.model._pickling import check_storable
 from zasync.model.job import Job
-from zasync.model.priority import check_priority
+from zasync.model.priority import MAX_PRIORITY, check_priority
+from zasync.model.quarantine import load_error
+from zasync.model.tx import TRANSACTION_ERRORS, system_errors
 from zasync.schema import SCHEDULE_TICK
 
 ONCE: Final = "once"
 EACH: Final = "each"
 SKIP: Final = "skip"
 MISSED = (ONCE, EACH, SKIP)
-#: The most jobs one firing puts for missed ticks (``missed="each"``).
+#: The most jobs one firing puts for missed ticks (``missed="each"``): the newest ones.
 MAX_CATCH_UP = 1000
+#: The most missed ticks of a cron counted one by one (a year of minutes is half of it).
+MAX_COUNTED = 1_000_000
+#: The longest interval, and how far from now ``start`` may be.
+MAX_SPAN = datetime.timedelta(days=3660)
 MAX_NAME = 200
 MIN_INTERVAL = 1.0
 #: The options of the jobs a schedule puts (passed to ``Queue.put``).
 JOB_OPTIONS = ("retry", "priority", "quota_names", "begin_by", "failure_log_level")
+#: Options of ``Queue.put`` that a schedule's jobs cannot take: refused rather than
+#: passed on to the call as keyword arguments.
+PUT_ONLY_OPTIONS = frozenset(
+    {"begin_after", "unique_key", "unique_until", "after", "on_dependency_failure"}
+    | {"retry_policy_factory"}
+)
 
 
 def _zone(name: Any) -> zoneinfo.ZoneInfo:
@@ -76,6 +90,10 @@ def _check_cron(expression: Any) -> str:
     if not isinstance(expression, str) or not expression.strip():
         raise InvalidValueError(f"cron must be a cron expression, not {expression!r:.60}")
     text = " ".join(expression.split())
+    if len(text.split()) != 5 and not text.startswith("@"):
+        raise InvalidValueError(
+            f"a cron expression has five fields (minute hour day month weekday), not {text!r}"
+        )
     try:
         CronSim(text, datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC))
     except CronSimError as e:
@@ -106,6 +124,7 @@ class Schedule(Base):
     _last_job: Any = None
     _trigger: Any = None
     _last_error: str | None = None
+    _quiet: int = 0  # ticks at or before this time (resumed at) put no job
 
     def __init__(
         self,
@@ -174,26 +193,43 @@ class Schedule(Base):
             anchor = clock.from_stamp(self._anchor)
             assert anchor is not None
             step = datetime.timedelta(seconds=self.every)
-            elapsed = (after - anchor) / step
-            number = max(0, math.floor(elapsed) + 1)
+            number = max(0, math.floor((after - anchor) / step) + 1)
             while True:
                 yield anchor + number * step
                 number += 1
         else:
             local = after.astimezone(_zone(self.timezone))
             for tick in CronSim(self.cron or "", local):
-                yield tick.astimezone(datetime.UTC)
+                found = tick.astimezone(datetime.UTC)
+                # In the hour that happens twice, cronsim (working in local
+                # time) may answer a time before ``after``: never go back.
+                if found > after:
+                    yield found
 
     def due_ticks(
         self, first: datetime.datetime, now: datetime.datetime
-    ) -> list[datetime.datetime]:
-        """The ticks from ``first`` (included) up to ``now``, at most MAX_CATCH_UP + 1 of them."""
-        found = [first] if first <= now else []
+    ) -> tuple[int, list[datetime.datetime]]:
+        """How many ticks fall from ``first`` (included) to ``now``, and the latest of them.
+
+        At most :data:`MAX_CATCH_UP` ticks are returned (the newest); the
+        count is exact for intervals and counts up to :data:`MAX_COUNTED`
+        ticks of a cron.
+        """
+        if first > now:
+            return 0, []
+        if self.every is not None:
+            step = datetime.timedelta(seconds=self.every)
+            count = math.floor((now - first) / step) + 1
+            kept = min(count, MAX_CATCH_UP)
+            return count, [first + (count - kept + n) * step for n in range(kept)]
+        latest: collections.deque[datetime.datetime] = collections.deque([first], MAX_CATCH_UP)
+        count = 1
         for tick in self.ticks_after(first):
-            if tick > now or len(found) > MAX_CATCH_UP:
+            if tick > now or count >= MAX_COUNTED:
                 break
-            found.append(tick)
-        return found
+            latest.append(tick)
+            count += 1
+        return count, list(latest)
 
     def __repr__(self) -> str:
         return f"<zasync.Schedule {self.name!r}: {self.describe()}>"
@@ -229,12 +265,22 @@ def add_schedule(
             f"a schedule's name is a string of 1 to {MAX_NAME} characters on one line, "
             f"not {name!r:.60}"
         )
+    misplaced = sorted(set(kwargs) & PUT_ONLY_OPTIONS)
+    if misplaced:
+        raise InvalidValueError(
+            f"{', '.join(misplaced)} cannot be given to a schedule's jobs (each tick puts "
+            f"its job now); its job options are {', '.join(JOB_OPTIONS)}"
+        )
+    if start is not None and abs(clock.to_utc(start) - clock.utcnow()) > MAX_SPAN:
+        raise InvalidValueError(f"start must be within {MAX_SPAN.days} days of now")
     if (cron is None) == (every is None):
         raise InvalidValueError("give a schedule either cron= or every=, not both nor neither")
     options = {k: kwargs.pop(k) for k in JOB_OPTIONS if k in kwargs}
     check_priority(options.get("priority"))
     cron_text = None if cron is None else _check_cron(cron)
     interval = None if every is None else _seconds(every, "every", MIN_INTERVAL)
+    if interval is not None and interval > MAX_SPAN.total_seconds():
+        raise InvalidValueError(f"every must be at most {MAX_SPAN.days} days")
     _zone(timezone)
     if missed not in MISSED:
         raise InvalidValueError(f"missed must be 'once', 'each' or 'skip', not {missed!r}")
@@ -292,7 +338,9 @@ def _check_options(queue: Any, options: dict[str, Any]) -> None:
 
 def _put_trigger(queue: Any, schedule: Schedule, when: datetime.datetime) -> Job[Any]:
     trigger = Job(fire, schedule, clock.to_stamp(when))
-    queue.put(trigger, begin_after=when, retry_policy_factory="forever")
+    # The highest priority: a trigger is a short piece of bookkeeping, and
+    # its tick should not wait behind urgent work.
+    queue.put(trigger, begin_after=when, retry_policy_factory="forever", priority=MAX_PRIORITY)
     schedule._trigger = trigger
     schedule._next = clock.to_stamp(when)
     return trigger
@@ -323,12 +371,20 @@ def pause_schedule(queue: Any, name: str) -> bool:
 
 
 def resume_schedule(queue: Any, name: str) -> bool:
-    """Let its ticks put jobs again (from the next tick on); True if it was paused."""
+    """Let its ticks put jobs again (from the next tick on); True if it was paused.
+
+    A schedule whose trigger was lost (cancelled, failed) gets a new one.
+    """
     schedule = get_schedule(queue, name)
-    if not schedule._paused:
-        return False
-    schedule._paused = False
-    return True
+    now = clock.utcnow()
+    changed = schedule._paused
+    if changed:
+        schedule._paused = False
+        schedule._quiet = clock.to_stamp(now)
+    if trigger_lost(queue, schedule):
+        _put_trigger(queue, schedule, next(schedule.ticks_after(now)))
+        changed = True
+    return changed
 
 
 def remove_schedule(queue: Any, name: str) -> Schedule:
@@ -336,10 +392,23 @@ def remove_schedule(queue: Any, name: str) -> Schedule:
     schedule = get_schedule(queue, name)
     del queue._schedules[name]
     trigger = schedule._trigger
-    if trigger is not None and trigger.parent is queue and trigger._queue_key is not None:
+    if trigger is not None and queue.pending_key(int.from_bytes(trigger._p_oid, "big")):
         queue.remove(trigger)
     schedule._trigger = None
     return schedule
+
+
+def trigger_lost(queue: Any, schedule: Schedule) -> bool:
+    """True if nothing will fire the schedule's next tick (its trigger ended or is gone).
+
+    :func:`resume_schedule` puts a new trigger then.
+    """
+    trigger = schedule._trigger
+    if trigger is None:
+        return True
+    if load_error(trigger) is not None:
+        return False  # quarantined: it runs again once released
+    return trigger.status not in (PENDING, ASSIGNED, ACTIVE)
 
 
 def run_now(queue: Any, name: str) -> Job[Any]:
@@ -365,6 +434,8 @@ def fire(schedule: Schedule, tick: int) -> dict[str, Any]:
     """The trigger of the tick at ``tick`` (microseconds): put its jobs and the next trigger.
 
     Runs as a job: everything it does commits with its result, or not at all.
+    Whatever goes wrong with the tick's jobs, the next trigger is put, so a
+    schedule never stops by itself.
     """
     queue = schedule.parent
     current = (
@@ -377,26 +448,41 @@ def fire(schedule: Schedule, tick: int) -> dict[str, Any]:
     # The trigger was claimed as due (by the database's time as this process
     # knows it): its tick has come, even if this clock lags a little.
     now = max(clock.utcnow(), first)
-    ticks = schedule.due_ticks(first, now)
-    chosen = _to_run(schedule, ticks, now)
-    put = []
-    if not schedule._paused:
-        for when in chosen:
-            try:
-                put.append(_put_work(queue, schedule, when))
-            except ZasyncError as error:  # refused before it changed anything
-                schedule._last_error = f"tick {when.isoformat()}: {error}"
-                logging.getLogger("zasync.events").error(
-                    "schedule %r of queue %r could not put its job: %s",
-                    schedule.name,
-                    queue.name,
-                    error,
-                )
-    if ticks:
-        schedule._last_tick = clock.to_stamp(ticks[-1])
-    following = next(schedule.ticks_after(max(now, first)))
+    put: list[Job[Any]] = []
+    count = 0
+    try:
+        count, ticks = schedule.due_ticks(first, now)
+        # Ticks that fell while it was paused are dropped, whatever the policy.
+        chosen = [t for t in _to_run(schedule, ticks, now) if clock.to_stamp(t) > schedule._quiet]
+        if ticks:
+            schedule._last_tick = clock.to_stamp(ticks[-1])
+        if not schedule._paused:
+            put = [_put_work(queue, schedule, when) for when in chosen]
+            if put:
+                schedule._last_error = None
+    except Exception as error:
+        _note_error(queue, schedule, error)
+    try:
+        following = next(schedule.ticks_after(now))
+    except Exception as error:
+        _note_error(queue, schedule, error)
+        following = now + RETRY_AFTER
     _put_trigger(queue, schedule, following)
-    return {"fired": len(put), "ticks": len(ticks), "next": following.isoformat()}
+    return {"fired": len(put), "ticks": count, "next": following.isoformat()}
+
+
+#: When a tick cannot be computed, the trigger tries again this much later.
+RETRY_AFTER = datetime.timedelta(minutes=1)
+
+
+def _note_error(queue: Any, schedule: Schedule, error: BaseException) -> None:
+    if isinstance(error, (*TRANSACTION_ERRORS, *system_errors())):
+        raise error  # the database's trouble, not the schedule's: the trigger runs again
+    text = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+    schedule._last_error = text
+    logging.getLogger("zasync.events").error(
+        "schedule %r of queue %r: %s", schedule.name, queue.name, text
+    )
 
 
 def _to_run(
@@ -405,7 +491,7 @@ def _to_run(
     if not ticks:
         return []
     if schedule.missed == EACH:
-        return ticks[:MAX_CATCH_UP]
+        return ticks
     if schedule.missed == ONCE:
         return ticks[-1:]
     grace = datetime.timedelta(seconds=schedule.grace)

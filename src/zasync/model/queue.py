@@ -65,7 +65,6 @@ from zasync.model.lanes import LANES, OWN_LEAD, Lane, Lanes, Share, as_share, la
 from zasync.model.priority import check_priority
 from zasync.model.quarantine import (
     QuarantinedJob,
-    load_error,
     log_quarantined,
     stamp_now,
     storing_problem,
@@ -266,10 +265,24 @@ class Queue(Base):
             unique.release(job, self, started)
 
     def _items(self) -> Iterator[tuple[QueueKey, Any]]:
+        """Every pending job in the order claims would take them now.
+
+        The jobs due now, by priority then key; then the others, by due time.
+        """
         by_key = operator.itemgetter(0)
-        return itertools.chain.from_iterable(
-            heapq.merge(*(lane.items(_FIRST_JOB) for lane in lanes), key=by_key)
-            for lanes in self._bands_in_claim_order()
+        bands = self._bands_in_claim_order()
+        if len(bands) == 1:
+            yield from heapq.merge(*(lane.items(_FIRST_JOB) for lane in bands[0]), key=by_key)
+            return
+        now_key = clock.to_stamp(clock.utcnow())
+        for lanes in bands:
+            yield from self._due(
+                heapq.merge(*(lane.items(_FIRST_JOB) for lane in lanes), key=by_key), now_key
+            )
+        later = (_NORMAL, now_key + 1)
+        yield from heapq.merge(
+            *(lane.items(later) for lanes in bands for lane in lanes),
+            key=lambda item: item[0][1:],
         )
 
     def _jar(self) -> Any:
@@ -582,7 +595,7 @@ class Queue(Base):
         if key is None or self._quarantine is None:
             return None
         job, cause, _when = self._quarantine.pop(key)
-        if load_error(job) is None:  # loadable (it could not be stored): it leaves the queue
+        if storing_problem(job) is None:  # sound after all: it leaves the queue as removed
             job._queue_key = None
             job.parent = None
         self.forget(key[1])

@@ -41,6 +41,7 @@ def schedule_info(queue: Any, schedule: periodic.Schedule) -> dict[str, Any]:
         "last_status": None if last is None else str(last.status),
         "last_outcome": None if last is None else outcome(last),
         "last_error": schedule._last_error,
+        "trigger_lost": periodic.trigger_lost(queue, schedule),
         "options": {k: _short_repr(v) for k, v in schedule.options.items()},
     }
 
