@@ -124,7 +124,11 @@ def main() -> None:
         "after a finished job": lambda done, n: {"after": [done]},
         "retry=Retry(...)": lambda done, n: {"retry": retry},
     }
-    results: dict[str, Any] = {"puts_per_second": {}, "claims_per_second": {}, "args": {k: str(v) for k, v in vars(args).items()}}
+    results: dict[str, Any] = {
+        "puts_per_second": {},
+        "claims_per_second": {},
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
         puts_per_second(directory, min(args.puts, 1000), put_cases["plain"])  # warm up
