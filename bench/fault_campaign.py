@@ -68,6 +68,7 @@ SELECTIONS = {
     # under 4 racing processes (each on ZEO and PostgreSQL).
     "periodic": ["tests/faults/test_periodic_kills.py"],
     "unique": ["tests/faults/test_unique_processes.py"],
+    "rate": ["tests/faults/test_rate_limit_workers.py"],
 }
 #: The counts the fault tests report; a run with any of them non-zero went wrong.
 COUNTS = ["lost", "doubled", "stuck", "failed", "bad_objects"]

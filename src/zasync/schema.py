@@ -85,6 +85,8 @@ PERSISTENT_CLASSES: Final[dict[str, str]] = {
     "zasync.model.lanes.LaneBucket": "the buckets of a Lane",
     "zasync.model.quota.Quotas": "a queue's quotas by name",
     "zasync.model.quota.Quota": "one quota and the jobs counted in it",
+    "zasync.model.ratelimit.RateLimits": "a queue's rate limits by name",
+    "zasync.model.ratelimit.RateLimit": "one rate limit and its latest starts",
     "zasync.model.dispatchers.Dispatchers": "a queue's dispatchers by UUID",
     "zasync.model.dispatchers.DispatcherAgents": "one dispatcher's agents in a queue, its pings",
     "zasync.model.agent.Agent": "a dispatcher's claim on a queue: held and parked jobs",
@@ -208,6 +210,13 @@ KEY_LAYOUTS: Final[dict[str, str]] = {
         "_last_tick, _last_job, _trigger (the pending fire job), _last_error, _quiet "
         "(integer microseconds: ticks at or before it put nothing). See "
         "zasync.model.periodic."
+    ),
+    "rate limits": (
+        "Queue._rate_limits, None (the class default) or RateLimits, whose _data is an "
+        "OOBTree name -> RateLimit. RateLimit: name, count (int), per (float seconds), "
+        "_starts (a tuple of at most count integer microseconds, never decreasing). "
+        "Job._rate_limit_names: a tuple of names, class default (). See "
+        "zasync.model.ratelimit."
     ),
     "priority bands": (
         "Queue._bands, None (the class default) or an OOBTree made by the first put "

@@ -326,6 +326,8 @@ def test_a_real_workload_stores_only_listed_names(tmp_path, monkeypatch):
             unique_until="finished",
         )
         zasync.add_schedule(queue, "schema", operator.add, 1, 2, every=3600, priority=1)
+        queue.rate_limits.set("schema", 100, per=1)
+        jobs["limited"] = queue.put(Job(operator.add, 3, 4), rate_limits=["schema"])
         cancelled = queue.put(Job(operator.mul, 5, 5))
         gone = queue.put(Job(module.work))
         transaction.commit()
@@ -377,6 +379,8 @@ def test_a_real_workload_stores_only_listed_names(tmp_path, monkeypatch):
         "zasync.model.backoff.BackoffRetryPolicy",
         "zasync.model.dependencies.dependency_done",
         "zasync.model.periodic.Schedule",
+        "zasync.model.ratelimit.RateLimits",
+        "zasync.model.ratelimit.RateLimit",
         "zasync.model.periodic.fire",
         "zasync.model.failure.Failure",
         "zasync.errors.TimeoutError",

@@ -124,6 +124,7 @@ for _command in (
     act.cancel,
     act.queue,
     act.quota,
+    act.ratelimit,
     act.agent,
     act.purge,
     schedule.schedule,

@@ -125,6 +125,67 @@ def quota_resize(obj: dict[str, Any], name: str, size: int, queue_name: str, as_
 
 
 @click.group()
+def ratelimit() -> None:
+    """Rate limits: at most COUNT starts per period for the jobs that name them."""
+
+
+@ratelimit.command("set")
+@click.argument("name")
+@click.argument("count", type=click.IntRange(1, 100_000))
+@click.option("--per", default="1s", show_default=True, help="The period: 1s, 500ms, 1m, 1h.")
+@click.option("--queue", "queue_name", default="", show_default=True, help="Queue name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def ratelimit_set(
+    obj: dict[str, Any], name: str, count: int, per: str, queue_name: str, as_json: bool
+) -> None:
+    """Create rate limit NAME of COUNT starts per --per, or change it."""
+    try:
+        seconds = _period(per)
+    except ValueError as e:
+        raise click.UsageError(f"bad --per: {e}") from None
+    done = out.act(obj, lambda db: actions.set_rate_limit(db, queue_name, name, count, seconds))
+    verb = "created" if done["created"] else "changed"
+    out.done(done, as_json, f"rate limit {name!r} {verb}: {count} per {done['per']:g} s")
+
+
+def _period(text: str) -> float:
+    if text.endswith("ms") and text[:-2].replace(".", "", 1).isdigit():
+        return float(text[:-2]) / 1000
+    return parse_duration(text).total_seconds()
+
+
+@ratelimit.command("list")
+@click.option("--queue", "queue_name", default=None, help="Only this queue.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def ratelimit_list(obj: dict[str, Any], queue_name: str | None, as_json: bool) -> None:
+    """List the rate limits and how many starts each counted in its last period."""
+    found = [
+        {"queue": q["name"], **limit}
+        for q in out.read(obj, queries.queues)
+        if queue_name is None or q["name"] == queue_name
+        for limit in q["rate_limits"]
+    ]
+    if as_json:
+        out.print_json(found)
+        return
+    rows = [[r["queue"], r["name"], r["count"], f"{r['per']:g} s", r["used"]] for r in found]
+    out.table(["queue", "name", "count", "per", "used now"], rows)
+
+
+@ratelimit.command("remove")
+@click.argument("name")
+@click.option("--queue", "queue_name", default="", show_default=True, help="Queue name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def ratelimit_remove(obj: dict[str, Any], name: str, queue_name: str, as_json: bool) -> None:
+    """Delete a rate limit; the jobs naming it are no longer limited."""
+    done = out.act(obj, lambda db: actions.remove_rate_limit(db, queue_name, name))
+    out.done(done, as_json, f"rate limit {name!r} removed")
+
+
+@click.group()
 def queue() -> None:
     """Queues: pause and resume claiming."""
 

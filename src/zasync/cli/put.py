@@ -121,6 +121,13 @@ def _exception_class(name: str) -> type[BaseException]:
     help="Higher is claimed first among due jobs (-100 to 100, default 0).",
 )
 @click.option(
+    "--rate-limit",
+    "rate_limits",
+    multiple=True,
+    metavar="NAME",
+    help="A rate limit of the queue it counts against (repeatable).",
+)
+@click.option(
     "--after",
     multiple=True,
     metavar="JOB_ID",
@@ -160,6 +167,7 @@ def put(
     unique_key: str | None,
     unique_until: str | None,
     priority: int | None,
+    rate_limits: tuple[str, ...],
     after: tuple[str, ...],
     on_dependency_failure: str,
     wait: bool,
@@ -211,6 +219,8 @@ def put(
             options["retry"] = declared
         if priority is not None:
             options["priority"] = priority
+        if rate_limits:
+            options["rate_limits"] = rate_limits
         if unique_key is not None or unique_until is not None:
             options.update(unique_key=unique_key, unique_until=unique_until)
     except (ZasyncError, ValueError) as e:

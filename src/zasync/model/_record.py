@@ -89,6 +89,7 @@ class JobRecord(Base, Generic[R]):
     # (unique key, "started" or "finished"): see zasync.model.unique.
     _unique: tuple[str, str] | None = None
     _priority: int = 0  # see zasync.model.queue.Queue.put; set while NEW only
+    _rate_limit_names: tuple[str, ...] = ()  # see zasync.model.ratelimit
     # Dependencies: (the jobs, "fail" or "run"), and why it must fail without
     # running; see zasync.model.dependencies.
     _after: tuple[tuple[Any, ...], str] | None = None
@@ -207,6 +208,11 @@ class JobRecord(Base, Generic[R]):
         number = history[-1][0] + 1 if history else 1
         entry = (number, self._active_start, clock.to_stamp(clock.utcnow()), _one_line(error))
         self._annotations_for_writing()[ATTEMPTS] = (*history, entry)[-MAX_KEPT_ATTEMPTS:]
+
+    @property
+    def rate_limit_names(self) -> tuple[str, ...]:
+        """The rate limits of its queue this job counts against when it starts."""
+        return self._rate_limit_names
 
     @property
     def priority(self) -> int:

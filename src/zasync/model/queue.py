@@ -71,6 +71,7 @@ from zasync.model.quarantine import (
     unsound,
 )
 from zasync.model.quota import Quotas
+from zasync.model.ratelimit import RateLimit, RateLimits
 from zasync.model.retry import check_retry_policy_factory
 from zasync.model.tx import TRANSACTION_ERRORS, disconnect_errors
 from zasync.model.unique import check_unique
@@ -174,6 +175,7 @@ class Queue(Base):
     _waiting: OOBTree | None = None  # jobs waiting for others, see zasync.model.dependencies
     _bands: OOBTree | None = None  # priority (not 0) -> its lanes; see _lanes_of
     _schedules: OOBTree | None = None  # name -> Schedule, see zasync.model.periodic
+    _rate_limits: RateLimits | None = None  # see rate_limits
     _v_putting: Any = None  # the transaction of this connection's latest put
 
     def __init__(self) -> None:
@@ -329,6 +331,7 @@ class Queue(Base):
         after: Iterable[Job[Any]] | None = None,
         on_dependency_failure: str = "fail",
         priority: int | None = None,
+        rate_limits: Iterable[str] | None = None,
     ) -> Job[R]: ...
 
     @overload
@@ -346,6 +349,7 @@ class Queue(Base):
         after: Iterable[Job[Any]] | None = None,
         on_dependency_failure: str = "fail",
         priority: int | None = None,
+        rate_limits: Iterable[str] | None = None,
     ) -> Job[R]: ...
 
     @overload
@@ -363,6 +367,7 @@ class Queue(Base):
         after: Iterable[Job[Any]] | None = None,
         on_dependency_failure: str = "fail",
         priority: int | None = None,
+        rate_limits: Iterable[str] | None = None,
     ) -> Job[R]: ...
 
     def put(
@@ -379,6 +384,7 @@ class Queue(Base):
         after: Iterable[Job[Any]] | None = None,
         on_dependency_failure: str = "fail",
         priority: int | None = None,
+        rate_limits: Iterable[str] | None = None,
     ) -> Any:
         """Add a job, or a callable made into one, and return it; see IQueue.put.
 
@@ -404,6 +410,9 @@ class Queue(Base):
         jobs that are due, a claim takes those of the highest priority first;
         equal priorities keep put order.  Strict: as long as higher-priority
         jobs are due, lower ones wait.  See :mod:`zasync.model.priority`.
+
+        ``rate_limits`` names limits of this queue (see :attr:`rate_limits`)
+        that the job counts against when it starts.
         """
         job = as_job(item)
         if job.status != NEW:
@@ -451,6 +460,7 @@ class Queue(Base):
             job.retry_policy_factory if retry_policy_factory is None else retry_policy_factory
         )
         check_priority(priority)
+        limit_names = None if rate_limits is None else self._check_rate_limits(rate_limits, job)
         check_unique(unique_key, unique_until)
         waits_for = dependencies.check_dependencies(job, after, on_dependency_failure, self)
         check_storable(job)
@@ -468,6 +478,8 @@ class Queue(Base):
             job.retry_policy_factory = retry_policy_factory
         if priority is not None:
             job._priority = priority
+        if limit_names is not None:
+            job._rate_limit_names = limit_names
         now = clock.utcnow()
         if begin_after is not None:
             job.begin_after = begin_after
@@ -488,6 +500,30 @@ class Queue(Base):
             return job
         self._insert(job, _NORMAL, max(job.begin_after, now))
         return job
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The rate limits of this queue, by name (made on first use)."""
+        if self._rate_limits is None:
+            self._rate_limits = RateLimits(self)
+        return self._rate_limits
+
+    def _check_rate_limits(self, names: Iterable[str], job: Job[Any]) -> tuple[str, ...]:
+        if isinstance(names, str | bytes):
+            raise InvalidValueError(
+                "rate_limits is a list of names (rate_limits=['mail'])", job=job, queue=self
+            )
+        found = tuple(names)
+        known = self._rate_limits
+        for name in found:
+            if known is None or name not in known:
+                raise InvalidValueError(
+                    f"unknown rate limit {name!r:.60}: create it first, with "
+                    f"queue.rate_limits.set({name!r:.60}, count, per=seconds)",
+                    job=job,
+                    queue=self,
+                )
+        return found
 
     def insert_due(self, job: Job[Any]) -> None:
         """Put a job that waited for others into a lane, due now (or at its own later time)."""
@@ -869,7 +905,7 @@ class Queue(Base):
                 error = DependencyFailedError(f"{job!r} did not run: {job._unmet}")
                 candidate = self._failing_wrapper(job, now, filter, error)
             else:
-                candidate = job if self._admits(job, filter, cleaned) else None
+                candidate = job if self._admits(job, filter, cleaned, now) else None
             if candidate is not None:
                 chosen.append((job, candidate))
         # Removing only after the scan: the lanes must not change while iterated.
@@ -899,8 +935,14 @@ class Queue(Base):
                 lane.hold_root()  # merged with a put's root, rather than a read conflict
         return [candidate for _, candidate in chosen]
 
-    def _admits(self, job: Any, filter: Any, cleaned: set[str]) -> bool:
-        """Quotas and filter allow ``job``; if so, count it in its quotas."""
+    def _admits(
+        self, job: Any, filter: Any, cleaned: set[str], now: datetime.datetime | None = None
+    ) -> bool:
+        """Quotas, rate limits and filter allow ``job``; if so, count it in them.
+
+        A job that a rate limit counts is marked with the start time the
+        limit recorded (``_v_started``), which the claim then marks it with.
+        """
         quotas = [q for q in (self.quotas.get(n) for n in job.quota_names) if q is not None]
         for quota in quotas:
             if quota.name not in cleaned:
@@ -910,9 +952,21 @@ class Queue(Base):
                 return False
         if filter is not None and not filter_accepts(filter, job):
             return False
+        limits = self._limits_of(job)
+        when = clock.utcnow() if now is None else now
+        if any(not limit.admits(when) for limit in limits):
+            return False
         for quota in quotas:
             quota.add(job)
+        if limits:
+            job._v_started = max(limit.take(when) for limit in limits)
         return True
+
+    def _limits_of(self, job: Any) -> list[RateLimit]:
+        names = job._rate_limit_names
+        if not names or self._rate_limits is None:
+            return []
+        return [found for found in (self._rate_limits.get(n) for n in names) if found is not None]
 
     def _failing_wrapper(
         self, job: Any, now: datetime.datetime, filter: Any, error: BaseException

@@ -42,6 +42,7 @@ class TaskOptions:
     unique_key: str | Callable[..., str] | None = None
     unique_until: str | None = None
     priority: int | None = None
+    rate_limits: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str):
@@ -68,6 +69,13 @@ class TaskOptions:
             )
         object.__setattr__(self, "retry", retry_factory(self.retry))
         check_priority(self.priority, "a task's priority")
+        if isinstance(self.rate_limits, str | bytes) or not all(
+            isinstance(name, str) for name in self.rate_limits
+        ):
+            raise InvalidValueError(
+                f"a task's rate_limits are rate limit names (strs), not {self.rate_limits!r}"
+            )
+        object.__setattr__(self, "rate_limits", tuple(self.rate_limits))
         if callable(self.unique_key):
             check_unique("key", self.unique_until)
         else:
@@ -144,6 +152,7 @@ class Task(Generic[P, R]):
             unique_key=options.key_for(args, kwargs),
             unique_until=options.unique_until if options.unique_key is not None else None,
             priority=options.priority,
+            rate_limits=options.rate_limits or None,
         )
         return job
 
@@ -185,6 +194,7 @@ def task(
     unique_key: str | Callable[..., str] | None = None,
     unique_until: str | None = None,
     priority: int | None = None,
+    rate_limits: Iterable[str] = (),
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -200,6 +210,7 @@ def task(
     unique_key: str | Callable[..., str] | None = None,
     unique_until: str | None = None,
     priority: int | None = None,
+    rate_limits: Iterable[str] = (),
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Decorate a module-level function as a task: ``@zasync.task`` or ``@zasync.task(...)``.
 
@@ -211,7 +222,8 @@ def task(
     with each put's arguments (``"invoice-{0}"``, ``"sync-{account}"``) or a
     function of them returning the key, and ``unique_until`` (see
     :meth:`Queue.put <zasync.model.queue.Queue.put>`); ``priority`` (-100 to
-    100, higher first).  Bad options raise
+    100, higher first); ``rate_limits`` (names of rate limits of the queue).
+    Bad options raise
     InvalidValueError (UnknownRetryPolicyError for an unregistered policy
     name) when the module is imported, not at the first put.
     """
@@ -225,6 +237,7 @@ def task(
         unique_key=unique_key,
         unique_until=unique_until,
         priority=priority,
+        rate_limits=rate_limits if isinstance(rate_limits, str | bytes) else tuple(rate_limits),  # type: ignore[arg-type]
     )
 
     def decorate(function: Callable[P, R]) -> Task[P, R]:

@@ -259,6 +259,35 @@ def set_quota_size(db: Any, queue_name: str, quota_name: str, size: int) -> dict
     return commit_in_fresh_connection(db, work, ATTEMPTS)
 
 
+def set_rate_limit(db: Any, queue_name: str, name: str, count: int, per: float) -> dict[str, Any]:
+    """Create a rate limit, or change its count and period; workers honour it at once."""
+
+    def work(conn: Any, tm: Any) -> dict[str, Any]:
+        queue = get_queue(conn, queue_name)
+        existed = name in queue.rate_limits
+        limit = queue.rate_limits.set(name, count, per)
+        return {"queue": queue_name, "name": name, "count": limit.count, "per": limit.per,
+                "created": not existed}  # fmt: skip
+
+    return commit_in_fresh_connection(db, work, ATTEMPTS)
+
+
+def remove_rate_limit(db: Any, queue_name: str, name: str) -> dict[str, Any]:
+    """Delete a rate limit; jobs naming it are no longer limited."""
+
+    def work(conn: Any, tm: Any) -> dict[str, Any]:
+        queue = get_queue(conn, queue_name)
+        if name not in queue.rate_limits:
+            raise LookupError(
+                f"no rate limit named {name!r} in queue {queue_name!r}; known: "
+                + (", ".join(repr(k) for k in queue.rate_limits) or "none")
+            )
+        queue.rate_limits.remove(name)
+        return {"queue": queue_name, "removed": name}
+
+    return commit_in_fresh_connection(db, work, ATTEMPTS)
+
+
 def pause_queue(db: Any, queue_name: str, reason: str | None = None) -> dict[str, Any]:
     """Stop workers claiming from a queue (see ``Queue.pause``); say whether it changed."""
 

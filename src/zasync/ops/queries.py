@@ -333,10 +333,22 @@ def queues(conn: Any) -> list[dict[str, Any]]:
                 {"name": quota.name, "size": quota.size, "used": len(quota)}
                 for quota in q.quotas.values()
             ],
+            "rate_limits": rate_limit_state(q),
             "dispatchers": len(q.dispatchers),
             **pause_state(q),
         }
         for q in select_queues(conn, None)
+    ]
+
+
+def rate_limit_state(queue: Any) -> list[dict[str, Any]]:
+    """Each rate limit of a queue: its count, period, and starts in the last period."""
+    if queue._rate_limits is None:
+        return []
+    now = clock.utcnow()
+    return [
+        {"name": limit.name, "count": limit.count, "per": limit.per, "used": limit.used(now)}
+        for limit in queue._rate_limits.values()
     ]
 
 

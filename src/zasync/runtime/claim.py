@@ -220,7 +220,8 @@ class Claiming:
                 details[agent_name]["len"] = len(agent)
                 for job in agent.claim_jobs(lane, careful) if self._claiming else ():
                     if job.stored_status == NEW and not needs_start_commit(job):
-                        job._mark_active(now)
+                        # A rate limit recorded its start: the job starts then.
+                        job._mark_active(max(now, getattr(job, "_v_started", None) or now))
                     claimed.append((agent_name, job))
             deaths = sum(p.deaths for (q, _), p in self.pools.items() if q == queue.name)
             if da.thread_deaths != deaths:  # rare: written only when a thread died
