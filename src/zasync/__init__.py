@@ -49,6 +49,7 @@ from zasync.interfaces import (
 )
 from zasync.model.agent import Agent, choose_first
 from zasync.model.backoff import BackoffRetryPolicy, Retry
+from zasync.model.broadcast import broadcast
 from zasync.model.cancellation import cancel, request_cancel
 from zasync.model.completed import CompletedCollection
 from zasync.model.dispatchers import DispatcherAgents, Dispatchers
@@ -123,6 +124,8 @@ __all__ = [
     # databases
     "open_database",
     "Database",
+    # broadcast
+    "broadcast",
     # periodic jobs
     "Schedule",
     "add_schedule",

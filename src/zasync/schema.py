@@ -168,6 +168,7 @@ FUNCTIONS: Final[dict[str, str]] = {
     "zasync.model.agent.choose_first": "the default chooser, which an Agent may store",
     "zasync.model.dependencies.dependency_done": "callback of a dependency of a waiting job",
     "zasync.model.periodic.fire": "callable of a schedule's trigger job (one per tick)",
+    "zasync.model.broadcast.collect_broadcast": "callable of a broadcast's collector job",
     "zasync.demo.square_sum": "the demonstration's slices",
     "zasync.demo.combine": "the demonstration's postprocess",
     "zasync.demo.record": "the demonstration's callbacks",
@@ -210,6 +211,11 @@ KEY_LAYOUTS: Final[dict[str, str]] = {
         "_last_tick, _last_job, _trigger (the pending fire job), _last_error, _quiet "
         "(integer microseconds: ticks at or before it put nothing). See "
         "zasync.model.periodic."
+    ),
+    "broadcast": (
+        "Job._target, None (the class default) or the UUID (as an int) of the only "
+        "dispatcher that may claim this broadcast copy; DispatcherAgents._targeted, a "
+        "tuple of the copies put for it, class default (). See zasync.model.broadcast."
     ),
     "rate limits": (
         "Queue._rate_limits, None (the class default) or RateLimits, whose _data is an "

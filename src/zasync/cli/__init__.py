@@ -108,6 +108,7 @@ def main(
 for _command in (
     worker.worker,
     put.put,
+    put.broadcast,
     read.status,
     read.jobs,
     read.count,

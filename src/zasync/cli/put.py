@@ -19,6 +19,7 @@ from zasync.cli._common import (
 )
 from zasync.interfaces import COMPLETED, ZasyncError
 from zasync.model.backoff import Retry
+from zasync.model.broadcast import broadcast as zasync_broadcast
 from zasync.model.job import Job
 from zasync.model.queue import get_queue
 from zasync.ops.durations import parse_duration, parse_time
@@ -351,3 +352,41 @@ def _jsonable(value: Any) -> Any:
 
 
 # -- status ------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("callable_name", metavar="DOTTED.NAME")
+@click.argument("args", nargs=-1)
+@click.option("--queue", "queue_name", default="", show_default=True, help="Queue name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def broadcast(
+    obj: dict[str, Any], callable_name: str, args: tuple[str, ...], queue_name: str, as_json: bool
+) -> None:
+    """Run DOTTED.NAME(ARGS...) once on every live worker of a queue.
+
+    Prints the id of the collector job, whose result (``zasync job ID``) maps
+    each worker to what its copy returned.
+    """
+    try:
+        target = resolve(callable_name)
+    except ZasyncError as e:
+        fail(str(e))
+    with database(obj) as db:
+        conn = db.open()
+        try:
+            collector = zasync_broadcast(
+                get_queue(conn, queue_name), target, *[_value(a) for a in args]
+            )
+            transaction.commit()
+        except (LookupError, ValueError, TypeError, ZasyncError) as e:
+            transaction.abort()
+            conn.close()
+            fail(_message(e))
+        ident = int.from_bytes(collector._p_oid, "big")
+        copies = len(collector._after[0]) if collector._after else 0
+        conn.close()
+    if as_json:
+        click.echo(json.dumps({"collector": ident, "workers": copies, "queue": queue_name}))
+    else:
+        click.echo(f"broadcast to {copies} workers; their results: zasync job {ident}")

@@ -90,6 +90,7 @@ class JobRecord(Base, Generic[R]):
     _unique: tuple[str, str] | None = None
     _priority: int = 0  # see zasync.model.queue.Queue.put; set while NEW only
     _rate_limit_names: tuple[str, ...] = ()  # see zasync.model.ratelimit
+    _target: int | None = None  # a broadcast copy's worker (UUID int), see model.broadcast
     # Dependencies: (the jobs, "fail" or "run"), and why it must fail without
     # running; see zasync.model.dependencies.
     _after: tuple[tuple[Any, ...], str] | None = None

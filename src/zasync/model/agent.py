@@ -32,7 +32,13 @@ __all__ = ["Agent", "choose_first", "dt_to_long", "long_to_dt"]
 
 def choose_first(agent: Agent, lane: Lanes = None) -> Any:
     """The default chooser: the first job of the queue that the agent's filter accepts."""
-    return agent.queue.claim(agent.filter, lane=lane)
+    taken = agent.queue.claim_batch(1, agent.filter, lane, claimer=_claimer(agent))
+    return taken[0] if taken else None
+
+
+def _claimer(agent: Agent) -> Any:
+    """The UUID of the dispatcher ``agent`` claims for (None for an agent in no record)."""
+    return getattr(agent.parent, "UUID", None)
 
 
 @implementer(IAgent)
@@ -115,7 +121,7 @@ class Agent(Base):
             while (job := self.claimJob()) is not None:
                 claimed.append(job)
             return claimed
-        claimed = self.queue.claim_batch(room, self.filter, lane, careful)
+        claimed = self.queue.claim_batch(room, self.filter, lane, careful, _claimer(self))
         for job in claimed:
             self._hold(job)
         return claimed

@@ -23,6 +23,7 @@ import heapq
 import itertools
 import logging
 import operator
+import uuid as uuid_module
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar, overload
 
@@ -47,13 +48,14 @@ from zasync.identity import get_process_uuid
 from zasync.interfaces import (
     KEY,
     NEW,
+    AbortedError,
     IJob,
     IQueue,
     TimeoutError,
     UnloadableJobError,
     ZasyncError,
 )
-from zasync.model import dependencies, unique
+from zasync.model import broadcast, dependencies, unique
 from zasync.model._base import Base, MappingBase, database_name, oid_int
 from zasync.model._pickling import check_storable
 from zasync.model.backoff import retry_factory
@@ -862,8 +864,12 @@ class Queue(Base):
         filter: Callable[[Any], Any] | None = None,
         lane: Lanes = None,
         careful: bool = False,
+        claimer: uuid_module.UUID | None = None,
     ) -> list[Any]:
         """Claim up to ``limit`` jobs in one scan of the queue (as ``claim`` would, in turn).
+
+        ``claimer``, the UUID of the claiming dispatcher, lets it take the
+        broadcast copies put for it (see :mod:`zasync.model.broadcast`).
 
         A job that cannot be loaded is quarantined instead (see
         :mod:`zasync.model.quarantine`); with ``careful`` (after a claim's commit
@@ -902,8 +908,11 @@ class Queue(Base):
             if job._expired(now):
                 candidate = self._failing_wrapper(job, now, filter, TimeoutError())
             elif job._unmet is not None:
-                error = DependencyFailedError(f"{job!r} did not run: {job._unmet}")
+                doomed = DependencyFailedError if job._after is not None else AbortedError
+                error = doomed(f"{job!r} did not run: {job._unmet}")
                 candidate = self._failing_wrapper(job, now, filter, error)
+            elif not broadcast.admits(job, claimer):
+                candidate = None  # a broadcast copy for another worker
             else:
                 candidate = job if self._admits(job, filter, cleaned, now) else None
             if candidate is not None:
