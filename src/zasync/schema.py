@@ -214,8 +214,7 @@ KEY_LAYOUTS: Final[dict[str, str]] = {
     ),
     "broadcast": (
         "Job._target, None (the class default) or the UUID (as an int) of the only "
-        "dispatcher that may claim this broadcast copy; DispatcherAgents._targeted, a "
-        "tuple of the copies put for it, class default (). See zasync.model.broadcast."
+        "dispatcher that may claim this broadcast copy. See zasync.model.broadcast."
     ),
     "rate limits": (
         "Queue._rate_limits, None (the class default) or RateLimits, whose _data is an "

@@ -80,3 +80,20 @@ def test_a_claim_without_a_claimer_never_takes_a_targeted_copy(queue):
     copy = next(iter(queue))
     assert not broadcast.admits(copy, None) and not broadcast.admits(copy, uuid.uuid4())
     assert broadcast.admits(Job(operator.add), None)
+
+
+def test_a_copy_handed_back_by_a_dead_worker_fails_instead_of_waiting_for_ever(queue):
+    _first, first_agent = worker(queue, "a")
+    second, second_agent = worker(queue, "b")
+    transaction.commit()
+    collector = zasync.broadcast(queue, operator.add, 1, 1)
+    transaction.commit()
+    held = second_agent.claimJob()  # claimed, then its worker died before running it
+    transaction.commit()
+    second.deactivate()  # a sibling's verdict hands its held jobs back
+    transaction.commit()
+    assert held.status == zasync.PENDING and held._target == second.UUID.int
+    ran = [run(first_agent) for _ in range(3)]
+    assert ran[-1] is collector
+    assert "its worker stopped before it ran" in collector.result[str(second.UUID)]
+    assert held.result.check(zasync.AbortedError)

@@ -8,8 +8,11 @@ result maps each worker's UUID to what its copy returned (or the error, as
 text).  The collector is what :func:`broadcast` returns.
 
 A worker that stops, or is found dead, before it ran its copy cannot run it
-any more: its record's deactivation marks the copy to fail without running
-(``AbortedError``), and the collector then reports that.
+any more: a claim by any worker that meets a copy whose worker is no longer
+active hands out a job that fails it (``AbortedError``), whether the copy
+was still waiting or was handed back or put back after an interruption; the
+collector then reports that.  (A worker restarted with the same UUID, as on
+the embedded file, runs the copies it finds still waiting for it.)
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 from zasync.errors import InvalidValueError
-from zasync.interfaces import PENDING
 from zasync.model.failure import Failure
 from zasync.model.job import Job, as_job
 
@@ -49,8 +51,6 @@ def broadcast(
         copy: Job[Any] = Job(template.callable, *template.args, **dict(template.kwargs))
         copy._target = record.UUID.int
         queue.put(copy)
-        still = [c for c in record._targeted if c.status == PENDING]
-        record._targeted = (*still, copy)
         copies.append(copy)
     collector: Job[dict[str, Any]] = Job(collect_broadcast, *copies)
     queue.put(collector, after=copies, on_dependency_failure="run")
@@ -73,9 +73,7 @@ def admits(job: Any, claimer: uuid_module.UUID | None) -> bool:
     return target is None or (claimer is not None and claimer.int == target)
 
 
-def abandon_targeted(record: Any) -> None:
-    """A dispatcher stops: the copies targeted at it that it did not claim will fail."""
-    for copy in record._targeted:
-        if copy._p_jar is not None and copy.status == PENDING:
-            copy._unmet = f"its worker {record.UUID} stopped before it ran"
-    record._targeted = ()
+def target_gone(queue: Any, job: Any) -> bool:
+    """True for a copy whose worker is no longer active in ``queue``: it can never run."""
+    record = queue.dispatchers.get(uuid_module.UUID(int=job._target))
+    return record is None or not record.activated

@@ -42,7 +42,6 @@ from zasync.interfaces import (
     IDispatcherAgents,
     IDispatchers,
 )
-from zasync.model import broadcast
 from zasync.model._base import MappingBase
 from zasync.model.events import (
     DispatcherActivated,
@@ -66,8 +65,6 @@ class DispatcherAgents(MappingBase):
     #: it activated here, as its polls report them: operators see it in
     #: ``zasync dispatchers`` and the dashboard, not only in the worker's log.
     thread_deaths = 0
-    #: Broadcast copies put for this dispatcher alone (see zasync.model.broadcast).
-    _targeted: tuple[Any, ...] = ()
 
     def __init__(self, uuid: uuid_module.UUID) -> None:
         self.UUID = uuid
@@ -191,8 +188,6 @@ class DispatcherAgents(MappingBase):
             )
         self.activated = None
         queue = self.parent
-        if self._targeted:
-            broadcast.abandon_targeted(self)
         for agent in self.values():
             for job in list(agent):
                 bad = unsound(job)

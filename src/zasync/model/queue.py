@@ -911,6 +911,9 @@ class Queue(Base):
                 doomed = DependencyFailedError if job._after is not None else AbortedError
                 error = doomed(f"{job!r} did not run: {job._unmet}")
                 candidate = self._failing_wrapper(job, now, filter, error)
+            elif job._target is not None and broadcast.target_gone(self, job):
+                error = AbortedError(f"{job!r} did not run: its worker stopped before it ran")
+                candidate = self._failing_wrapper(job, now, filter, error)
             elif not broadcast.admits(job, claimer):
                 candidate = None  # a broadcast copy for another worker
             else:
