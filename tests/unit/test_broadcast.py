@@ -97,3 +97,17 @@ def test_a_copy_handed_back_by_a_dead_worker_fails_instead_of_waiting_for_ever(q
     assert ran[-1] is collector
     assert "its worker stopped before it ran" in collector.result[str(second.UUID)]
     assert held.result.check(zasync.AbortedError)
+
+
+def test_a_copy_removed_by_an_operator_is_reported_as_not_run(queue):
+    _first, first_agent = worker(queue, "a")
+    second, _ = worker(queue, "b")
+    transaction.commit()
+    collector = zasync.broadcast(queue, operator.add, 1, 1)
+    transaction.commit()
+    theirs = next(job for job in queue if job._target == second.UUID.int)
+    queue.remove(theirs)
+    transaction.commit()
+    run(first_agent)
+    assert run(first_agent) is collector
+    assert collector.result[str(second.UUID)] == "not run: removed from its queue"

@@ -108,3 +108,19 @@ def test_a_task_counts_against_its_rate_limits(queue):
 
     queue.rate_limits.set("t", 1, per=1)
     assert double.with_options(rate_limits=["t"]).put(queue, 2).rate_limit_names == ("t",)
+
+
+def test_a_job_of_several_limits_records_one_start_in_all_of_them(queue):
+    clock.set_now(START)
+    queue.rate_limits.set("a", 100, per=1)
+    queue.rate_limits.set("b", 1, per=10)
+    queue.rate_limits["a"].take(START + 5 * 1000 * MS)  # a claimer whose clock ran ahead
+    both = queue.put(Job(operator.add, 1, 0), rate_limits=["a", "b"])
+    only_b = queue.put(Job(operator.add, 2, 0), rate_limits=["b"])
+    transaction.commit()
+    assert queue.claim() is both and both._v_started == START + 5 * 1000 * MS
+    assert queue.rate_limits["b"].latest() == START + 5 * 1000 * MS
+    clock.set_now(START + 10 * 1000 * MS)
+    assert queue.claim() is None  # b's window runs to 15 s, not 10 s
+    clock.set_now(START + 15 * 1000 * MS)
+    assert queue.claim() is only_b

@@ -22,8 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from zasync.errors import InvalidValueError
+from zasync.interfaces import CALLBACKS, COMPLETED
 from zasync.model.failure import Failure
 from zasync.model.job import Job, as_job
+from zasync.model.quarantine import load_error
 
 
 def live_dispatchers(queue: Any) -> list[Any]:
@@ -60,8 +62,15 @@ def broadcast(
 def collect_broadcast(*copies: Job[Any]) -> dict[str, Any]:
     """The collector's call: each copy's result by the UUID of the worker it was for."""
     found: dict[str, Any] = {}
-    for copy in copies:
+    for number, copy in enumerate(copies):
+        broken = load_error(copy)
+        if broken is not None:  # discarded from quarantine: nothing of it can be read
+            found[f"copy {number}"] = f"cannot be loaded: {broken}"
+            continue
         worker = str(uuid_module.UUID(int=copy._target)) if copy._target else "?"
+        if copy.status not in (CALLBACKS, COMPLETED):
+            found[worker] = "not run: removed from its queue"
+            continue
         result = copy.result
         found[worker] = str(result) if isinstance(result, Failure) else result
     return found

@@ -769,7 +769,7 @@ class Queue(Base):
             yield key, job
 
     def _claim_order(
-        self, share: Share | None, now_key: int, limit: int = 1
+        self, share: Share | None, now_key: int, limit: int = 1, claimer: Any = None
     ) -> Iterator[tuple[QueueKey, Any]]:
         """Due ``(key, job)`` pairs in the order this claimer should try them.
 
@@ -781,10 +781,15 @@ class Queue(Base):
         others own the head of the queue.
         """
         for lanes in self._bands_in_claim_order():
-            yield from self._claim_order_in(lanes, share, now_key, limit)
+            yield from self._claim_order_in(lanes, share, now_key, limit, claimer)
 
     def _claim_order_in(
-        self, lanes: tuple[OOBTree, ...], share: Share | None, now_key: int, limit: int
+        self,
+        lanes: tuple[OOBTree, ...],
+        share: Share | None,
+        now_key: int,
+        limit: int,
+        claimer: Any = None,
     ) -> Iterator[tuple[QueueKey, Any]]:
         """:meth:`_claim_order` within the lanes of one priority."""
         by_key = operator.itemgetter(0)
@@ -810,7 +815,9 @@ class Queue(Base):
                 next_own = next(own, None)
             if examined >= window:
                 break
-            if share.may_take(lane_of(key[3], count), key, job, now_key):
+            # A broadcast copy for this claimer is its own, whichever lane it is in.
+            mine_anyway = claimer is not None and job._target == claimer.int
+            if mine_anyway or share.may_take(lane_of(key[3], count), key, job, now_key):
                 yielded.add(id(job))
                 yield key, job
         if next_own is not None:
@@ -887,7 +894,7 @@ class Queue(Base):
         chosen: list[tuple[Any, Any]] = []  # (queued job, job handed out)
         found_unsound: list[tuple[QueueKey, Any, Any, str]] = []
         share = as_share(lane, len(self._lanes))
-        for key, job in self._claim_order(share, clock.to_stamp(now), limit):
+        for key, job in self._claim_order(share, clock.to_stamp(now), limit, claimer):
             if len(chosen) >= limit:
                 break
             bad = unsound(job, careful)
@@ -966,12 +973,17 @@ class Queue(Base):
             return False
         limits = self._limits_of(job)
         when = clock.utcnow() if now is None else now
-        if any(not limit.admits(when) for limit in limits):
-            return False
+        if limits:
+            # One start for all its limits: the latest any of them recorded, or now.
+            when = max(when, *(limit.latest() for limit in limits))
+            if any(not limit.admits(when) for limit in limits):
+                return False
         for quota in quotas:
             quota.add(job)
+        for limit in limits:
+            limit.take(when)
         if limits:
-            job._v_started = max(limit.take(when) for limit in limits)
+            job._v_started = when
         return True
 
     def _limits_of(self, job: Any) -> list[RateLimit]:

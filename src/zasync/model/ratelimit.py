@@ -61,6 +61,12 @@ class RateLimit(Base):
     def _period_us(self) -> int:
         return round(self.per * 1_000_000)
 
+    def latest(self) -> datetime.datetime:
+        """The latest start recorded (the epoch if none): no start is recorded before it."""
+        found = clock.from_stamp(self._starts[-1] if self._starts else 0)
+        assert found is not None
+        return found
+
     def admits(self, now: datetime.datetime) -> bool:
         """True if a job may start now without exceeding the limit."""
         starts = self._starts
