@@ -247,3 +247,17 @@ def test_purge_forgets_old_completed_jobs(world):
     assert queries.count_jobs(conn, queries.make_filter(states="completed")) == 0
     with pytest.raises(ValueError):
         actions.purge_completed(db, datetime.timedelta(seconds=-1))
+
+
+def test_a_quarantined_job_has_every_key_that_zasync_job_reads(conn, queue):
+    sound = queue.put(zasync.Job(operator.add, 1, 1))
+    bad = queue.put(zasync.Job(operator.add, 2, 2))
+    transaction.commit()
+    queue.quarantine(bad, "cannot be loaded", bad._queue_key)
+    transaction.commit()
+    shown = views.job_info(conn, views.job_id(bad))
+    assert shown["status"] == "quarantined"
+    # The keys cli/read.py's ``job`` command subscripts (the others it reads with .get).
+    read = {"attempts", "callbacks", "dead_letter", "history", "result", "traceback", "unmet"}
+    read |= {"waits_for", "needed_by"}
+    assert read <= set(shown) and read <= set(views.job_info(conn, views.job_id(sound)))

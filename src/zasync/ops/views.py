@@ -408,6 +408,7 @@ def job_info(conn: Any, ident: str | int) -> dict[str, Any]:
         )
         data.update(history=[], attempts=[], callbacks=[], args=[], kwargs={})
         data.update(waits_for=[], needed_by=[], waiting=False, on_dependency_failure=None)
+        data.update(unmet=None, unique_key=None, unique_until=None)
         data.update(dead_letter=False, error=data["cause"])
         return data
     data = summary(job)
