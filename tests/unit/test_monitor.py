@@ -261,3 +261,13 @@ def test_a_quarantined_job_has_every_key_that_zasync_job_reads(conn, queue):
     read = {"attempts", "callbacks", "dead_letter", "history", "result", "traceback", "unmet"}
     read |= {"waits_for", "needed_by"}
     assert read <= set(shown) and read <= set(views.job_info(conn, views.job_id(sound)))
+
+
+def test_a_quarantined_job_lists_with_the_keys_of_a_sound_one(conn, queue):
+    sound = queue.put(zasync.Job(operator.add, 1, 1))
+    bad = queue.put(zasync.Job(operator.add, 2, 2))
+    transaction.commit()
+    queue.quarantine(bad, "cannot be loaded", bad._queue_key)
+    transaction.commit()
+    rows = {row["id"]: row for row in queries.list_jobs(conn, None, None)}
+    assert set(rows[views.job_id(sound)]) <= set(rows[views.job_id(bad)])

@@ -153,6 +153,7 @@ def _bare_summary(
         "active_end": None,
         "duration": None,
         "cancel_requested": False,
+        "priority": None,
         "cause": cause,
         "queue": queue,
         "dispatcher": None,
