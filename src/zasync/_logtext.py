@@ -57,6 +57,12 @@ def shorten(text: str, limit: int) -> str:
     return text[: max(limit - len(note), 0)] + note
 
 
+def one_line(text: Any, limit: int) -> str:
+    """``text`` on one line (its whitespace runs made single spaces), cut to ``limit`` with "…"."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "\u2026"
+
+
 def short_repr(value: Any, limit: int = ARGUMENT_LIMIT) -> str:
     """A repr of ``value`` of at most ``limit`` characters (containers cut after 10 items).
 

@@ -19,6 +19,7 @@ from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
 
 from zasync import clock
+from zasync._logtext import one_line
 from zasync.errors import InvalidValueError, NotStoredError, UnknownQuotaError
 from zasync.interfaces import (
     ACTIVE,
@@ -56,11 +57,6 @@ class Attempt(NamedTuple):
     start: datetime.datetime | None
     end: datetime.datetime | None
     error: str
-
-
-def _one_line(text: str) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= MAX_ERROR_TEXT else line[: MAX_ERROR_TEXT - 1] + "\u2026"
 
 
 class JobRecord(Base, Generic[R]):
@@ -207,7 +203,12 @@ class JobRecord(Base, Generic[R]):
         """
         history = self.get_annotation(ATTEMPTS, ())
         number = history[-1][0] + 1 if history else 1
-        entry = (number, self._active_start, clock.to_stamp(clock.utcnow()), _one_line(error))
+        entry = (
+            number,
+            self._active_start,
+            clock.to_stamp(clock.utcnow()),
+            one_line(error, MAX_ERROR_TEXT),
+        )
         self._annotations_for_writing()[ATTEMPTS] = (*history, entry)[-MAX_KEPT_ATTEMPTS:]
 
     @property

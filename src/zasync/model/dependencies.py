@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from BTrees.OOBTree import OOBTree
 
+from zasync._logtext import one_line
 from zasync.errors import InvalidValueError
 from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, COMPLETED, PENDING, IJob
 from zasync.model._base import database_name, oid_int
@@ -142,14 +143,14 @@ def _unmet(job: Job[Any], gone: bytes | None = None) -> str | None:
         return None
     reasons = [why for why in (outcome(d, gone) for d in after) if why]
     text = "; ".join(reasons)
-    return (text if len(text) <= MAX_UNMET else text[: MAX_UNMET - 1] + "\u2026") or None
+    return one_line(text, MAX_UNMET) or None
 
 
 def _first_line(failure: Failure) -> str:
     """A failure as one short line: its type and the first line of its message."""
     message = failure.getErrorMessage().strip().splitlines()
     text = f"{failure.type_name}: {message[0]}" if message else failure.type_name
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "\u2026"
+    return one_line(text, MAX_REASON)
 
 
 def _key(job: Job[Any]) -> tuple[str, bytes]:

@@ -41,6 +41,7 @@ from BTrees.OOBTree import OOBTree
 from cronsim import CronSim, CronSimError
 
 from zasync import clock
+from zasync._logtext import one_line
 from zasync.errors import InvalidValueError
 from zasync.interfaces import ACTIVE, ASSIGNED, PENDING
 from zasync.model._base import Base
@@ -478,7 +479,7 @@ RETRY_AFTER = datetime.timedelta(minutes=1)
 def _note_error(queue: Any, schedule: Schedule, error: BaseException) -> None:
     if isinstance(error, (*TRANSACTION_ERRORS, *system_errors())):
         raise error  # the database's trouble, not the schedule's: the trigger runs again
-    text = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+    text = one_line(f"{type(error).__name__}: {error}", 300)
     schedule._last_error = text
     logging.getLogger("zasync.events").error(
         "schedule %r of queue %r: %s", schedule.name, queue.name, text

@@ -14,9 +14,8 @@ from typing import Any
 from zasync.model import periodic
 from zasync.model.queue import get_queue
 from zasync.model.tx import commit_in_fresh_connection
+from zasync.ops.actions import ATTEMPTS
 from zasync.ops.views import _iso, _short_repr, callable_name, job_id, outcome, select_queues
-
-ATTEMPTS = 5
 
 
 def schedule_info(queue: Any, schedule: periodic.Schedule) -> dict[str, Any]:

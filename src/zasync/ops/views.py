@@ -21,7 +21,7 @@ from ZODB.POSException import POSKeyError
 from ZODB.utils import p64
 
 from zasync import clock
-from zasync._logtext import dotted_name, short_repr
+from zasync._logtext import dotted_name, one_line, short_repr
 from zasync.errors import InvalidValueError
 from zasync.interfaces import (
     ACTIVE,
@@ -33,6 +33,7 @@ from zasync.interfaces import (
     IJob,
     UnknownJobError,
 )
+from zasync.model._record import MAX_ERROR_TEXT as MAX_ERROR_TEXT_SHOWN
 from zasync.model.dependencies import dependants, is_waiting
 from zasync.model.failure import Failure
 from zasync.model.job import Job
@@ -258,7 +259,7 @@ def attempts(job: Job[Any]) -> list[dict[str, Any]]:
             "number": job.failed_attempts[-1].number + 1 if rows else 1,
             "start": _iso(job.active_start),
             "end": _iso(job.active_end),
-            "error": " ".join(str(result).split())[:300] if failed else None,
+            "error": one_line(result, MAX_ERROR_TEXT_SHOWN) if failed else None,
             "outcome": outcome(job) or str(job.status),
         }
     )
