@@ -599,3 +599,106 @@ def periodic_work() -> str:
 
     tick = local.getJob().get_annotation(SCHEDULE_TICK)[1]
     return clock.from_stamp(tick).isoformat()
+
+
+# -- jobs for time limits (tests/unit/test_time_limits.py, the worker and fault tests) --
+
+#: What the time-limited jobs below saw after their limit, in this process.
+after_limit: list[str] = []
+
+
+def _write_to_root(key: str) -> Any:
+    """Sets ``root[key]`` in the running job's transaction (not committed by itself)."""
+    root = local.getJob()._p_jar.root()
+    root[key] = "written by a job past its limit"
+    return root
+
+
+def write_then_spin(key: str) -> str:
+    """Writes ``root[key]``, then runs Python code until it is stopped."""
+    _write_to_root(key)
+    deadline = _time.monotonic() + 900  # a safety net: it ends when stopped
+    while _time.monotonic() < deadline:
+        pass
+    raise RuntimeError("never stopped")
+
+
+def write_then_block(key: str, name: str) -> str:
+    """Writes ``root[key]``, waits inside C code for event <name>, then tries to commit.
+
+    What befalls it after the wait goes into :data:`after_limit`.
+    """
+    root = _write_to_root(key)
+    try:
+        event(name).wait(900)
+    except Exception as error:  # raised as soon as the C call returns
+        after_limit.append(f"{name}: interrupted: {type(error).__name__}")
+    try:
+        root[key + "-after"] = "written after the limit"
+        transaction.commit()
+    except Exception as error:
+        after_limit.append(f"{name}: commit refused: {type(error).__name__}")
+        raise
+    after_limit.append(f"{name}: committed")
+    return "committed"
+
+
+def swallow_limit_then_commit(key: str) -> str:
+    """Writes ``root[key]``, ignores the time limit's exception, then commits by itself."""
+    _write_to_root(key)
+    deadline = _time.monotonic() + 900
+    while _time.monotonic() < deadline:
+        try:
+            while _time.monotonic() < deadline:
+                pass
+        except Exception as error:
+            after_limit.append(f"{key}: caught {type(error).__name__}")
+            break
+    try:
+        transaction.commit()
+    except Exception as error:
+        after_limit.append(f"{key}: commit refused: {type(error).__name__}")
+        return "refused"
+    after_limit.append(f"{key}: committed")
+    return "committed"
+
+
+def slow_first_attempt(path: str, key: str) -> str:
+    """Spins (writing ``root[key]``) while ``path`` does not exist, creating it: fast next time."""
+    if os.path.exists(path):
+        return "second attempt"
+    with open(path, "w") as marker:
+        marker.write("first attempt ran")
+    return write_then_spin(key)
+
+
+def outcome_name(result: Any) -> str:
+    """A callback: the name of the error a job failed with, or 'succeeded'."""
+    return result.type_name if isinstance(result, Failure) else "succeeded"
+
+
+def note_start_write_then_sleep(key: str, path: str) -> str:
+    """Notes its start in ``path`` (outside the database), writes ``root[key]``, sleeps in C."""
+    with open(path, "a") as out:
+        out.write(f"{key}\n")
+    _write_to_root(key)
+    _time.sleep(900)  # one C call: the time limit's exception waits for it to return
+    return "slept"
+
+
+def note_start_write_then_commit_in_a_loop(key: str, path: str) -> str:
+    """Notes its start, then keeps writing ``root[key]`` and committing, ignoring any error."""
+    with open(path, "a") as out:
+        out.write(f"{key}\n")
+    deadline = _time.monotonic() + 900
+    attempt = 0
+    while _time.monotonic() < deadline:
+        attempt += 1
+        try:
+            _write_to_root(f"{key}-{attempt}" if attempt > 1 else key)
+            if attempt > 1:
+                transaction.commit()  # the first change stays in the job's own transaction
+        except Exception:
+            with contextlib.suppress(Exception):
+                transaction.abort()
+    return "gave up"

@@ -19,6 +19,7 @@ def double(value: int) -> int:
     quota_names=["one"],
     begin_by=datetime.timedelta(minutes=5),
     failure_log_level=30,
+    timeout=datetime.timedelta(minutes=2),
 )
 def report(name: str, *, pages: int = 1) -> str:
     """A report's title."""

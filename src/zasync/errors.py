@@ -37,6 +37,7 @@ __all__ = [
     "NotStoredError",
     "QuotaFullError",
     "RetryPolicyError",
+    "TimeLimitError",
     "TimeoutError",
     "UnknownJobError",
     "UnknownQuotaError",
@@ -122,6 +123,15 @@ class TimeoutError(ZasyncError):
 
     This is zasync's own class and not the builtin ``TimeoutError``; it is the
     default error that ``Job.fail`` records.
+    """
+
+
+class TimeLimitError(ZasyncError):
+    """The job ran longer than its time limit (``timeout=``) and was stopped.
+
+    Recorded as the job's failure by its worker: nothing the job changed is
+    committed, and its callbacks run.  Inside the job it is also raised at
+    the line that was running, so that code which stops on it stops early.
     """
 
 

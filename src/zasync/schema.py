@@ -121,6 +121,7 @@ PICKLED_CLASSES: Final[dict[str, str]] = {
     "zasync.errors.NotStoredError": "a zasync error, raised for a job or inside one",
     "zasync.errors.AbortedError": "a zasync error, raised for a job or inside one",
     "zasync.errors.TimeoutError": "a zasync error, raised for a job or inside one",
+    "zasync.errors.TimeLimitError": "a zasync error, raised for a job or inside one",
     "zasync.errors.CancelledError": "a zasync error, raised for a job or inside one",
     "zasync.errors.DependencyFailedError": "a zasync error, raised for a job or inside one",
     "zasync.errors.UnknownJobError": "a zasync error, raised for a job or inside one",
@@ -229,6 +230,11 @@ KEY_LAYOUTS: Final[dict[str, str]] = {
         "trees as many as Queue._lanes, keyed as the queue lanes are; priority 0 uses "
         "Queue._lanes. Job._priority: the int, class default 0. See "
         "zasync.model.priority and Queue._lanes_of."
+    ),
+    "time limits": (
+        "Job._time_limit, None (the class default) or the job's own limit in float "
+        "seconds; Queue._default_timeout, None (the class default) or the limit in float "
+        "seconds of its jobs put without one. See zasync.model.timelimit."
     ),
     "queue length": "Queue._length, a BTrees.Length of the pending jobs.",
     "quarantine": (

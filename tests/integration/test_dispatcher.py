@@ -486,6 +486,8 @@ def test_shrinking_idle_threads_stops_only_the_surplus(zasync_db, zasync_queue):
                 "running": 0,
                 "thread deaths": 0,
                 "errors": 0,
+                "timed out": 0,
+                "abandoned threads": 0,
             }
         ]
         assert _started_together(zasync_queue, "idle-shrink", 1)

@@ -328,6 +328,8 @@ def test_a_real_workload_stores_only_listed_names(tmp_path, monkeypatch):
         zasync.add_schedule(queue, "schema", operator.add, 1, 2, every=3600, priority=1)
         queue.rate_limits.set("schema", 100, per=1)
         jobs["limited"] = queue.put(Job(operator.add, 3, 4), rate_limits=["schema"])
+        jobs["time limited"] = queue.put(Job(operator.add, 4, 4), timeout=30)
+        queues["reports"].default_timeout = 600
         cancelled = queue.put(Job(operator.mul, 5, 5))
         gone = queue.put(Job(module.work))
         transaction.commit()
@@ -431,6 +433,9 @@ def test_a_database_of_an_earlier_release_keeps_its_jobs_and_runs(version, tmp_p
         queues = zasync.get_queues(conn)
         # Written before pausing existed: every queue reads as running.
         assert [queue.paused for queue in queues.values()] == [False] * len(queues)
+        # Written before time limits existed: no job and no queue has one.
+        assert [queue.default_timeout for queue in queues.values()] == [None] * len(queues)
+        assert golden["pending"][0].timeout is None
 
         # What was finished keeps its outcome.
         done = golden["done"]

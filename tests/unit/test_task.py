@@ -44,6 +44,7 @@ def test_put_joins_the_transaction_with_the_tasks_options(db, conn, reports):
     assert job.quota_names == ("one",)
     assert job.begin_by == datetime.timedelta(minutes=5)
     assert job.failure_log_level == 30
+    assert job.timeout == 120.0
     transaction.abort()
     assert len(reports["reports"]) == 0  # no commit, no job
     job = report.put(conn, "sales", pages=2)
@@ -80,6 +81,9 @@ def test_job_makes_a_job_for_callbacks_and_patterns(db, conn, reports):
         ({"begin_by": datetime.timedelta(seconds=-1)}, "a task's begin_by is a timedelta"),
         ({"begin_by": 5}, "a task's begin_by is a timedelta"),
         ({"failure_log_level": "WARNING"}, "a task's failure_log_level is a logging level"),
+        ({"timeout": 0}, "a task's timeout must be more than 0 seconds"),
+        ({"timeout": "1m"}, "a task's timeout must be a number of seconds"),
+        ({"timeout": float("inf")}, "a task's timeout must be more than 0 seconds"),
     ],
 )
 def test_bad_options_are_refused_when_the_module_is_imported(options, message):
@@ -93,9 +97,9 @@ def test_unknown_retry_policies_and_options_are_refused():
     with pytest.raises(UnknownRetryPolicyError):
         zasync.task(retry="sometimes")
     with pytest.raises(TypeError):
-        zasync.task(timeout=3)  # not an option (yet)
+        zasync.task(deadline=3)  # not an option
     with pytest.raises(TypeError):
-        double.with_options(timeout=3)
+        double.with_options(deadline=3)
 
 
 def test_only_module_level_functions_can_be_tasks():

@@ -187,7 +187,7 @@ def ratelimit_remove(obj: dict[str, Any], name: str, queue_name: str, as_json: b
 
 @click.group()
 def queue() -> None:
-    """Queues: pause and resume claiming."""
+    """Queues: pause and resume claiming; the default time limit of their jobs."""
 
 
 @queue.command("pause")
@@ -217,6 +217,32 @@ def queue_resume(obj: dict[str, Any], name: str, as_json: bool) -> None:
     """Let workers claim from queue NAME (default '') again."""
     done = out.act(obj, lambda db: actions.resume_queue(db, name))
     text = f"queue {name!r} resumed" if done["changed"] else f"queue {name!r} was not paused"
+    out.done(done, as_json, text)
+
+
+@queue.command("timeout")
+@click.argument("name", default="")
+@click.argument("duration")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def queue_timeout(obj: dict[str, Any], name: str, duration: str, as_json: bool) -> None:
+    """Set the time limit of queue NAME's jobs put without one (DURATION, or 'none').
+
+    A worker agent's own --timeout comes first.  Example: zasync queue timeout '' 10m
+    """
+    seconds = None
+    if duration.lower() != "none":
+        try:
+            seconds = parse_duration(duration).total_seconds()
+        except ValueError as e:
+            fail(str(e))
+    done = out.act(obj, lambda db: actions.set_queue_timeout(db, name, seconds))
+    limit = done["default_timeout"]
+    text = (
+        f"queue {name!r}: jobs put without a time limit may run {limit:g} s"
+        if limit is not None
+        else f"queue {name!r}: no default time limit"
+    )
     out.done(done, as_json, text)
 
 

@@ -141,6 +141,13 @@ def _exception_class(name: str) -> type[BaseException]:
     show_default=True,
     help="With --after: what a dependency that did not succeed does.",
 )
+@click.option(
+    "--job-timeout",
+    default=None,
+    metavar="DURATION",
+    help="The longest the job may run (90s, 5m, 1h); past it, it fails with TimeLimitError "
+    "and nothing it changed is committed.",
+)
 @click.option("--wait", is_flag=True, help="Wait for the result, with a progress bar.")
 @click.option(
     "--timeout",
@@ -171,6 +178,7 @@ def put(
     rate_limits: tuple[str, ...],
     after: tuple[str, ...],
     on_dependency_failure: str,
+    job_timeout: str | None,
     wait: bool,
     timeout: float | None,
     as_json: bool,
@@ -220,6 +228,8 @@ def put(
             options["retry"] = declared
         if priority is not None:
             options["priority"] = priority
+        if job_timeout is not None:
+            options["timeout"] = parse_duration(job_timeout)
         if rate_limits:
             options["rate_limits"] = rate_limits
         if unique_key is not None or unique_until is not None:

@@ -60,7 +60,7 @@ def job(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
         return
     for key in ("id", "queue", "status", "outcome", "callable", "call", "dispatcher",
                 "agent", "begin_after", "active_start", "active_end", "duration",
-                "quota_names", "priority", "unique_key", "progress", "cancel_request",
+                "quota_names", "priority", "timeout", "unique_key", "progress", "cancel_request",
                 "retry_of", "retried_as", "error"):  # fmt: skip
         if info.get(key) not in (None, [], "") and not (key == "priority" and info[key] == 0):
             click.echo(f"{key + ':':15} {info[key]}")
@@ -278,6 +278,13 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
                 )
     console.print(table)
     for q in data["queues"]:
+        if q.get("default_timeout"):
+            console.print(
+                f"queue {q['name']!r}: jobs put without a time limit may run "
+                f"{q['default_timeout']:g} s",
+                soft_wrap=True,
+                markup=False,
+            )
         if q["paused"]:
             reason = f": {q['pause_reason']}" if q["pause_reason"] else ""
             console.print(

@@ -50,6 +50,9 @@ def schedule() -> None:
 )
 @click.option("--priority", type=click.IntRange(-100, 100), default=None, help="Of its jobs.")
 @click.option("--retry", "attempts", type=click.IntRange(1, 1000), default=None, help="Attempts.")
+@click.option(
+    "--job-timeout", default=None, metavar="DURATION", help="The longest each job may run."
+)
 @QUEUE
 @JSON
 @click.pass_obj
@@ -65,6 +68,7 @@ def schedule_add(
     grace: float,
     priority: int | None,
     attempts: int | None,
+    job_timeout: str | None,
     queue_name: str,
     as_json: bool,
 ) -> None:
@@ -76,6 +80,7 @@ def schedule_add(
     try:
         target = resolve(callable_name)
         interval = None if every is None else parse_duration(every).total_seconds()
+        limit = None if job_timeout is None else parse_duration(job_timeout).total_seconds()
     except ValueError as e:
         fail(str(e))
     options: dict[str, Any] = {
@@ -89,6 +94,8 @@ def schedule_add(
         options["priority"] = priority
     if attempts is not None:
         options["retry"] = attempts
+    if limit is not None:
+        options["timeout"] = limit
     done = out.act(
         obj,
         lambda db: schedules.add(

@@ -24,6 +24,7 @@ _AGENT_OPTIONS = (
     ("prefetch", "prefetch"),
     ("filter", "filter_name"),
     ("batch", "batch"),
+    ("timeout", "timeout"),
 )
 
 
@@ -63,6 +64,14 @@ def _label(ctx: click.Context, name: str) -> str:
     help="Jobs a thread runs in one transaction, 1 to 1000 (default 1: each commits alone). "
     "Opt-in: a batch's results are stored together, and a failed batch commit runs its "
     "jobs again one by one.",
+)
+@click.option(
+    "--timeout",
+    metavar="SECONDS",
+    default=None,
+    show_envvar=True,
+    help="Time limit of the default agent's jobs put without one (default: none). "
+    "A job past it fails with TimeLimitError; nothing it changed is committed.",
 )
 @click.option(
     "--agent",
@@ -131,6 +140,7 @@ def worker(
     threads: str | None,
     prefetch: str | None,
     batch: str | None,
+    timeout: str | None,
     agent_texts: tuple[str, ...],
     filter_name: str | None,
     poll_interval: str | None,
@@ -160,6 +170,7 @@ def worker(
             threads is not None
             or prefetch is not None
             or batch is not None
+            or timeout is not None
             or filter_name
             or "agents" not in settings
         ):
@@ -168,6 +179,8 @@ def worker(
                 entry["prefetch"] = prefetch
             if batch is not None:
                 entry["batch"] = batch
+            if timeout is not None:
+                entry["timeout"] = timeout
             if filter_name:
                 entry["filter"] = filter_name
             labels = {name: _label(ctx, option) for name, option in _AGENT_OPTIONS}

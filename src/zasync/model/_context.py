@@ -4,11 +4,17 @@ Inside a dispatcher's threads, a job that completes does not move itself from
 its agent to the agent's completed collection: the dispatcher files completed
 jobs in its next claim transaction.  That keeps a worker's commit to the job
 alone, so concurrent workers do not conflict on their shared agent.
+
+A worker thread running a job under a time limit also installs a *run
+guard*, through which the job calls its code, so that the worker can stop
+that code, and only that code, when the limit passes.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 _state = threading.local()
 
@@ -36,3 +42,41 @@ def still_ours(job: object) -> bool:
 def set_ownership_check(check: object) -> None:
     """Install (or, with None, remove) this thread's ownership check."""
     _state.ownership_check = check
+
+
+class RunGuard(Protocol):
+    """What watches the code of a job running under a time limit (see ``run_user_code``)."""
+
+    job: object
+    #: The job was stopped for running too long: this thread must leave it alone.
+    expired: bool
+
+    def call(self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        """Call ``fn(*args, **kwargs)`` where the guard can stop it."""
+
+
+def run_user_code(
+    job: object, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Any:
+    """Call a job's code: through this thread's run guard if it watches ``job``, else plainly."""
+    guard: RunGuard | None = getattr(_state, "guard", None)
+    if guard is None or guard.job is not job:
+        return fn(*args, **kwargs)
+    return guard.call(fn, args, kwargs)
+
+
+def run_guard() -> RunGuard | None:
+    """The guard of the job this thread runs under a time limit, or None."""
+    guard: RunGuard | None = getattr(_state, "guard", None)
+    return guard
+
+
+def run_stopped(job: object) -> bool:
+    """True if ``job``, run by this thread, was stopped at its time limit: leave it alone."""
+    guard: RunGuard | None = getattr(_state, "guard", None)
+    return guard is not None and guard.job is job and guard.expired
+
+
+def set_run_guard(guard: RunGuard | None) -> None:
+    """Install (or, with None, remove) the guard of the job this thread runs."""
+    _state.guard = guard

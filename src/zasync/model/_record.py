@@ -85,6 +85,7 @@ class JobRecord(Base, Generic[R]):
     # (unique key, "started" or "finished"): see zasync.model.unique.
     _unique: tuple[str, str] | None = None
     _priority: int = 0  # see zasync.model.queue.Queue.put; set while NEW only
+    _time_limit: float | None = None  # seconds, see zasync.model.timelimit
     _rate_limit_names: tuple[str, ...] = ()  # see zasync.model.ratelimit
     _target: int | None = None  # a broadcast copy's worker (UUID int), see model.broadcast
     # Dependencies: (the jobs, "fail" or "run"), and why it must fail without
@@ -215,6 +216,11 @@ class JobRecord(Base, Generic[R]):
     def rate_limit_names(self) -> tuple[str, ...]:
         """The rate limits of its queue this job counts against when it starts."""
         return self._rate_limit_names
+
+    @property
+    def timeout(self) -> float | None:
+        """Its own run-time limit in seconds (``put(..., timeout=)``), or None for the defaults."""
+        return self._time_limit
 
     @property
     def priority(self) -> int:

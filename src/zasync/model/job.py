@@ -334,14 +334,21 @@ class Job(JobRecord[R]):
             try:
                 if given is not None:
                     raise _GivenFailure(given)
-                res = self.callable(*call_args, **call_kwargs)
+                res = _context.run_user_code(self, self.callable, call_args, call_kwargs)
             except BaseException as error:
                 abort_quietly(tm)
                 if not is_outcome(error):
                     raise
                 res = error.failure if isinstance(error, _GivenFailure) else Failure()
                 abort_quietly(tm)
+                if _context.run_stopped(self):
+                    return self  # failed by its worker at its time limit
                 _reload(self, tm)
+                if not _context.still_ours(self):
+                    events_log.warning(
+                        "%r was handed to another worker; not retrying it here", self
+                    )
+                    return self
                 if res.check(*TRANSACTION_ERRORS):
                     _counters.count_conflict("job", res.value)
                 decision = self._getRetry("jobError", tm, res, data_cache)
@@ -363,7 +370,14 @@ class Job(JobRecord[R]):
                     raise
                 commit_failure = Failure()
                 abort_quietly(tm)
+                if _context.run_stopped(self):
+                    return self
                 _reload(self, tm)
+                if not _context.still_ours(self):
+                    events_log.warning(
+                        "%r was handed to another worker; not retrying it here", self
+                    )
+                    return self
                 if commit_failure.check(*TRANSACTION_ERRORS):
                     _counters.count_conflict("job", commit_failure.value)
                 _discard(res)

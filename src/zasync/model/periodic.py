@@ -49,6 +49,7 @@ from zasync.model._pickling import check_storable
 from zasync.model.job import Job
 from zasync.model.priority import MAX_PRIORITY, check_priority
 from zasync.model.quarantine import load_error
+from zasync.model.timelimit import check_timeout
 from zasync.model.tx import TRANSACTION_ERRORS, system_errors
 from zasync.schema import SCHEDULE_TICK
 
@@ -65,7 +66,7 @@ MAX_SPAN = datetime.timedelta(days=3660)
 MAX_NAME = 200
 MIN_INTERVAL = 1.0
 #: The options of the jobs a schedule puts (passed to ``Queue.put``).
-JOB_OPTIONS = ("retry", "priority", "quota_names", "begin_by", "failure_log_level")
+JOB_OPTIONS = ("retry", "priority", "quota_names", "begin_by", "failure_log_level", "timeout")
 #: Options of ``Queue.put`` that a schedule's jobs cannot take: refused rather than
 #: passed on to the call as keyword arguments.
 PUT_ONLY_OPTIONS = frozenset(
@@ -335,6 +336,8 @@ def _check_options(queue: Any, options: dict[str, Any]) -> None:
         raise InvalidValueError(f"failure_log_level is a logging level, not {level!r:.60}")
     if options.get("retry") is not None:
         options["retry"] = retry_factory(options["retry"])
+    if options.get("timeout") is not None:
+        options["timeout"] = check_timeout(options["timeout"])
 
 
 def _put_trigger(queue: Any, schedule: Schedule, when: datetime.datetime) -> Job[Any]:

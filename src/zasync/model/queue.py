@@ -75,6 +75,7 @@ from zasync.model.quarantine import (
 from zasync.model.quota import Quotas
 from zasync.model.ratelimit import RateLimit, RateLimits
 from zasync.model.retry import check_retry_policy_factory
+from zasync.model.timelimit import check_timeout
 from zasync.model.tx import TRANSACTION_ERRORS, disconnect_errors
 from zasync.model.unique import check_unique
 
@@ -172,6 +173,7 @@ class Queue(Base):
     _cancelled: CompletedCollection | None = None
     _quarantine: OOBTree | None = None
     _paused_at: datetime.datetime | None = None  # see pause(); queues made before lack it
+    _default_timeout: float | None = None  # seconds; see zasync.model.timelimit
     _pause_reason: str | None = None
     _unique: OOBTree | None = None  # unique key -> job, see zasync.model.unique
     _waiting: OOBTree | None = None  # jobs waiting for others, see zasync.model.dependencies
@@ -334,6 +336,7 @@ class Queue(Base):
         on_dependency_failure: str = "fail",
         priority: int | None = None,
         rate_limits: Iterable[str] | None = None,
+        timeout: float | datetime.timedelta | None = None,
     ) -> Job[R]: ...
 
     @overload
@@ -352,6 +355,7 @@ class Queue(Base):
         on_dependency_failure: str = "fail",
         priority: int | None = None,
         rate_limits: Iterable[str] | None = None,
+        timeout: float | datetime.timedelta | None = None,
     ) -> Job[R]: ...
 
     @overload
@@ -370,6 +374,7 @@ class Queue(Base):
         on_dependency_failure: str = "fail",
         priority: int | None = None,
         rate_limits: Iterable[str] | None = None,
+        timeout: float | datetime.timedelta | None = None,
     ) -> Job[R]: ...
 
     def put(
@@ -387,6 +392,7 @@ class Queue(Base):
         on_dependency_failure: str = "fail",
         priority: int | None = None,
         rate_limits: Iterable[str] | None = None,
+        timeout: float | datetime.timedelta | None = None,
     ) -> Any:
         """Add a job, or a callable made into one, and return it; see IQueue.put.
 
@@ -415,6 +421,12 @@ class Queue(Base):
 
         ``rate_limits`` names limits of this queue (see :attr:`rate_limits`)
         that the job counts against when it starts.
+
+        ``timeout``, seconds or a timedelta: the longest the job may run; past
+        it, its worker fails it with TimeLimitError, commits none of its
+        changes and runs its callbacks.  Without it, the worker agent's
+        default applies, then :attr:`default_timeout`.  See
+        :mod:`zasync.model.timelimit`.
         """
         job = as_job(item)
         if job.status != NEW:
@@ -462,6 +474,7 @@ class Queue(Base):
             job.retry_policy_factory if retry_policy_factory is None else retry_policy_factory
         )
         check_priority(priority)
+        time_limit = check_timeout(timeout)
         limit_names = None if rate_limits is None else self._check_rate_limits(rate_limits, job)
         check_unique(unique_key, unique_until)
         waits_for = dependencies.check_dependencies(job, after, on_dependency_failure, self)
@@ -480,6 +493,8 @@ class Queue(Base):
             job.retry_policy_factory = retry_policy_factory
         if priority is not None:
             job._priority = priority
+        if time_limit is not None:
+            job._time_limit = time_limit
         if limit_names is not None:
             job._rate_limit_names = limit_names
         now = clock.utcnow()
@@ -502,6 +517,19 @@ class Queue(Base):
             return job
         self._insert(job, _NORMAL, max(job.begin_after, now))
         return job
+
+    @property
+    def default_timeout(self) -> float | None:
+        """The time limit, in seconds, of jobs put without one (None: no limit).
+
+        A worker agent's own default (``AgentSpec(timeout=...)``) comes
+        before it.  Set it with seconds or a timedelta; None removes it.
+        """
+        return self._default_timeout
+
+    @default_timeout.setter
+    def default_timeout(self, value: float | datetime.timedelta | None) -> None:
+        self._default_timeout = check_timeout(value, "a queue's default_timeout")
 
     @property
     def rate_limits(self) -> RateLimits:

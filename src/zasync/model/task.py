@@ -21,6 +21,7 @@ from zasync.interfaces import IQueue
 from zasync.model.backoff import retry_factory
 from zasync.model.job import Job
 from zasync.model.priority import check_priority
+from zasync.model.timelimit import check_timeout
 from zasync.model.unique import check_unique
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class TaskOptions:
     unique_until: str | None = None
     priority: int | None = None
     rate_limits: tuple[str, ...] = ()
+    timeout: float | datetime.timedelta | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str):
@@ -76,6 +78,7 @@ class TaskOptions:
                 f"a task's rate_limits are rate limit names (strs), not {self.rate_limits!r}"
             )
         object.__setattr__(self, "rate_limits", tuple(self.rate_limits))
+        object.__setattr__(self, "timeout", check_timeout(self.timeout, "a task's timeout"))
         if callable(self.unique_key):
             check_unique("key", self.unique_until)
         else:
@@ -153,6 +156,7 @@ class Task(Generic[P, R]):
             unique_until=options.unique_until if options.unique_key is not None else None,
             priority=options.priority,
             rate_limits=options.rate_limits or None,
+            timeout=options.timeout,
         )
         return job
 
@@ -195,6 +199,7 @@ def task(
     unique_until: str | None = None,
     priority: int | None = None,
     rate_limits: Iterable[str] = (),
+    timeout: float | datetime.timedelta | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -211,6 +216,7 @@ def task(
     unique_until: str | None = None,
     priority: int | None = None,
     rate_limits: Iterable[str] = (),
+    timeout: float | datetime.timedelta | None = None,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Decorate a module-level function as a task: ``@zasync.task`` or ``@zasync.task(...)``.
 
@@ -222,7 +228,8 @@ def task(
     with each put's arguments (``"invoice-{0}"``, ``"sync-{account}"``) or a
     function of them returning the key, and ``unique_until`` (see
     :meth:`Queue.put <zasync.model.queue.Queue.put>`); ``priority`` (-100 to
-    100, higher first); ``rate_limits`` (names of rate limits of the queue).
+    100, higher first); ``rate_limits`` (names of rate limits of the queue);
+    ``timeout`` (seconds or a timedelta: the longest a job may run).
     Bad options raise
     InvalidValueError (UnknownRetryPolicyError for an unregistered policy
     name) when the module is imported, not at the first put.
@@ -238,6 +245,7 @@ def task(
         unique_until=unique_until,
         priority=priority,
         rate_limits=rate_limits if isinstance(rate_limits, str | bytes) else tuple(rate_limits),  # type: ignore[arg-type]
+        timeout=timeout,
     )
 
     def decorate(function: Callable[P, R]) -> Task[P, R]:

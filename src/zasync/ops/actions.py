@@ -82,6 +82,8 @@ def _put_again(old: Job[Any]) -> dict[str, Any]:
         options["begin_by"] = old.begin_by
     if old.priority:
         options["priority"] = old.priority
+    if old.timeout is not None:
+        options["timeout"] = old.timeout
     if old._unique is not None:
         options["unique_key"], options["unique_until"] = old._unique
     if old._after is not None:
@@ -295,6 +297,18 @@ def pause_queue(db: Any, queue_name: str, reason: str | None = None) -> dict[str
         queue = get_queue(conn, queue_name)
         changed = queue.pause(reason)
         return {"queue": queue_name, "changed": changed, **pause_state(queue)}
+
+    return commit_in_fresh_connection(db, work, ATTEMPTS)
+
+
+def set_queue_timeout(db: Any, queue_name: str, seconds: float | None) -> dict[str, Any]:
+    """Set (or, with None, remove) the time limit of a queue's jobs put without one."""
+
+    def work(conn: Any, tm: Any) -> dict[str, Any]:
+        queue = get_queue(conn, queue_name)
+        was = queue.default_timeout
+        queue.default_timeout = seconds
+        return {"queue": queue_name, "default_timeout": queue.default_timeout, "was": was}
 
     return commit_in_fresh_connection(db, work, ATTEMPTS)
 

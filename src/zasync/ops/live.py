@@ -74,6 +74,10 @@ def status(dispatcher: Any) -> dict[str, Any]:
             "running": getattr(pool, "running", None),
             "thread deaths": getattr(pool, "deaths", 0),
             "errors": getattr(pool, "errors", 0),
+            "timed out": getattr(pool, "timed_out", 0),
+            "abandoned threads": pool.abandoned_threads()
+            if hasattr(pool, "abandoned_threads")
+            else 0,
         }
         for (queue, agent), pool in sorted(dispatcher.pools.items())
     ]

@@ -124,7 +124,8 @@ class WorkerMetrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.completed = Counter(
             "zasync_worker_jobs_completed",
-            "Jobs this worker finished, by queue and outcome (succeeded, failed)",
+            "Jobs this worker finished, by queue and outcome (succeeded, failed, timed_out: "
+            "stopped at its time limit)",
             ["queue", "outcome"],
             registry=self.registry,
         )
@@ -193,7 +194,13 @@ class MeteredRecords(Records):
             record = self.job_info(*job_id)
         except (KeyError, ValueError):
             record = {}
-        outcome = "failed" if values.get("failed") else "succeeded"
+        outcome = (
+            "timed_out"
+            if values.get("timed_out")
+            else "failed"
+            if values.get("failed")
+            else "succeeded"
+        )
         self._metrics.completed.labels(queue, outcome).inc()
         started = record.get("started")
         if isinstance(started, datetime.datetime) and isinstance(completed, datetime.datetime):

@@ -335,6 +335,7 @@ def queues(conn: Any) -> list[dict[str, Any]]:
             ],
             "rate_limits": rate_limit_state(q),
             "dispatchers": len(q.dispatchers),
+            "default_timeout": q.default_timeout,
             **pause_state(q),
         }
         for q in select_queues(conn, None)

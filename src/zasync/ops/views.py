@@ -155,6 +155,7 @@ def _bare_summary(
         "duration": None,
         "cancel_requested": False,
         "priority": None,
+        "timeout": None,
         "cause": cause,
         "queue": queue,
         "dispatcher": None,
@@ -357,6 +358,7 @@ def summary(job: Job[Any], quarantined: frozenset[bytes] = frozenset()) -> dict[
         "duration": duration(job),
         "cancel_requested": job.get_annotation(CANCEL) is not None,
         "priority": job.priority,
+        "timeout": job.timeout,
     }
     data.update(_where(job))
     return data

@@ -27,6 +27,8 @@ MAX_BATCH = 1000
 Batch = Annotated[int, Field(ge=1, le=MAX_BATCH)]
 #: An interval in seconds (an integer or a decimal number), more than zero.
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+#: A job's run-time limit in seconds: more than zero, at most a year and a day.
+TimeLimit = Annotated[float, Field(gt=0, le=366 * 86400, allow_inf_nan=False)]
 #: A grace period in seconds; zero stops running jobs at once.
 Grace = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 #: A TCP port; 0 asks for any free one.

@@ -8,7 +8,8 @@ from typing import Any
 import pydantic
 from pydantic.dataclasses import dataclass
 
-from zasync.runtime._limits import Batch, Prefetch, Threads
+from zasync.errors import ConfigurationError
+from zasync.runtime._limits import Batch, Prefetch, Threads, TimeLimit
 
 
 @dataclass(frozen=True, config=pydantic.ConfigDict(strict=True))
@@ -20,7 +21,10 @@ class AgentSpec:
     ``filter`` (a picklable callable taking a job) chooses which jobs this
     agent takes.  ``batch`` (1 to 1000, default 1) lets each thread run up to
     that many claimed jobs in one transaction, an opt-in that trades some
-    guarantees for fewer commits (see :mod:`zasync.model.batch`).  Wrong
+    guarantees for fewer commits (see :mod:`zasync.model.batch`).
+    ``timeout`` (seconds) is the time limit of the jobs it runs that were put
+    without one of their own (see :mod:`zasync.model.timelimit`); a job
+    with a limit runs alone, so a batch agent cannot have one.  Wrong
     types or ranges raise a ValueError (pydantic's ValidationError) here,
     not in a thread later.
     """
@@ -31,6 +35,14 @@ class AgentSpec:
     prefetch: Prefetch = 0
     filter: Callable[[Any], bool] | None = None
     batch: Batch = 1
+    timeout: TimeLimit | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and self.batch > 1:
+            raise ConfigurationError(
+                f"agent {self.name!r}: a batch agent (batch={self.batch}) cannot have a "
+                "timeout: jobs with a time limit run alone"
+            )
 
     @property
     def size(self) -> int:

@@ -50,6 +50,7 @@ from zasync.runtime.config import AgentSpec
 from zasync.runtime.introspection import Introspection
 from zasync.runtime.pool import AgentThreadPool, WorkItem
 from zasync.runtime.records import JobId, PollInfo, Records
+from zasync.runtime.timelimits import TimeLimits
 from zasync.storage.pgwake import CommitListener, relstorage_dsn
 from zasync.storage.watch import ChangePoller, commit_watcher
 
@@ -169,6 +170,8 @@ class Dispatcher(Claiming, Introspection):
         self._poll_failures = 0
         self._last_poll_dump: PollInfo | None = None
         self._runner: _awaitables.AwaitableRunner | None = None
+        #: The deadlines of jobs run here under a time limit.
+        self.time_limits = TimeLimits(f"zasync-time-limits-{self.UUID}")
         self._previous_runner: _awaitables.AwaitableRunner | None = None
         self.conn: Any = None
         with _registry_lock:
@@ -288,6 +291,7 @@ class Dispatcher(Claiming, Introspection):
                         da.deactivate()
 
             self._in_fresh_connection(unit, f"deactivate dispatcher {self.UUID}")
+            self.time_limits.stop()
             released = sum(-pool.setSize(0) for pool in self.pools.values())
             self.pools.clear()
             self.db.setPoolSize(max(1, self.db.getPoolSize() - released - 2))
@@ -455,10 +459,11 @@ class Dispatcher(Claiming, Introspection):
             pool = self.pools[(queue_name, agent_name)] = AgentThreadPool(
                 self, queue_name, agent_name
             )
-        pool.batch = next(
-            (s.batch for s in self.agent_specs if (s.queue, s.name) == (queue_name, agent_name)),
-            1,
+        spec = next(
+            (s for s in self.agent_specs if (s.queue, s.name) == (queue_name, agent_name)), None
         )
+        pool.batch = 1 if spec is None else spec.batch
+        pool.timeout = None if spec is None else spec.timeout
         delta = threads - pool.getSize()
         if delta > 0:  # room first: new threads open their connections at once
             self.db.setPoolSize(self.db.getPoolSize() + delta)

@@ -40,6 +40,7 @@ from zasync.model.batch import batchable, run_batch
 from zasync.model.cancellation import cancel_before_start
 from zasync.model.job import Job
 from zasync.model.quarantine import describe, unsound
+from zasync.model.timelimit import RESCHEDULED, describe_limit, limit_for, time_out
 from zasync.model.tx import (
     TRANSACTION_ERRORS,
     abort_quietly,
@@ -52,6 +53,12 @@ from zasync.model.tx import (
 )
 from zasync.runtime.local import local
 from zasync.runtime.records import JobId, Records, describe_result
+from zasync.runtime.timelimits import (
+    RefusingTransactionManager,
+    TimedRun,
+    TimeLimits,
+    install_refusing_manager,
+)
 
 
 class PoolOwner(Protocol):
@@ -61,6 +68,7 @@ class PoolOwner(Protocol):
     db: ZODB.DB
     records: Records
     activated: datetime.datetime | bool | None
+    time_limits: TimeLimits
 
     def wake(self) -> None:
         """Poll soon."""
@@ -114,6 +122,13 @@ class AgentThreadPool:
         self._started = 0  # threads ever started here, to name them
         #: Jobs a thread runs in one transaction (see :mod:`zasync.model.batch`).
         self.batch = 1
+        #: The agent's default time limit in seconds (see :mod:`zasync.model.timelimit`).
+        self.timeout: float | None = None
+        #: Jobs stopped here at their time limit.
+        self.timed_out = 0
+        # Threads abandoned to a job stopped at its time limit (see
+        # zasync.runtime.timelimits), until they leave: thread -> that job's oid.
+        self._abandoned: dict[threading.Thread, bytes] = {}
 
     def getSize(self) -> int:
         """The declared number of threads (alias: ``get_size``)."""
@@ -205,6 +220,11 @@ class AgentThreadPool:
         while len(self._finished) > FINISHED_KEPT:
             del self._finished[next(iter(self._finished))]
 
+    def abandoned_threads(self) -> int:
+        """Threads abandoned to a job stopped at its time limit that have not come back yet."""
+        with self._lock:
+            return sum(1 for t in self._abandoned if t.is_alive())
+
     def backlog(self) -> int:
         """Claimed jobs waiting for a thread."""
         return max(0, self.queue.qsize() - self._wakeups)
@@ -243,8 +263,10 @@ class AgentThreadPool:
     def _main(self) -> None:
         _context.set_filing_deferred(True)
         # Only the job this thread was given is checked; its callbacks are not in an agent.
-        _context.set_ownership_check(lambda job: job is not local.job or self._still_ours(job))
+        _context.set_ownership_check(lambda job: job is not local.job or self._may_go_on(job))
         local.dispatcher = self.dispatcher
+        install_refusing_manager()  # before the connection: it joins this manager's transactions
+        me = threading.current_thread()
         quiet_storage_load_failures()  # a job's reload waits an outage out and reports it
         conn: Any = None
         try:
@@ -278,14 +300,16 @@ class AgentThreadPool:
                     )
                     conn = self._reopen(conn)
                 finally:
-                    if conn.opened is None:  # the job closed it
-                        conn = self._reopen(conn)
                     with self._idle:
-                        self.running -= len(items)
+                        stopped = self._abandoned.get(me)  # that job was counted out already
                         for done in items:
-                            self._owned.discard(done[0])
-                            self._remember_finished(done[0])
+                            if done[0] != stopped:
+                                self.running -= 1
+                                self._owned.discard(done[0])
+                                self._remember_finished(done[0])
                         self._idle.notify_all()
+                    if conn.opened is None and stopped is None:  # the job closed it
+                        conn = self._reopen(conn)
                     self.dispatcher.job_done(self)
                 if self._leave_if_surplus():
                     return
@@ -302,6 +326,10 @@ class AgentThreadPool:
             abort_quietly(transaction.manager)
             if conn is not None:
                 self._close_quietly(conn)
+            with self._lock:
+                was_abandoned = self._abandoned.pop(me, None) is not None
+            if was_abandoned:
+                self.dispatcher.db.setPoolSize(max(1, self.dispatcher.db.getPoolSize() - 1))
             if self.dispatcher.activated:
                 self.dispatcher.thread_exited(self)
 
@@ -388,7 +416,7 @@ class AgentThreadPool:
     def _run(self, conn: Connection, item: WorkItem) -> None:
         job = self._prepare(conn, item)
         if job is not None:
-            self._execute(job, _job_id(item))
+            self._execute(job, item)
 
     def _run_batch(self, conn: Connection, items: list[WorkItem]) -> None:
         """Run several jobs in one transaction (see :mod:`zasync.model.batch`)."""
@@ -398,11 +426,15 @@ class AgentThreadPool:
             job = self._prepare(conn, item)
             if job is None:
                 continue
-            if job.stored_status == ACTIVE and batchable(job):
+            if (
+                job.stored_status == ACTIVE
+                and batchable(job)
+                and limit_for(job, self.timeout) is None
+            ):
                 ready.append(job)
                 items_of[id(job)] = item
-            else:  # it needs a commit that starts it, or commits by itself: alone
-                self._execute(job, _job_id(item))
+            else:  # it needs a commit that starts it, commits by itself, or has a limit: alone
+                self._execute(job, item)
         if not ready:
             return
 
@@ -465,12 +497,13 @@ class AgentThreadPool:
             return None
         return job
 
-    def _execute(self, job: Job[Any], job_id: JobId) -> None:
+    def _execute(self, job: Job[Any], item: WorkItem) -> None:
         """Run a prepared job alone, in the usual way, and record what became of it."""
         thread_id = threading.get_ident()
         trace_log.info("starting in thread %d: %r", thread_id, job)
         local.job = job
         local._last_progress = 0.0
+        run = self._watch(job, item)
         try:
             result = job.run_claimed() if job.stored_status == ACTIVE else job()
         except BadStatusError:
@@ -488,8 +521,101 @@ class AgentThreadPool:
             result = job.result
         finally:
             local.job = None
+            if run is not None:
+                self._unwatch(run)
             abort_quietly(transaction.manager)
-        self._record_outcome(job, job_id, result)
+        if run is not None and run.expired:
+            return  # stopped at its time limit: recorded by the thread that stopped it
+        self._record_outcome(job, _job_id(item), result)
+
+    # -- time limits (see zasync.runtime.timelimits) -------------------------------------
+
+    def _watch(self, job: Job[Any], item: WorkItem) -> TimedRun | None:
+        """Start the clock of a job that has a time limit; None for one without."""
+        limit = limit_for(job, self.timeout)
+        if limit is None:
+            return None
+        manager = transaction.manager.manager
+        if not isinstance(manager, RefusingTransactionManager):
+            manager = install_refusing_manager()
+        run = TimedRun(self, job, item, limit, manager)
+        _context.set_run_guard(run)
+        self.dispatcher.time_limits.watch(run)
+        return run
+
+    def _unwatch(self, run: TimedRun) -> None:
+        run.finish()
+        self.dispatcher.time_limits.forget(run)
+        _context.set_run_guard(None)
+        # The stopped job's code is over: other jobs of this thread's batch may commit.
+        run.manager.refusing = False
+
+    def _may_go_on(self, job: Job[Any]) -> bool:
+        """The running job may be retried, or its outcome stored, by this thread."""
+        guard = _context.run_guard()
+        return (guard is None or not guard.expired) and self._still_ours(job)
+
+    def stop_timed_out(self, run: TimedRun) -> bool:
+        """Fail a job past its time limit, then stop its code and abandon its thread.
+
+        Called in a thread of its own.  Returns False, doing nothing, if the
+        job finished (or was handed on) first.  The job's callbacks run here.
+        """
+        oid, dbname = run.item
+        tm = transaction.TransactionManager()
+        conn = self._open(tm)
+        try:
+            tm.begin()
+            jar = conn if dbname in ("", conn.db().database_name) else conn.get_connection(dbname)
+            job: Job[Any] = jar.get(oid)
+            outcome = time_out(job, run.started_us, self._in_our_agent, run.limit, tm)
+            if outcome is None:
+                return False
+            with self._lock:
+                self.timed_out += 1
+            abandoned = run.expire(lambda: self._count_out(run.thread, oid))
+            if abandoned:
+                self._replace_abandoned()
+            message = describe_limit(run.limit)
+            events_log.warning(
+                "job %d stopped: %s; nothing it changed was committed; %s%s",
+                int.from_bytes(oid, "big"),
+                message,
+                "its retry policy put it back in its queue"
+                if outcome == RESCHEDULED
+                else "it failed with TimeLimitError",
+                f"; thread {run.thread.name} is replaced" if abandoned else "",
+            )
+            self.dispatcher.records.update_job(
+                _job_id(run.item),
+                result=f"TimeLimitError: {message}",
+                failed=True,
+                timed_out=True,
+                completed=clock.utcnow(),
+            )
+            job._run_callbacks(tm)
+            return True
+        finally:
+            abort_quietly(tm)
+            self._close_quietly(conn)
+
+    def _count_out(self, thread: threading.Thread, oid: bytes) -> None:
+        """Take a thread stuck in a stopped job out of the pool's counts."""
+        with self._idle:
+            self._abandoned[thread] = oid
+            if thread in self.threads:
+                self.threads.remove(thread)
+            self.running -= 1
+            self._owned.discard(oid)
+            self._remember_finished(oid)
+            self._idle.notify_all()
+
+    def _replace_abandoned(self) -> None:
+        """Start a thread in place of one counted out; its connection stays open meanwhile."""
+        self.dispatcher.db.setPoolSize(self.dispatcher.db.getPoolSize() + 1)
+        if self.dispatcher.activated:
+            self.setSize()
+        self.dispatcher.job_done(self)
 
     def _record_outcome(self, job: Job[Any], job_id: JobId, result: Any) -> None:
         # A job returns itself when it stopped because it is no longer this

@@ -36,6 +36,7 @@ from zasync.runtime._limits import (
     Prefetch,
     Seconds,
     Threads,
+    TimeLimit,
     check_intervals,
 )
 from zasync.runtime.config import AgentSpec
@@ -75,6 +76,16 @@ class AgentSettings(pydantic.BaseModel):
     prefetch: Prefetch | None = None  # default: threads x max(4, batch)
     filter: DottedCallable = None
     batch: Batch = 1
+    timeout: TimeLimit | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _timeout_alone(self) -> AgentSettings:
+        if self.timeout is not None and self.batch > 1:
+            raise ConfigurationError(
+                f"a batch agent (batch={self.batch}) cannot have a timeout: "
+                "jobs with a time limit run alone"
+            )
+        return self
 
     @property
     def default_prefetch(self) -> int:
@@ -90,6 +101,7 @@ class AgentSettings(pydantic.BaseModel):
             prefetch=self.default_prefetch if self.prefetch is None else self.prefetch,
             filter=resolve(self.filter) if self.filter else None,
             batch=self.batch,
+            timeout=self.timeout,
         )
 
 

@@ -228,7 +228,9 @@ def _log_started(worker_uuid: UUID, opened: Database, options: WorkerOptions) ->
         opened.uri + (f" (shared at {opened.server.address})" if opened.server else ""),
         ", ".join(
             f"{a.queue!r}/{a.name} ({a.threads} threads, {a.prefetch} ahead"
-            + (f", {a.batch} jobs per commit)" if a.batch > 1 else ")")
+            + (f", {a.batch} jobs per commit" if a.batch > 1 else "")
+            + (f", time limit {a.timeout:g} s" if a.timeout is not None else "")
+            + ")"
             for a in options.agents
         ),
     )

@@ -1,0 +1,247 @@
+"""How a worker stops a job that runs past its time limit (see :mod:`zasync.model.timelimit`).
+
+zasync runs jobs in threads, which Python cannot kill.  So a job past its
+limit is *failed first and stopped second*:
+
+1. A watcher thread per dispatcher sleeps until the nearest deadline of the
+   jobs its threads run under a limit.
+2. At a deadline, a short-lived thread fails the job in a connection and
+   transaction of its own (:func:`~zasync.model.timelimit.time_out`).  That
+   commit changes the job's record, so the job's own transaction, should it
+   ever get to its commit, conflicts: what the job changed is never stored.
+   A job that committed its result first is left alone.
+3. Only then is the job's thread told.  Its transaction manager dooms every
+   transaction from then on (a commit the job's code tries fails, whichever
+   way it is called); :class:`~zasync.errors.TimeLimitError` is raised in the
+   job's code, between two bytecodes (``PyThreadState_SetAsyncExc``); and
+   the thread is *abandoned*: its pool counts it out and starts another at
+   once, so the agent's slot and its thread are free for other jobs.
+4. The job's callbacks run, in the short-lived thread.
+
+The trade-offs of threads over a child process per job: no fork, no
+pickling of arguments, jobs share the worker's connection cache and start in
+microseconds; but the exception cannot interrupt a call into C (a long
+``time.sleep``, a blocking socket read, a C extension's loop): such a job
+is failed and its slot freed on time all the same, but its thread, with its
+database connection, lives on until the call returns (then it leaves), or
+until the process ends.  Jobs that may block in C for ever should set a
+timeout on what they call as well.  A job that catches the exception and
+goes on is still failed, and cannot commit anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import transaction
+
+from zasync.errors import TimeLimitError
+from zasync.model.timelimit import describe_limit
+
+events_log = logging.getLogger("zasync.events")
+
+
+class TimeLimitInterrupt(TimeLimitError):
+    """Raised inside a job's code, between two bytecodes, when its time limit passed."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(args or ("the job ran longer than its time limit",)))
+
+
+def _raise_in_thread(ident: int, exception: type[BaseException] | None) -> None:
+    """Make ``exception`` raised in thread ``ident`` at its next bytecode (None: cancel that)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), None if exception is None else ctypes.py_object(exception)
+    )
+
+
+class RefusingTransactionManager(transaction.TransactionManager):  # type: ignore[misc]
+    """A worker thread's transaction manager: once told to refuse, it dooms every transaction.
+
+    Installed as the thread's ``transaction.manager``, so a doomed
+    transaction is what ``transaction.commit()``, ``transaction.get()`` and
+    the job's own connection all get: any commit raises DoomedTransaction.
+    """
+
+    refusing = False
+
+    def get(self) -> Any:
+        txn = super().get()
+        if self.refusing:
+            _doom(txn)
+        return txn
+
+    def begin(self) -> Any:
+        txn = super().begin()
+        if self.refusing:
+            _doom(txn)
+        return txn
+
+
+def _doom(txn: Any) -> None:
+    if not txn.isDoomed():
+        # One already committing, or failed, cannot be doomed (nor commit again).
+        with contextlib.suppress(ValueError):
+            txn.doom()
+
+
+def install_refusing_manager() -> RefusingTransactionManager:
+    """Give this thread a :class:`RefusingTransactionManager`; return it (before any connection)."""
+    manager = RefusingTransactionManager()
+    transaction.manager.manager = manager
+    return manager
+
+
+class StoppingPool(Protocol):
+    """What a run needs of the pool of its thread."""
+
+    def stop_timed_out(self, run: TimedRun) -> bool:
+        """Fail the job of ``run``, then stop and abandon its thread; True if it was failed."""
+
+
+class TimedRun:
+    """One job run under a time limit in a worker thread: the guard its code runs through."""
+
+    def __init__(
+        self,
+        pool: StoppingPool,
+        job: Any,
+        item: tuple[bytes, str],
+        limit: float,
+        manager: RefusingTransactionManager,
+    ) -> None:
+        self.pool = pool
+        self.job = job
+        self.item = item
+        self.limit = limit
+        self.started_us: int | None = job._active_start
+        self.thread = threading.current_thread()
+        self.manager = manager
+        self.deadline = time.monotonic() + limit
+        self._lock = threading.Lock()
+        self._inside = False  # the job's code is running
+        self._interrupted = False
+        self._over = False  # the thread is done with the job
+        #: The job was failed for running too long; this thread is abandoned.
+        self.expired = False
+
+    def call(self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        """Run the job's code where :meth:`expire` can interrupt it."""
+        with self._lock:
+            if self.expired:
+                raise TimeLimitError(describe_limit(self.limit))
+            if self.started_us is None:  # started by this call's own commit (``job()``)
+                self.started_us = self.job._active_start
+            self._inside = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self._lock:
+                self._inside = False
+                if self._interrupted:
+                    # Not raised yet: it must not go off later, in zasync's own code.
+                    _raise_in_thread(self.thread.ident or 0, None)
+            if self.expired:
+                raise TimeLimitError(describe_limit(self.limit))
+
+    def expire(self, count_out: Callable[[], None]) -> bool:
+        """The job was failed: refuse the thread's commits, interrupt its code, abandon it.
+
+        ``count_out()`` takes the thread out of its pool; it is called here,
+        under the run's lock, so that the thread, finishing at the same
+        moment, counts itself out either entirely or not at all.  Returns
+        False, doing nothing, if the thread was already done with the job.
+        """
+        with self._lock:
+            if self.expired or self._over:
+                return False
+            self.expired = True
+            self.manager.refusing = True
+            count_out()
+            if self._inside and self.thread.ident is not None:
+                _raise_in_thread(self.thread.ident, TimeLimitInterrupt)
+                self._interrupted = True
+            return True
+
+    def finish(self) -> None:
+        """The thread is done with the job (stopped or not): :meth:`expire` no longer acts."""
+        with self._lock:
+            self._over = True
+
+
+class TimeLimits:
+    """The deadlines of one dispatcher's time-limited runs, and the thread that keeps them."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._cond = threading.Condition()
+        self._runs: set[TimedRun] = set()
+        self._sleeping_until = math.inf
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def watch(self, run: TimedRun) -> None:
+        """Keep ``run``'s deadline (starting the watcher thread on first use)."""
+        with self._cond:
+            self._runs.add(run)
+            if self._thread is None:
+                self._stopped = False
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+            elif run.deadline < self._sleeping_until:
+                self._cond.notify()
+
+    def forget(self, run: TimedRun) -> None:
+        """``run`` is over (its thread is done with it): its deadline no longer matters."""
+        with self._cond:
+            self._runs.discard(run)
+
+    def stop(self) -> None:
+        """Stop the watcher thread (runs still going are no longer watched)."""
+        with self._cond:
+            self._stopped = True
+            self._runs.clear()
+            self._cond.notify()
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(10)
+
+    def _loop(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                now = time.monotonic()
+                due = [run for run in self._runs if run.deadline <= now]
+                for run in due:
+                    self._runs.discard(run)
+                    threading.Thread(
+                        target=self._stop_run,
+                        args=(run,),
+                        name=f"zasync-time-limit-{int.from_bytes(run.item[0], 'big')}",
+                        daemon=True,
+                    ).start()
+                self._sleeping_until = min((r.deadline for r in self._runs), default=math.inf)
+                wait = None if self._sleeping_until == math.inf else self._sleeping_until - now
+                self._cond.wait(wait)
+            self._sleeping_until = math.inf
+
+    def _stop_run(self, run: TimedRun) -> None:
+        try:
+            run.pool.stop_timed_out(run)
+        except Exception:
+            events_log.critical(
+                "could not stop job %d past its time limit; trying again in 5 s",
+                int.from_bytes(run.item[0], "big"),
+                exc_info=True,
+            )
+            run.deadline = time.monotonic() + 5
+            with self._cond:
+                if not self._stopped:
+                    self._runs.add(run)
+                    self._cond.notify()
