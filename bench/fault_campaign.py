@@ -65,10 +65,13 @@ SELECTIONS = {
         "tests/faults/test_clocks.py::test_a_frozen_worker_does_not_declare_its_live_sibling_dead"
     ],
     # Scheduling: every tick once while the firing worker is killed; one job per unique key
-    # under 4 racing processes (each on ZEO and PostgreSQL).
+    # under 4 racing processes; rate limits never exceeded; nothing a job stopped at its time
+    # limit wrote is stored, its worker killed before or after the stop (each on ZEO and
+    # PostgreSQL).
     "periodic": ["tests/faults/test_periodic_kills.py"],
     "unique": ["tests/faults/test_unique_processes.py"],
     "rate": ["tests/faults/test_rate_limit_workers.py"],
+    "timelimit": ["tests/faults/test_time_limit_processes.py"],
 }
 #: The counts the fault tests report; a run with any of them non-zero went wrong.
 COUNTS = ["lost", "doubled", "stuck", "failed", "bad_objects"]

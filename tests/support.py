@@ -687,18 +687,23 @@ def note_start_write_then_sleep(key: str, path: str) -> str:
 
 
 def note_start_write_then_commit_in_a_loop(key: str, path: str) -> str:
-    """Notes its start, then keeps writing ``root[key]`` and committing, ignoring any error."""
+    """Notes its start and writes ``root[key]``; once stopped, keeps trying to commit writes."""
     with open(path, "a") as out:
         out.write(f"{key}\n")
+    _write_to_root(key)
     deadline = _time.monotonic() + 900
-    attempt = 0
-    while _time.monotonic() < deadline:
-        attempt += 1
+    while _time.monotonic() < deadline:  # computes until stopped
         try:
-            _write_to_root(f"{key}-{attempt}" if attempt > 1 else key)
-            if attempt > 1:
-                transaction.commit()  # the first change stays in the job's own transaction
+            while _time.monotonic() < deadline:
+                pass
+        except Exception:
+            break
+    for attempt in range(100):  # then tries, again and again, to store something
+        try:
+            _write_to_root(f"{key}-{attempt}")
+            transaction.commit()
         except Exception:
             with contextlib.suppress(Exception):
                 transaction.abort()
+        _time.sleep(0.01)
     return "gave up"
