@@ -707,3 +707,23 @@ def note_start_write_then_commit_in_a_loop(key: str, path: str) -> str:
                 transaction.abort()
         _time.sleep(0.01)
     return "gave up"
+
+
+def lose_the_database() -> str:
+    """Raises a disconnect error each time: its retry policy waits 5 s or more before the next."""
+    from ZEO.Exceptions import ClientDisconnected
+
+    raise ClientDisconnected("the server went away (simulated)")
+
+
+def return_a_slow_inner_job(seconds: float) -> Any:
+    """Returns, at once, a job that takes ``seconds``: the outer job waits for its result."""
+    return local.getQueue().put(Job(sleep_then, seconds, "inner done"))
+
+
+def append_then_sleep(path: str, seconds: float, result: Any = None) -> Any:
+    """A callback: appends a line to ``path`` (its runs can be counted), then takes ``seconds``."""
+    with open(path, "a") as out:
+        out.write("ran\n")
+    _time.sleep(seconds)
+    return "called back"

@@ -198,3 +198,85 @@ def test_the_dashboard_shows_the_limit_and_the_failure(zasync_db, zasync_conn, z
     assert web.get(f"/api/jobs/{views.job_id(job)}").get_json()["timeout"] == 0.5
     overview = web.get("/").get_data(as_text=True)
     assert 'class="default-timeout">time limit 600 s' in overview
+
+
+def test_a_thread_stopped_while_its_retry_policy_waits_comes_back_and_leaves(
+    zasync_db, zasync_queue
+):
+    """The default policy waits 5 s after a disconnect: the job is stopped meanwhile."""
+    with running_dispatcher(zasync_db, threads=1, poll_interval=0.1) as dispatcher:
+        job = zasync_queue.put(Job(support.lose_the_database), timeout=0.5)
+        transaction.commit()
+        assert wait_for_result(job).check(zasync.TimeLimitError)
+        pool = _pool(dispatcher)
+        wait_for(lambda: pool.abandoned_threads() == 0, sync=None)  # back after its wait
+        assert pool.running == 0 and pool.timed_out == 1
+
+
+def test_two_limited_jobs_in_one_batch_keep_the_counts_right(zasync_db, zasync_queue):
+    spec = AgentSpec(threads=1, prefetch=8, batch=8)
+    size_before = zasync_db.getPoolSize()
+    with running_dispatcher(zasync_db, agents=[spec], poll_interval=0.1) as dispatcher:
+        size_running = zasync_db.getPoolSize()
+        spinning = [
+            zasync_queue.put(Job(support.write_then_spin, f"batch-{n}"), timeout=0.5)
+            for n in range(2)
+        ]
+        quick = [zasync_queue.put(Job(support.multiply, n, 5)) for n in range(4)]
+        transaction.commit()
+        for job in spinning:
+            assert wait_for_result(job).check(zasync.TimeLimitError)
+        assert [wait_for_result(job) for job in quick] == [5 * n for n in range(4)]
+        pool = _pool(dispatcher)
+        wait_for(lambda: pool.abandoned_threads() == 0 and pool.running == 0, sync=None)
+        assert pool.wait_idle(30)
+        assert zasync_db.getPoolSize() == size_running
+    assert zasync_db.getPoolSize() == size_before
+
+
+def test_a_job_waiting_for_the_job_it_returned_is_not_stopped(zasync_db, zasync_queue):
+    """The limit covers the job's own run, not the wait for a job it returned."""
+    with running_dispatcher(zasync_db, threads=2, poll_interval=0.1) as dispatcher:
+        outer = zasync_queue.put(Job(support.return_a_slow_inner_job, 1.5), timeout=0.5)
+        transaction.commit()
+        assert wait_for_result(outer) == "inner done"
+        assert _pool(dispatcher).timed_out == 0
+
+
+def test_a_job_started_by_its_own_commit_is_stopped_too(zasync_db, zasync_conn, zasync_queue):
+    """``retry_policy_factory='never'`` starts a job with a commit of its own (``job()``)."""
+    with running_dispatcher(zasync_db, threads=1, poll_interval=0.1):
+        job = zasync_queue.put(
+            Job(support.write_then_spin, "never"), timeout=0.01, retry_policy_factory="never"
+        )
+        transaction.commit()
+        assert wait_for_result(job).check(zasync.TimeLimitError)
+    assert "never" not in _root_keys(zasync_conn)
+
+
+def test_zasync_own_jobs_take_no_default_limit(zasync_conn, zasync_queue):
+    from zasync.model.patterns import serial
+    from zasync.model.timelimit import limit_for
+
+    zasync_queue.default_timeout = 1
+    schedule = zasync.add_schedule(zasync_queue, "beat", support.multiply, 2, 3, every=60)
+    trigger = schedule._trigger
+    assert limit_for(trigger, agent_default=2) is None
+    chain = zasync_queue.put(serial(Job(support.multiply, 1, 2)))
+    assert limit_for(chain, agent_default=None) is None
+    assert limit_for(zasync_queue.put(Job(support.multiply, 1, 2)), None) == 1
+
+
+def test_a_graceful_stop_waits_for_the_callbacks_of_a_stopped_job(
+    zasync_db, zasync_queue, tmp_path
+):
+    runs = tmp_path / "callback-runs"
+    with running_dispatcher(zasync_db, threads=1, poll_interval=0.1) as dispatcher:
+        job = zasync_queue.put(Job(support.write_then_spin, "cb"), timeout=0.3)
+        callback = job.addCallback(Job(support.append_then_sleep, str(runs), 1.5))
+        transaction.commit()
+        wait_for(lambda: runs.exists(), sync=None)  # the callback started
+        assert dispatcher.stop(30) is True
+    transaction.begin()
+    assert callback.result == "called back" and job.result.check(zasync.TimeLimitError)
+    assert runs.read_text() == "ran\n"  # once

@@ -30,8 +30,8 @@ def test_a_limit_is_seconds_or_a_timedelta(value, seconds):
         (0, "timeout must be more than 0 seconds"),
         (-5, "timeout must be more than 0 seconds"),
         (datetime.timedelta(seconds=-1), "timeout must be more than 0 seconds"),
-        (float("nan"), "timeout must be more than 0 seconds"),
-        (float("inf"), "timeout must be more than 0 seconds"),
+        (float("nan"), "timeout must be a number of seconds, not NaN"),
+        (float("inf"), "timeout must be at most"),
         (MAX_TIME_LIMIT + 1, "timeout must be at most"),
         (True, "timeout must be a number of seconds or a datetime.timedelta, not bool"),
         ("30", "timeout must be a number of seconds or a datetime.timedelta, not str"),
@@ -97,3 +97,8 @@ def test_an_agent_limit_is_checked_like_the_others():
 def test_time_limit_error_is_exported_and_distinct_from_start_deadlines():
     assert issubclass(zasync.TimeLimitError, zasync.ZasyncError)
     assert not issubclass(zasync.TimeLimitError, zasync.TimeoutError)
+
+
+def test_an_integer_too_large_for_a_float_is_refused_in_one_line():
+    with pytest.raises(InvalidValueError, match="timeout must be at most"):
+        check_timeout(10**400)

@@ -12,8 +12,9 @@ that code, and only that code, when the limit passes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 _state = threading.local()
@@ -54,6 +55,15 @@ class RunGuard(Protocol):
     def call(self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         """Call ``fn(*args, **kwargs)`` where the guard can stop it."""
 
+    def result_commit_starts(self) -> None:
+        """The job's outcome is about to be committed: its worker must not stop it now."""
+
+    def enter_critical(self) -> None:
+        """A commit or abort begins in this thread: the job's code must not be interrupted."""
+
+    def leave_critical(self) -> None:
+        """It ended (an interruption held back meanwhile is raised now)."""
+
 
 def run_user_code(
     job: object, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
@@ -69,6 +79,27 @@ def run_guard() -> RunGuard | None:
     """The guard of the job this thread runs under a time limit, or None."""
     guard: RunGuard | None = getattr(_state, "guard", None)
     return guard
+
+
+def result_commit_starts(job: object) -> None:
+    """``job``, run by this thread, is about to commit its outcome (see RunGuard)."""
+    guard: RunGuard | None = getattr(_state, "guard", None)
+    if guard is not None and guard.job is job:
+        guard.result_commit_starts()
+
+
+@contextlib.contextmanager
+def critical() -> Iterator[None]:
+    """A commit or an abort, which the time-limit interruption must not break in the middle."""
+    guard: RunGuard | None = getattr(_state, "guard", None)
+    if guard is None:
+        yield
+        return
+    guard.enter_critical()
+    try:
+        yield
+    finally:
+        guard.leave_critical()
 
 
 def run_stopped(job: object) -> bool:

@@ -352,6 +352,8 @@ class Job(JobRecord[R]):
                 if res.check(*TRANSACTION_ERRORS):
                     _counters.count_conflict("job", res.value)
                 decision = self._getRetry("jobError", tm, res, data_cache)
+                if _context.run_stopped(self):
+                    return self  # stopped while its policy decided (which may wait)
                 if isinstance(decision, PolicyBroke):
                     res = decision.failure
                 elif isinstance(decision, _TIME_DECISIONS):
@@ -363,6 +365,7 @@ class Job(JobRecord[R]):
                 final = self._set_result(res, tm, data_cache)
                 if final and self._p_oid is not None:
                     tm.get().note(f"zasync: result of job {oid_int(self)}")
+                _context.result_commit_starts(self)
                 tm.commit()
             except BaseException as error:
                 abort_quietly(tm)
@@ -382,6 +385,8 @@ class Job(JobRecord[R]):
                     _counters.count_conflict("job", commit_failure.value)
                 _discard(res)
                 decision = self._getRetry("commitError", tm, commit_failure, data_cache)
+                if _context.run_stopped(self):
+                    return self
                 if isinstance(decision, PolicyBroke):
                     commit_failure = decision.failure
                 elif isinstance(decision, _TIME_DECISIONS):
@@ -491,8 +496,12 @@ class Job(JobRecord[R]):
                 )
             res.addCallback(self._callback)
             final = False
+            # Written in every result commit, so that this commit and any other that
+            # changes the job (a worker stopping it at its time limit) conflict.
+            self._p_changed = True
         elif inspect.isawaitable(res):
             final = False  # the caller submits it once this state is committed
+            self._p_changed = True
         else:
             self._finish(res)
             final = True

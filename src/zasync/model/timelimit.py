@@ -16,8 +16,10 @@ transaction is never committed, since the job's record changed under it, and
 its callbacks run.  How the worker stops the job's thread is the runtime's
 part (:mod:`zasync.runtime.timelimits`).
 
-Jobs that wrap a method of another job (a crashed job's ``handleInterrupt``,
-``resumeCallbacks``) are zasync's own bookkeeping and take no default limit.
+zasync's own jobs (those that wrap a method of another job, such as a
+crashed job's ``handleInterrupt``; a schedule's trigger; the steps of
+``serial`` and ``parallel``) take no default limit: cutting them short would
+stop a schedule or a chain.
 """
 
 from __future__ import annotations
@@ -57,8 +59,13 @@ def check_timeout(value: Any, what: str = "timeout") -> float | None:
             f"not {type(value).__name__}"
         )
     else:
-        seconds = float(value)
-    if not math.isfinite(seconds) or seconds <= 0:
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
+    if math.isnan(seconds):
+        raise InvalidValueError(f"{what} must be a number of seconds, not NaN")
+    if seconds <= 0:
         raise InvalidValueError(f"{what} must be more than 0 seconds (got {value!r:.40})")
     if seconds > MAX_TIME_LIMIT:
         raise InvalidValueError(
@@ -72,13 +79,21 @@ def limit_for(job: Job[Any], agent_default: float | None) -> float | None:
     own = job._time_limit
     if own is not None:
         return own
-    if IJob.providedBy(job._callable_root):
-        return None  # bookkeeping of another job: never cut short by a default
-    if agent_default is not None:
-        return agent_default
-    queue = job.queue
-    limit: float | None = None if queue is None else queue._default_timeout
-    return limit
+    default = agent_default
+    if default is None:
+        queue = job.queue
+        default = None if queue is None else queue._default_timeout
+    if default is None or _bookkeeping(job._callable_root):
+        return None
+    return default
+
+
+def _bookkeeping(root: Any) -> bool:
+    """zasync's own jobs (another job's method, a schedule's trigger...): never cut short."""
+    if IJob.providedBy(root):
+        return True
+    module = getattr(root, "__module__", None) or ""
+    return module == "zasync" or (module.startswith("zasync.") and module != "zasync.demo")
 
 
 def describe_limit(limit: float) -> str:
@@ -92,6 +107,7 @@ def time_out(
     still_here: Callable[[Job[Any]], bool],
     limit: float,
     tm: Any,
+    busy: Callable[[], bool] = lambda: False,
 ) -> str | None:
     """Fail ``job``, or reschedule it as its retry policy decides; say which (or None).
 
@@ -100,14 +116,22 @@ def time_out(
     returned, unless the job is still the run that started at ``started_us``
     (integer microseconds) and ``still_here`` says it is still held by the
     worker that ran it: a job that committed its result meanwhile, or was
-    handed to another worker, is left alone (None).  Returns :data:`FAILED`
+    handed to another worker, is left alone (None), and so is one whose
+    worker says it is ``busy`` committing its outcome (asked again at each
+    try: the job's commit and this one write the job's record, so one of
+    them conflicts, and the retry sees what the other did).  Returns :data:`FAILED`
     or :data:`RESCHEDULED`.  The caller runs the callbacks
     (``job._run_callbacks(tm)``) once it has stopped the job's thread.
     """
     failure = Failure(TimeLimitError(describe_limit(limit)))
 
     def same_run() -> bool:
-        return job.status == ACTIVE and job._active_start == started_us and still_here(job)
+        return (
+            job.status == ACTIVE
+            and job._active_start == started_us
+            and still_here(job)
+            and not busy()
+        )
 
     tm.begin()
     if not same_run():

@@ -35,10 +35,12 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import transaction
+from transaction.interfaces import DoomedTransaction
 from ZODB.POSException import POSKeyError, StorageError, TransactionError
 
 from zasync import _counters, clock
 from zasync.interfaces import ZasyncError
+from zasync.model import _context
 from zasync.model.failure import Failure
 
 events_log = logging.getLogger("zasync.events")
@@ -48,6 +50,9 @@ T = TypeVar("T")
 
 #: Never swallowed: aborted and re-raised wherever they appear.
 EXPLOSIVE_ERRORS: tuple[type[BaseException], ...] = (SystemExit, KeyboardInterrupt)
+#: Aborted and re-raised by the retrying helpers: a doomed transaction can never commit
+#: (a thread whose job was stopped at its time limit gets only doomed ones).
+UNRETRYABLE_ERRORS: tuple[type[BaseException], ...] = (*EXPLOSIVE_ERRORS, DoomedTransaction)
 
 #: Conflicts and other transaction errors: retrying the transaction may succeed.
 TRANSACTION_ERRORS: tuple[type[BaseException], ...] = (TransactionError,)
@@ -187,7 +192,7 @@ def never_fail(
                 tm.get().note(note)
             result = call()
             tm.commit()
-        except EXPLOSIVE_ERRORS:
+        except UNRETRYABLE_ERRORS:
             _abort(tm)
             raise
         except TRANSACTION_ERRORS as error:
@@ -300,7 +305,7 @@ def try_transaction_five_times(
                 tm.get().note(note)
             result = call()
             tm.commit()
-        except EXPLOSIVE_ERRORS:
+        except UNRETRYABLE_ERRORS:
             _abort(tm)
             raise
         except reraise:
@@ -332,32 +337,37 @@ def in_fresh_connection(db: Any, oid: bytes, work: Callable[[Any], T], commit: b
     The caller's transaction is not touched.  With ``commit``, the work is
     committed, retried on conflicts (10 tries); a database that stays
     unreachable raises :class:`~zasync.interfaces.ZasyncError` after 10 tries
-    with a growing pause.
+    with a growing pause.  Job code calls this (``zasync.local``): a job
+    stopped at its time limit is not interrupted in the middle of it.
     """
     attempts = 0
     while True:
-        tm = transaction.TransactionManager()
-        conn = db.open(transaction_manager=tm)
-        try:
-            tm.begin()
-            result = work(conn.get(oid))
-            if commit:
-                tm.commit()
-            return result
-        except TRANSACTION_ERRORS:
-            tm.abort()
-            attempts += 1
-            if attempts >= 10:
-                raise
-        except disconnect_errors():
-            tm.abort()
-            attempts += 1
-            if attempts >= 10:
-                raise ZasyncError("the database stayed unreachable") from None
-            clock.sleep(min(0.5 * attempts, 5))
-        finally:
-            tm.abort()
-            conn.close()
+        pause = 0.0
+        with _context.critical():
+            tm = transaction.TransactionManager()
+            conn = db.open(transaction_manager=tm)
+            try:
+                tm.begin()
+                result = work(conn.get(oid))
+                if commit:
+                    tm.commit()
+                return result
+            except TRANSACTION_ERRORS:
+                tm.abort()
+                attempts += 1
+                if attempts >= 10:
+                    raise
+            except disconnect_errors():
+                tm.abort()
+                attempts += 1
+                if attempts >= 10:
+                    raise ZasyncError("the database stayed unreachable") from None
+                pause = min(0.5 * attempts, 5)
+            finally:
+                tm.abort()
+                conn.close()
+        if pause:
+            clock.sleep(pause)
 
 
 @contextlib.contextmanager

@@ -128,7 +128,10 @@ class AgentThreadPool:
         self.timed_out = 0
         # Threads abandoned to a job stopped at its time limit (see
         # zasync.runtime.timelimits), until they leave: thread -> that job's oid.
-        self._abandoned: dict[threading.Thread, bytes] = {}
+        self._abandoned: dict[threading.Thread, set[bytes]] = {}
+        # Jobs stopped at their time limit whose failure and callbacks are still
+        # being handled (they are still this pool's: held, and waited for by a stop).
+        self._stopping = 0
 
     def getSize(self) -> int:
         """The declared number of threads (alias: ``get_size``)."""
@@ -208,7 +211,7 @@ class AgentThreadPool:
     def holds_anything(self) -> bool:
         """Jobs waiting, running, or finished here within the orphan check's memory."""
         with self._lock:
-            if self._owned:
+            if self._owned or self._stopping:
                 return True
             now = time.monotonic()
             return any(now - t < FINISHED_MEMORY for t in self._finished.values())
@@ -251,7 +254,7 @@ class AgentThreadPool:
         """Wait until no job is running here; True if that happened in time."""
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self.running:
+            while self.running or self._stopping:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -278,13 +281,14 @@ class AgentThreadPool:
                         return
                     continue
                 items = [item, *self._more_for_batch()]
+                handed_back: list[WorkItem] = []
                 with self._lock:
                     self.running += len(items)
                 try:
                     if len(items) == 1:
                         self._run(conn, item)
                     else:
-                        self._run_batch(conn, items)
+                        handed_back = self._run_batch(conn, items)
                 except BaseException:
                     # _run turns whatever a job raises into its outcome; this is
                     # zasync's own bookkeeping failing.  The job stays held in
@@ -301,14 +305,15 @@ class AgentThreadPool:
                     conn = self._reopen(conn)
                 finally:
                     with self._idle:
-                        stopped = self._abandoned.get(me)  # that job was counted out already
+                        # Counted out already: a job stopped at its limit, jobs handed back.
+                        stopped = self._abandoned.get(me, set())
                         for done in items:
-                            if done[0] != stopped:
+                            if done[0] not in stopped and done not in handed_back:
                                 self.running -= 1
                                 self._owned.discard(done[0])
                                 self._remember_finished(done[0])
                         self._idle.notify_all()
-                    if conn.opened is None and stopped is None:  # the job closed it
+                    if conn.opened is None and not stopped:  # the job closed it
                         conn = self._reopen(conn)
                     self.dispatcher.job_done(self)
                 if self._leave_if_surplus():
@@ -418,25 +423,43 @@ class AgentThreadPool:
         if job is not None:
             self._execute(job, item)
 
-    def _run_batch(self, conn: Connection, items: list[WorkItem]) -> None:
-        """Run several jobs in one transaction (see :mod:`zasync.model.batch`)."""
+    def _run_batch(self, conn: Connection, items: list[WorkItem]) -> list[WorkItem]:
+        """Run several jobs in one transaction (see :mod:`zasync.model.batch`).
+
+        Jobs with a time limit run alone, after the others, one per batch: the
+        others go back to the pool's queue (they are returned), so that a job
+        stopped at its limit, whose thread may never come back, holds none.
+        """
         ready: list[Job[Any]] = []
         items_of: dict[int, WorkItem] = {}
+        limited: list[tuple[Job[Any], WorkItem]] = []
         for item in items:
             job = self._prepare(conn, item)
             if job is None:
                 continue
-            if (
-                job.stored_status == ACTIVE
-                and batchable(job)
-                and limit_for(job, self.timeout) is None
-            ):
+            if limit_for(job, self.timeout) is not None:
+                limited.append((job, item))
+            elif job.stored_status == ACTIVE and batchable(job):
                 ready.append(job)
                 items_of[id(job)] = item
-            else:  # it needs a commit that starts it, commits by itself, or has a limit: alone
+            else:  # it needs a commit that starts it, or commits by itself: alone
                 self._execute(job, item)
-        if not ready:
-            return
+        handed_back = [item for _, item in limited[1:]]
+        if handed_back:
+            with self._lock:
+                self.running -= len(handed_back)  # counted again by the thread that takes them
+            for item in handed_back:
+                self.queue.put(item)
+        if ready:
+            self._run_ready(conn, ready, items_of)
+        if limited:
+            self._execute(*limited[0])
+        return handed_back
+
+    def _run_ready(
+        self, conn: Connection, ready: list[Job[Any]], items_of: dict[int, WorkItem]
+    ) -> None:
+        """Run batchable jobs in one transaction, and record what became of each."""
 
         def starting(job: Job[Any]) -> None:
             local.job = job
@@ -512,9 +535,14 @@ class AgentThreadPool:
             self._settle(job)
             result = job.result
         except BaseException:
+            abort_quietly(transaction.manager)
+            if run is not None and run.expired:
+                # Stopped at its time limit: its thread's commits are refused, and the
+                # thread that stopped it handles it.
+                trace_log.info("stopped %r gave up in thread %d", job, thread_id, exc_info=True)
+                return
             # Job code cannot get here (the job records what it raises); this
             # is an error of the job's bookkeeping.  Settle the job, go on.
-            abort_quietly(transaction.manager)
             self.errors += 1
             events_log.critical("unexpected error running %r", job, exc_info=True)
             self._settle(job)
@@ -564,11 +592,20 @@ class AgentThreadPool:
         oid, dbname = run.item
         tm = transaction.TransactionManager()
         conn = self._open(tm)
+        with self._idle:
+            self._stopping += 1
         try:
             tm.begin()
             jar = conn if dbname in ("", conn.db().database_name) else conn.get_connection(dbname)
             job: Job[Any] = jar.get(oid)
-            outcome = time_out(job, run.started_us, self._in_our_agent, run.limit, tm)
+            outcome = time_out(
+                job,
+                run.started_us,
+                self._in_our_agent,
+                run.limit,
+                tm,
+                busy=lambda: run.committing or run.over,
+            )
             if outcome is None:
                 return False
             with self._lock:
@@ -598,16 +635,23 @@ class AgentThreadPool:
         finally:
             abort_quietly(tm)
             self._close_quietly(conn)
+            with self._idle:
+                self._stopping -= 1
+                if run.expired:  # counted out of the threads: now done with here
+                    self._owned.discard(oid)
+                    self._remember_finished(oid)
+                self._idle.notify_all()
 
     def _count_out(self, thread: threading.Thread, oid: bytes) -> None:
-        """Take a thread stuck in a stopped job out of the pool's counts."""
+        """Take a thread stuck in a stopped job out of the pool's counts.
+
+        The job stays this pool's (``_owned``) until its stop is handled.
+        """
         with self._idle:
-            self._abandoned[thread] = oid
+            self._abandoned.setdefault(thread, set()).add(oid)
             if thread in self.threads:
                 self.threads.remove(thread)
             self.running -= 1
-            self._owned.discard(oid)
-            self._remember_finished(oid)
             self._idle.notify_all()
 
     def _replace_abandoned(self) -> None:
@@ -619,9 +663,13 @@ class AgentThreadPool:
 
     def _record_outcome(self, job: Job[Any], job_id: JobId, result: Any) -> None:
         # A job returns itself when it stopped because it is no longer this
-        # worker's (handed to another, run elsewhere): nothing to wait for
-        # here, and it may be running in another worker's agent.
-        waiting = job.stored_status == ACTIVE and result is not job
+        # worker's (handed to another, run elsewhere, stopped at its time
+        # limit): nothing to wait for here, and its outcome is not this run's.
+        if result is job:
+            self.dispatcher.records.update_job(job_id, reassigned=True, completed=clock.utcnow())
+            trace_log.info("gave up in thread %d: %r", threading.get_ident(), job)
+            return
+        waiting = job.stored_status == ACTIVE
         if waiting and IJob.providedBy(result):
             self._park(job)
         text, failed = describe_result(None if waiting else result)

@@ -7,16 +7,20 @@ limit is *failed first and stopped second*:
    jobs its threads run under a limit.
 2. At a deadline, a short-lived thread fails the job in a connection and
    transaction of its own (:func:`~zasync.model.timelimit.time_out`).  That
-   commit changes the job's record, so the job's own transaction, should it
-   ever get to its commit, conflicts: what the job changed is never stored.
-   A job that committed its result first is left alone.
+   commit changes the job's record, as does the job's own result commit, so
+   whichever comes second conflicts: what the job changed is never stored
+   once it was failed, and a job that committed its result first is left
+   alone.  A job whose result commit is under way, or that has not started
+   its code yet, is looked at again a moment later.
 3. Only then is the job's thread told.  Its transaction manager dooms every
    transaction from then on (a commit the job's code tries fails, whichever
    way it is called); :class:`~zasync.errors.TimeLimitError` is raised in the
-   job's code, between two bytecodes (``PyThreadState_SetAsyncExc``); and
-   the thread is *abandoned*: its pool counts it out and starts another at
-   once, so the agent's slot and its thread are free for other jobs.
-4. The job's callbacks run, in the short-lived thread.
+   job's code, between two bytecodes (``PyThreadState_SetAsyncExc``), but
+   never inside a commit or an abort (it waits for their end); and the
+   thread is *abandoned*: its pool counts it out and starts another at once,
+   so the agent's slot and its thread are free for other jobs.
+4. The job's callbacks run, in the short-lived thread; the job stays the
+   pool's until they are done, and a graceful stop waits for them.
 
 The trade-offs of threads over a child process per job: no fork, no
 pickling of arguments, jobs share the worker's connection cache and start in
@@ -41,11 +45,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import transaction
+from transaction._transaction import Transaction
 
 from zasync.errors import TimeLimitError
+from zasync.model import _context
 from zasync.model.timelimit import describe_limit
 
 events_log = logging.getLogger("zasync.events")
+#: Seconds before a run that could not be stopped at its deadline is looked at again.
+RECHECK = 0.25
 
 
 class TimeLimitInterrupt(TimeLimitError):
@@ -62,24 +70,45 @@ def _raise_in_thread(ident: int, exception: type[BaseException] | None) -> None:
     )
 
 
+class GuardedTransaction(Transaction):  # type: ignore[misc]
+    """A worker thread's transaction: its commit and abort are never cut in the middle.
+
+    The time limit's exception is raised between two bytecodes of the job's
+    code; inside a commit (a two-phase commit, a storage writing its index)
+    that would leave the connection or the storage half done.  A commit or
+    abort is a critical section: the exception waits until it ends.
+    """
+
+    def commit(self) -> Any:
+        with _context.critical():
+            return super().commit()
+
+    def abort(self) -> Any:
+        with _context.critical():
+            return super().abort()
+
+
 class RefusingTransactionManager(transaction.TransactionManager):  # type: ignore[misc]
     """A worker thread's transaction manager: once told to refuse, it dooms every transaction.
 
     Installed as the thread's ``transaction.manager``, so a doomed
     transaction is what ``transaction.commit()``, ``transaction.get()`` and
     the job's own connection all get: any commit raises DoomedTransaction.
+    Its transactions are :class:`GuardedTransaction`.
     """
 
     refusing = False
 
     def get(self) -> Any:
-        txn = super().get()
-        if self.refusing:
-            _doom(txn)
-        return txn
+        return self._checked(super().get())
 
     def begin(self) -> Any:
-        txn = super().begin()
+        return self._checked(super().begin())
+
+    def _checked(self, txn: Any) -> Any:
+        if type(txn) is Transaction:
+            # The same object with guarded commit and abort (no state of its own to add).
+            txn.__class__ = GuardedTransaction
         if self.refusing:
             _doom(txn)
         return txn
@@ -128,7 +157,11 @@ class TimedRun:
         self._lock = threading.Lock()
         self._inside = False  # the job's code is running
         self._interrupted = False
+        self._critical = 0  # commits and aborts under way in the job's thread
+        self._held_back = False  # an interruption waits for the end of one
         self._over = False  # the thread is done with the job
+        #: The job's outcome is being committed: not to be stopped (unless that fails).
+        self.committing = False
         #: The job was failed for running too long; this thread is abandoned.
         self.expired = False
 
@@ -139,17 +172,44 @@ class TimedRun:
                 raise TimeLimitError(describe_limit(self.limit))
             if self.started_us is None:  # started by this call's own commit (``job()``)
                 self.started_us = self.job._active_start
+            self.committing = False
             self._inside = True
         try:
             return fn(*args, **kwargs)
         finally:
             with self._lock:
                 self._inside = False
+                self._held_back = False
                 if self._interrupted:
                     # Not raised yet: it must not go off later, in zasync's own code.
                     _raise_in_thread(self.thread.ident or 0, None)
             if self.expired:
                 raise TimeLimitError(describe_limit(self.limit))
+
+    def result_commit_starts(self) -> None:
+        """The job's outcome is being committed (see :attr:`committing`)."""
+        with self._lock:
+            self.committing = True
+
+    def enter_critical(self) -> None:
+        """A commit or abort begins in the job's thread."""
+        with self._lock:
+            self._critical += 1
+
+    def leave_critical(self) -> None:
+        """It ended: raise an interruption held back meanwhile."""
+        with self._lock:
+            self._critical -= 1
+            deliver = self._critical == 0 and self._held_back and self._inside
+            if deliver:
+                self._held_back = False
+        if deliver:
+            raise TimeLimitInterrupt()
+
+    @property
+    def over(self) -> bool:
+        """The thread is done with the job."""
+        return self._over
 
     def expire(self, count_out: Callable[[], None]) -> bool:
         """The job was failed: refuse the thread's commits, interrupt its code, abandon it.
@@ -165,7 +225,9 @@ class TimedRun:
             self.expired = True
             self.manager.refusing = True
             count_out()
-            if self._inside and self.thread.ident is not None:
+            if self._inside and self._critical:
+                self._held_back = True  # raised when the commit or abort under way ends
+            elif self._inside and self.thread.ident is not None:
                 _raise_in_thread(self.thread.ident, TimeLimitInterrupt)
                 self._interrupted = True
             return True
@@ -220,12 +282,17 @@ class TimeLimits:
                 due = [run for run in self._runs if run.deadline <= now]
                 for run in due:
                     self._runs.discard(run)
-                    threading.Thread(
-                        target=self._stop_run,
-                        args=(run,),
-                        name=f"zasync-time-limit-{int.from_bytes(run.item[0], 'big')}",
-                        daemon=True,
-                    ).start()
+                    try:
+                        threading.Thread(
+                            target=self._stop_run,
+                            args=(run,),
+                            name=f"zasync-time-limit-{int.from_bytes(run.item[0], 'big')}",
+                            daemon=True,
+                        ).start()
+                    except RuntimeError:  # no thread to be had now: try again soon
+                        events_log.warning("could not start a thread to stop a job; retrying")
+                        run.deadline = now + RECHECK
+                        self._runs.add(run)
                 self._sleeping_until = min((r.deadline for r in self._runs), default=math.inf)
                 wait = None if self._sleeping_until == math.inf else self._sleeping_until - now
                 self._cond.wait(wait)
@@ -233,15 +300,21 @@ class TimeLimits:
 
     def _stop_run(self, run: TimedRun) -> None:
         try:
-            run.pool.stop_timed_out(run)
+            if not run.pool.stop_timed_out(run) and not run.over:
+                # Not stoppable just now (committing its outcome, not started yet):
+                # look again soon, for as long as its thread runs it.
+                self._watch_again(run, RECHECK)
         except Exception:
             events_log.critical(
                 "could not stop job %d past its time limit; trying again in 5 s",
                 int.from_bytes(run.item[0], "big"),
                 exc_info=True,
             )
-            run.deadline = time.monotonic() + 5
-            with self._cond:
-                if not self._stopped:
-                    self._runs.add(run)
-                    self._cond.notify()
+            self._watch_again(run, 5.0)
+
+    def _watch_again(self, run: TimedRun, delay: float) -> None:
+        with self._cond:
+            if not self._stopped and not run.over:
+                run.deadline = time.monotonic() + delay
+                self._runs.add(run)
+                self._cond.notify()
