@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import operator
 import statistics
 import sys
@@ -120,6 +121,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    logging.getLogger("zasync").setLevel(logging.CRITICAL)  # one failure line per stopped job
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         stopped = overshoot(directory, args.stops, args.limit)
