@@ -58,6 +58,19 @@ def _outcomes(uri, oids):
         return [(job.status, job.result) for job in jobs], written
 
 
+def _wait_until_completed(uri, oids, message):
+    wait_until(
+        lambda: all(status == COMPLETED for status, _ in _outcomes(uri, oids)[0]),
+        message=message,
+    )
+
+
+def _assert_stopped_and_nothing_written(uri, oids):
+    outcomes, written = _outcomes(uri, oids)
+    assert all(result.check(zasync.TimeLimitError) for _, result in outcomes), outcomes
+    assert written == []
+
+
 def _probe(uri):
     """Put a job and wait for a worker to run it."""
     with client(uri) as conn:
@@ -83,12 +96,7 @@ def test_jobs_stopped_at_their_limit_stay_failed_after_their_worker_is_killed(en
     oids = _put(engine_uri, starts, limit=1)
     first = _worker(engine_uri, tmp_path, "first")
     try:
-
-        def all_failed() -> bool:
-            outcomes, _ = _outcomes(engine_uri, oids)
-            return all(status == COMPLETED for status, _ in outcomes)
-
-        wait_until(all_failed, message="the jobs past their limit were never stopped")
+        _wait_until_completed(engine_uri, oids, "the jobs past their limit were never stopped")
         wait_until(
             lambda: first.own_text().count("stopped: the job ran longer") == 2 * JOBS,
             message="not one stop line per job",
@@ -98,9 +106,7 @@ def test_jobs_stopped_at_their_limit_stay_failed_after_their_worker_is_killed(en
     second = _worker(engine_uri, tmp_path, "second")
     try:
         _probe(engine_uri)  # the new worker polled and claimed: it would have rerun them
-        outcomes, written = _outcomes(engine_uri, oids)
-        assert all(result.check(zasync.TimeLimitError) for _, result in outcomes), outcomes
-        assert written == []
+        _assert_stopped_and_nothing_written(engine_uri, oids)
         assert sorted(Counter(lines(starts)).values()) == [1] * (2 * JOBS)  # none ran again
     finally:
         second.stop()
@@ -116,15 +122,8 @@ def test_jobs_killed_before_their_limit_run_again_and_are_stopped_again(engine_u
         first.kill()
     second = _worker(engine_uri, tmp_path, "second")
     try:
-
-        def all_done() -> bool:
-            outcomes, _ = _outcomes(engine_uri, oids)
-            return all(status == COMPLETED for status, _ in outcomes)
-
-        wait_until(all_done, message="the recovered jobs never finished")
-        outcomes, written = _outcomes(engine_uri, oids)
-        assert all(result.check(zasync.TimeLimitError) for _, result in outcomes), outcomes
-        assert written == []
+        _wait_until_completed(engine_uri, oids, "the recovered jobs never finished")
+        _assert_stopped_and_nothing_written(engine_uri, oids)
         assert sorted(Counter(lines(starts)).values()) == [2] * (2 * JOBS)  # once per worker
     finally:
         second.stop()
