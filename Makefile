@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test test-fast lint docs check clean
+.PHONY: help demo test test-fast test-zope lint docs check clean
 
 help:  ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,21 @@ test: $(STAMP)  ## Run the whole test suite (installs Debian's chromium and Post
 	@bash .ci/browser-deps
 	@bash .ci/postgres-deps
 	$(BIN)/python -m pytest --cov --cov-report=term
+	$(MAKE) test-zope
+
+# The Zope tier runs in an environment of its own, with Zope at the versions of
+# zope-constraints.txt: Zope pins libraries the main environment need not share.
+ZOPE_VENV := var/zope-venv
+ZOPE_STAMP := $(ZOPE_VENV)/.installed
+
+$(ZOPE_STAMP): pyproject.toml zope-constraints.txt
+	$(PYTHON) -m venv $(ZOPE_VENV)
+	$(ZOPE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(ZOPE_VENV)/bin/python -m pip install --quiet -c zope-constraints.txt -e '.[zope,test]'
+	@touch $(ZOPE_STAMP)
+
+test-zope: $(ZOPE_STAMP)  ## Run the Zope tier: zasync inside real Zope 6 instances
+	$(ZOPE_VENV)/bin/python -m pytest tests/zope
 
 test-fast: $(STAMP)  ## Run the unit tier only (well under a minute)
 	$(BIN)/python -m pytest tests/unit

@@ -142,3 +142,11 @@ def engine_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
 
         with pgserver.fresh_database(request.getfixturevalue("postgres_server")) as uri:
             yield uri
+
+
+# The Zope tier needs Zope, which lives in an environment of its own (make test-zope,
+# which `make test` runs after this suite): elsewhere its folders are not collected.
+try:
+    import Zope2  # noqa: F401
+except ImportError:
+    collect_ignore = ["zope", "zope_site_jobs"]

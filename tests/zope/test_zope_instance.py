@@ -1,0 +1,48 @@
+"""zasync inside a real Zope 6 WSGI instance: a request puts a job, the job runs as that user."""
+
+from __future__ import annotations
+
+from zope_instances import wait_until
+
+
+def _job_state(instance, job_id):
+    status, state = instance.request("GET", "/@@zasync-job", {"job": str(job_id)})
+    assert status == 200, state
+    return state
+
+
+def test_a_request_puts_a_job_that_runs_as_its_user_in_the_site(zope_worker):
+    status, body = zope_worker.request("POST", "/@@zasync-put", {"folder_id": "made"})
+    assert status == 200, body
+    state = wait_until(
+        lambda: (s := _job_state(zope_worker, body["job"]))["outcome"] and s,
+        "the job never finished",
+    )
+    assert state["outcome"] == "succeeded", state
+    status, folder = zope_worker.request("GET", "/@@zasync-folder", {"id": "made"})
+    assert status == 200, folder
+    assert folder["made_by"] == "admin"  # it ran as the user who put it
+    assert folder["url_seen"] == f"{zope_worker.url}/made"  # with the putter's URLs
+    assert folder["request_seen"] == "True"
+    assert "zasync: worker" in zope_worker.log_text()
+
+
+def test_a_request_that_fails_after_its_put_leaves_no_job(zope_worker):
+    status, _ = zope_worker.request("POST", "/@@zasync-put-then-fail", {"folder_id": "never"})
+    assert status == 500
+    # A job put later gets an id; the failed request's job never existed: its folder never comes.
+    status, body = zope_worker.request("POST", "/@@zasync-put", {"folder_id": "later"})
+    wait_until(lambda: _job_state(zope_worker, body["job"])["outcome"], "the later job never ran")
+    assert zope_worker.request("GET", "/@@zasync-folder", {"id": "never"})[0] == 404
+
+
+def test_a_user_without_the_permission_is_refused_at_the_put(zope_worker):
+    added = zope_worker.request(
+        "POST", "/@@zasync-add-user", {"name": "reader", "password": "pw", "roles": ""}
+    )
+    assert added[0] == 200, added
+    status, body = zope_worker.request(
+        "POST", "/@@zasync-put", {"folder_id": "denied"}, user=("reader", "pw")
+    )
+    assert status in (401, 403), body
+    assert zope_worker.request("GET", "/@@zasync-folder", {"id": "denied"})[0] == 404

@@ -1,0 +1,83 @@
+"""Views that put jobs as the requesting user, and report on them as JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from Products.Five.browser import BrowserView
+
+import zasync
+from zasync.ops import views as zasync_views
+from zasync.zope.run_as import put_as_user
+
+from zope_site_jobs.jobs import add_folder
+
+
+def _queue(context: Any) -> Any:
+    return zasync.get_queues(context._p_jar)[""]
+
+
+class PutFolderJob(BrowserView):
+    """POST folder_id=...: put a job adding that folder here, as the requesting user."""
+
+    def __call__(self) -> str:
+        if self.request.method != "POST":
+            self.request.response.setStatus(405)
+            return "POST only"
+        job = put_as_user(
+            _queue(self.context),
+            add_folder,
+            self.context,
+            self.request.form["folder_id"],
+            permission="Add Folders",
+        )
+        self.request.response.setHeader("Content-Type", "application/json")
+        return json.dumps({"job": zasync_views.job_id(job)})
+
+
+class PutThenFail(PutFolderJob):
+    """Puts the job, then fails: the request's transaction aborts, and the job with it."""
+
+    def __call__(self) -> str:
+        super().__call__()
+        raise RuntimeError("the request failed after its put")
+
+
+class JobState(BrowserView):
+    """GET job=ID: the job's status, outcome and error (404 if there is none)."""
+
+    def __call__(self) -> str:
+        self.request.response.setHeader("Content-Type", "application/json")
+        try:
+            info = zasync_views.job_info(self.context._p_jar, self.request.form["job"])
+        except zasync.ZasyncError:
+            self.request.response.setStatus(404)
+            return json.dumps({"error": "no such job"})
+        return json.dumps(
+            {k: info.get(k) for k in ("status", "outcome", "error", "result")}, default=str
+        )
+
+
+class FolderState(BrowserView):
+    """GET id=...: the properties the job noted on the folder it added (404 if none)."""
+
+    def __call__(self) -> str:
+        self.request.response.setHeader("Content-Type", "application/json")
+        folder = self.context.get(self.request.form["id"])
+        if folder is None:
+            self.request.response.setStatus(404)
+            return json.dumps({"error": "no such folder"})
+        return json.dumps(
+            {k: folder.getProperty(k) for k in ("made_by", "url_seen", "request_seen")}
+        )
+
+
+class AddUser(BrowserView):
+    """POST name, password, roles (comma-separated): add a user to this user folder's parent."""
+
+    def __call__(self) -> str:
+        form = self.request.form
+        roles = [r for r in form.get("roles", "").split(",") if r]
+        self.context.acl_users._doAddUser(form["name"], form["password"], roles, [])
+        return "added"
