@@ -23,7 +23,7 @@ ADMIN = ("admin", "secret")
 class ZopeInstance:
     """A Zope WSGI instance made by ``mkwsgiinstance``, served by ``runwsgi`` on a free port."""
 
-    def __init__(self, home: Path, product_config: str) -> None:
+    def __init__(self, home: Path, product_config: str, zeo_port: int | None = None) -> None:
         self.home = home
         subprocess.run(
             [BIN / "mkwsgiinstance", "-d", str(home), "-u", ":".join(ADMIN)],
@@ -34,9 +34,19 @@ class ZopeInstance:
         ini = home / "etc" / "zope.ini"
         ini.write_text(ini.read_text().replace("port = 8080", f"port = {self.port}"))
         conf = home / "etc" / "zope.conf"
-        conf.write_text(
-            conf.read_text() + f"\n<product-config zasync>\n{product_config}\n</product-config>\n"
-        )
+        text = conf.read_text()
+        if zeo_port is not None:  # a ZEO client instead of its own FileStorage
+            start = text.index("<zodb_db main>")
+            end = text.index("</zodb_db>", start) + len("</zodb_db>")
+            text = (
+                "%import ZEO\n"
+                + text[:start]
+                + "<zodb_db main>\n  mount-point /\n  <zeoclient>\n"
+                + f"    server 127.0.0.1:{zeo_port}\n    storage 1\n  </zeoclient>\n</zodb_db>"
+                + text[end:]
+            )
+        text += f"\n<product-config zasync>\n{product_config}\n</product-config>\n"
+        conf.write_text(text)
         includes = home / "etc" / "package-includes"
         includes.mkdir(exist_ok=True)
         (includes / "zasync-configure.zcml").write_text(

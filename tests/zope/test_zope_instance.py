@@ -46,3 +46,46 @@ def test_a_user_without_the_permission_is_refused_at_the_put(zope_worker):
     )
     assert status in (401, 403), body
     assert zope_worker.request("GET", "/@@zasync-folder", {"id": "denied"})[0] == 404
+
+
+def test_urls_in_the_job_are_those_of_the_virtual_host_that_put_it(zope_worker):
+    path = "/VirtualHostBase/https/www.example.com:443/VirtualHostRoot/@@zasync-put"
+    status, body = zope_worker.request("POST", path, {"folder_id": "hosted"})
+    assert status == 200, body
+    wait_until(lambda: _job_state(zope_worker, body["job"])["outcome"], "the job never ran")
+    folder = zope_worker.request("GET", "/@@zasync-folder", {"id": "hosted"})[1]
+    assert folder["url_seen"] == "https://www.example.com/hosted"
+
+
+def test_a_job_whose_user_was_deleted_fails_with_a_clear_error(zope_worker):
+    zope_worker.request(
+        "POST", "/@@zasync-add-user", {"name": "leaver", "password": "pw", "roles": "Manager"}
+    )
+    status, body = zope_worker.request(
+        "POST",
+        "/@@zasync-put-later",
+        {"folder_id": "orphan", "seconds": "2"},
+        user=("leaver", "pw"),
+    )
+    assert status == 200, body
+    assert zope_worker.request("POST", "/@@zasync-delete-user", {"name": "leaver"})[0] == 200
+    state = wait_until(
+        lambda: (s := _job_state(zope_worker, body["job"]))["outcome"] and s, "never ran"
+    )
+    assert state["outcome"] == "failed"
+    assert "'leaver' who put this job no longer exists" in state["error"]
+    assert zope_worker.request("GET", "/@@zasync-folder", {"id": "orphan"})[0] == 404
+
+
+def test_a_job_whose_object_was_deleted_fails_with_a_clear_error(zope_worker):
+    zope_worker.request("POST", "/manage_addProduct/OFSP/manage_addFolder", {"id": "box"})
+    status, body = zope_worker.request(
+        "POST", "/box/@@zasync-put-later", {"folder_id": "inner", "seconds": "2"}
+    )
+    assert status == 200, body
+    assert zope_worker.request("POST", "/@@zasync-remove", {"id": "box"})[0] == 200
+    state = wait_until(
+        lambda: (s := _job_state(zope_worker, body["job"]))["outcome"] and s, "never ran"
+    )
+    assert state["outcome"] == "failed"
+    assert "the object this job was put for, /box, no longer exists" in state["error"]

@@ -9,9 +9,9 @@ from Products.Five.browser import BrowserView
 
 import zasync
 from zasync.ops import views as zasync_views
-from zasync.zope.run_as import put_as_user
+from zasync.zope.run_as import as_user_job, put_as_user
 
-from zope_site_jobs.jobs import add_folder
+from zope_site_jobs.jobs import add_folder, count_up_slowly
 
 
 def _queue(context: Any) -> Any:
@@ -81,3 +81,66 @@ class AddUser(BrowserView):
         roles = [r for r in form.get("roles", "").split(",") if r]
         self.context.acl_users._doAddUser(form["name"], form["password"], roles, [])
         return "added"
+
+
+class PutCountJob(BrowserView):
+    """POST marker=PATH, seconds=S: put a job that adds one to this object's count, slowly."""
+
+    def __call__(self) -> str:
+        form = self.request.form
+        job = put_as_user(
+            _queue(self.context),
+            count_up_slowly,
+            self.context,
+            form["marker"],
+            float(form["seconds"]),
+        )
+        self.request.response.setHeader("Content-Type", "application/json")
+        return json.dumps({"job": zasync_views.job_id(job)})
+
+
+class RemoveObject(BrowserView):
+    """POST id=...: delete that object here (to show a job whose context is gone fails)."""
+
+    def __call__(self) -> str:
+        self.context.manage_delObjects([self.request.form["id"]])
+        return "removed"
+
+
+class Count(BrowserView):
+    """GET: this object's count property."""
+
+    def __call__(self) -> str:
+        self.request.response.setHeader("Content-Type", "application/json")
+        return json.dumps({"count": self.context.getProperty("count", 0)})
+
+
+class PutFolderJobLater(BrowserView):
+    """POST folder_id=..., seconds=S: like @@zasync-put, due in S seconds."""
+
+    def __call__(self) -> str:
+        import datetime
+
+        form = self.request.form
+        job = _queue(self.context).put(
+            as_user_job(add_folder, self.context, form["folder_id"]),
+            begin_after=datetime.timedelta(seconds=float(form["seconds"])),
+        )
+        self.request.response.setHeader("Content-Type", "application/json")
+        return json.dumps({"job": zasync_views.job_id(job)})
+
+
+class DeleteUser(BrowserView):
+    """POST name=...: delete that user from this object's user folder."""
+
+    def __call__(self) -> str:
+        self.context.acl_users._doDelUsers([self.request.form["name"]])
+        return "deleted"
+
+
+class JobWorker(BrowserView):
+    """GET job=ID: the UUID of the worker whose agent holds the job (empty if none)."""
+
+    def __call__(self) -> str:
+        info = zasync_views.job_info(self.context._p_jar, self.request.form["job"])
+        return str(info.get("dispatcher") or "")

@@ -69,7 +69,12 @@ def start(db: Any, settings: settings_module.ZopeSettings) -> Dispatcher | None:
     if uuid is not None:
         set_process_uuid(uuid)  # the jobs this instance puts name it as their assigner
     dispatcher = Dispatcher(
-        target, uuid=uuid, poll_interval=settings.poll_interval, agents=settings.agent_specs()
+        target,
+        uuid=uuid,
+        poll_interval=settings.poll_interval,
+        ping_interval=settings.ping_interval,
+        death_interval=settings.death_interval,
+        agents=settings.agent_specs(),
     )
     dispatcher.activate()
     _running = dispatcher

@@ -34,8 +34,8 @@ Keys:
 ``uuid-file``
     Where this instance keeps its worker UUID (default
     ``<instance>/var/zasync-uuid.txt``).
-``poll-interval``, ``grace``
-    Seconds, as for ``zasync worker`` (defaults 5 and 30).
+``poll-interval``, ``ping-interval``, ``death-interval``, ``grace``
+    Seconds, as for ``zasync worker`` (defaults 5, 30, 60 and 30).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ import pydantic
 from pydantic import ConfigDict
 
 from zasync.errors import ConfigurationError
-from zasync.runtime._limits import Grace, Seconds, Threads
+from zasync.runtime._limits import Grace, Seconds, Threads, check_intervals
 from zasync.runtime.config import AgentSpec
 from zasync.runtime.settings import SettingsError, agents_from_options
 
@@ -58,7 +58,18 @@ from zasync.runtime.settings import SettingsError, agents_from_options
 SECTION = "zasync"
 #: The prefix of the environment variables that override it.
 ENVIRONMENT_PREFIX = "ZASYNC_ZOPE_"
-KEYS = ("worker", "threads", "agents", "queues", "database", "uuid-file", "poll-interval", "grace")
+KEYS = (
+    "worker",
+    "threads",
+    "agents",
+    "queues",
+    "database",
+    "uuid-file",
+    "poll-interval",
+    "ping-interval",
+    "death-interval",
+    "grace",
+)
 
 
 class ZopeSettings(pydantic.BaseModel):
@@ -73,7 +84,14 @@ class ZopeSettings(pydantic.BaseModel):
     database: str | None = None
     uuid_file: Path | None = None
     poll_interval: Seconds = 5.0
+    ping_interval: Seconds | None = None
+    death_interval: Seconds | None = None
     grace: Grace = 30.0
+
+    @pydantic.model_validator(mode="after")
+    def _intervals(self) -> ZopeSettings:
+        check_intervals(self.poll_interval, self.ping_interval, self.death_interval)
+        return self
 
     def agent_specs(self) -> tuple[AgentSpec, ...]:
         """The agents to run: those given, or one of ``threads`` threads in the default queue."""
