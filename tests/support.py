@@ -727,3 +727,13 @@ def append_then_sleep(path: str, seconds: float, result: Any = None) -> Any:
         out.write("ran\n")
     _time.sleep(seconds)
     return "called back"
+
+
+def return_inner_job_when_released(name: str, path: str) -> Any:
+    """Notes each run in ``path``, waits for event <name>, then returns a new job (3 * 2)."""
+    with open(path, "a") as out:
+        out.write("ran\n")
+    event(f"{name}-started").set()
+    if not event(name).wait(60):
+        raise RuntimeError(f"event {name} never set")
+    return local.getQueue().put(Job(multiply, 3, 2))

@@ -280,3 +280,21 @@ def test_a_graceful_stop_waits_for_the_callbacks_of_a_stopped_job(
     transaction.begin()
     assert callback.result == "called back" and job.result.check(zasync.TimeLimitError)
     assert runs.read_text() == "ran\n"  # once
+
+
+def test_a_callback_added_while_a_job_runs_does_not_make_it_run_again(
+    zasync_db, zasync_queue, tmp_path
+):
+    """The job returns a job: its result commit must merge with the callback, not conflict."""
+    runs = tmp_path / "runs"
+    with running_dispatcher(zasync_db, threads=2, poll_interval=0.1):
+        outer = zasync_queue.put(Job(support.return_inner_job_when_released, "late-cb", str(runs)))
+        transaction.commit()
+        wait_for(lambda: support.event("late-cb-started").is_set(), sync=None)
+        transaction.begin()
+        told = outer.addCallback(Job(support.outcome_name))
+        transaction.commit()
+        support.event("late-cb").set()
+        assert wait_for_result(outer) == 6
+        assert wait_for_result(told) == "succeeded"
+    assert runs.read_text() == "ran\n"

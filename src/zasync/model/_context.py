@@ -58,6 +58,9 @@ class RunGuard(Protocol):
     def result_commit_starts(self) -> None:
         """The job's outcome is about to be committed: its worker must not stop it now."""
 
+    def finish(self) -> None:
+        """The job's outcome is committed: its time limit no longer applies."""
+
     def enter_critical(self) -> None:
         """A commit or abort begins in this thread: the job's code must not be interrupted."""
 
@@ -100,6 +103,19 @@ def critical() -> Iterator[None]:
         yield
     finally:
         guard.leave_critical()
+
+
+def result_committed(job: object) -> None:
+    """``job``, run by this thread, committed its outcome: its run is over (see RunGuard)."""
+    guard: RunGuard | None = getattr(_state, "guard", None)
+    if guard is not None and guard.job is job:
+        guard.finish()
+
+
+def run_watched(job: object) -> bool:
+    """True if this thread runs ``job`` under a time limit."""
+    guard: RunGuard | None = getattr(_state, "guard", None)
+    return guard is not None and guard.job is job
 
 
 def run_stopped(job: object) -> bool:

@@ -367,6 +367,7 @@ class Job(JobRecord[R]):
                     tm.get().note(f"zasync: result of job {oid_int(self)}")
                 _context.result_commit_starts(self)
                 tm.commit()
+                _context.result_committed(self)
             except BaseException as error:
                 abort_quietly(tm)
                 if not is_outcome(error):
@@ -496,12 +497,14 @@ class Job(JobRecord[R]):
                 )
             res.addCallback(self._callback)
             final = False
-            # Written in every result commit, so that this commit and any other that
-            # changes the job (a worker stopping it at its time limit) conflict.
-            self._p_changed = True
+            if _context.run_watched(self):
+                # Written in the result commit, so that it and a worker stopping
+                # the job at its time limit conflict (only one of them is stored).
+                self._p_changed = True
         elif inspect.isawaitable(res):
             final = False  # the caller submits it once this state is committed
-            self._p_changed = True
+            if _context.run_watched(self):
+                self._p_changed = True
         else:
             self._finish(res)
             final = True

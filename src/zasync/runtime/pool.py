@@ -132,6 +132,7 @@ class AgentThreadPool:
         # Jobs stopped at their time limit whose failure and callbacks are still
         # being handled (they are still this pool's: held, and waited for by a stop).
         self._stopping = 0
+        self._stopping_oids: set[bytes] = set()
 
     def getSize(self) -> int:
         """The declared number of threads (alias: ``get_size``)."""
@@ -203,7 +204,7 @@ class AgentThreadPool:
     def owns(self, oid: bytes) -> bool:
         """True if the job is waiting here, being run here, or was run here lately."""
         with self._lock:
-            if oid in self._owned:
+            if oid in self._owned or oid in self._stopping_oids:
                 return True
             finished = self._finished.get(oid)
             return finished is not None and time.monotonic() - finished < FINISHED_MEMORY
@@ -211,7 +212,7 @@ class AgentThreadPool:
     def holds_anything(self) -> bool:
         """Jobs waiting, running, or finished here within the orphan check's memory."""
         with self._lock:
-            if self._owned or self._stopping:
+            if self._owned or self._stopping or self._stopping_oids:
                 return True
             now = time.monotonic()
             return any(now - t < FINISHED_MEMORY for t in self._finished.values())
@@ -281,14 +282,14 @@ class AgentThreadPool:
                         return
                     continue
                 items = [item, *self._more_for_batch()]
-                handed_back: list[WorkItem] = []
+                handed_back: list[WorkItem] = []  # filled by _run_batch as it hands them
                 with self._lock:
                     self.running += len(items)
                 try:
                     if len(items) == 1:
                         self._run(conn, item)
                     else:
-                        handed_back = self._run_batch(conn, items)
+                        self._run_batch(conn, items, handed_back)
                 except BaseException:
                     # _run turns whatever a job raises into its outcome; this is
                     # zasync's own bookkeeping failing.  The job stays held in
@@ -423,12 +424,14 @@ class AgentThreadPool:
         if job is not None:
             self._execute(job, item)
 
-    def _run_batch(self, conn: Connection, items: list[WorkItem]) -> list[WorkItem]:
+    def _run_batch(
+        self, conn: Connection, items: list[WorkItem], handed_back: list[WorkItem]
+    ) -> None:
         """Run several jobs in one transaction (see :mod:`zasync.model.batch`).
 
         Jobs with a time limit run alone, after the others, one per batch: the
-        others go back to the pool's queue (they are returned), so that a job
-        stopped at its limit, whose thread may never come back, holds none.
+        others go back to the pool's queue (listed in ``handed_back``), so that
+        a job stopped at its limit, whose thread may never come back, holds none.
         """
         ready: list[Job[Any]] = []
         items_of: dict[int, WorkItem] = {}
@@ -444,17 +447,15 @@ class AgentThreadPool:
                 items_of[id(job)] = item
             else:  # it needs a commit that starts it, or commits by itself: alone
                 self._execute(job, item)
-        handed_back = [item for _, item in limited[1:]]
-        if handed_back:
+        for _, item in limited[1:]:
             with self._lock:
-                self.running -= len(handed_back)  # counted again by the thread that takes them
-            for item in handed_back:
-                self.queue.put(item)
+                handed_back.append(item)
+                self.running -= 1  # counted again by the thread that takes it
+            self.queue.put(item)
         if ready:
             self._run_ready(conn, ready, items_of)
         if limited:
             self._execute(*limited[0])
-        return handed_back
 
     def _run_ready(
         self, conn: Connection, ready: list[Job[Any]], items_of: dict[int, WorkItem]
@@ -583,15 +584,19 @@ class AgentThreadPool:
         guard = _context.run_guard()
         return (guard is None or not guard.expired) and self._still_ours(job)
 
-    def stop_timed_out(self, run: TimedRun) -> bool:
+    def stop_timed_out(self, run: TimedRun) -> bool | None:
         """Fail a job past its time limit, then stop its code and abandon its thread.
 
-        Called in a thread of its own.  Returns False, doing nothing, if the
-        job finished (or was handed on) first.  The job's callbacks run here.
+        Called in a thread of its own; the job's callbacks run here.  Returns
+        True once done; False, doing nothing, if the job finished (or was
+        handed on) first; None, doing nothing, if it cannot be stopped just
+        now (its outcome is being committed, its code has not started): ask
+        again soon.
         """
         oid, dbname = run.item
         tm = transaction.TransactionManager()
         conn = self._open(tm)
+        abandoned = False
         with self._idle:
             self._stopping += 1
         try:
@@ -607,7 +612,8 @@ class AgentThreadPool:
                 busy=lambda: run.committing or run.over,
             )
             if outcome is None:
-                return False
+                unsettled = run.committing or run.started_us is None
+                return None if unsettled and not run.over else False
             with self._lock:
                 self.timed_out += 1
             abandoned = run.expire(lambda: self._count_out(run.thread, oid))
@@ -637,21 +643,25 @@ class AgentThreadPool:
             self._close_quietly(conn)
             with self._idle:
                 self._stopping -= 1
-                if run.expired:  # counted out of the threads: now done with here
-                    self._owned.discard(oid)
+                if abandoned:  # counted out by this stop: done with here now
+                    self._stopping_oids.discard(oid)
                     self._remember_finished(oid)
                 self._idle.notify_all()
 
     def _count_out(self, thread: threading.Thread, oid: bytes) -> None:
         """Take a thread stuck in a stopped job out of the pool's counts.
 
-        The job stays this pool's (``_owned``) until its stop is handled.
+        The job stays this pool's (for the orphan check and a graceful stop)
+        until its stop is handled, apart from ``_owned``, which a new claim
+        of the job (its retry) may fill again meanwhile.
         """
         with self._idle:
             self._abandoned.setdefault(thread, set()).add(oid)
             if thread in self.threads:
                 self.threads.remove(thread)
             self.running -= 1
+            self._owned.discard(oid)
+            self._stopping_oids.add(oid)
             self._idle.notify_all()
 
     def _replace_abandoned(self) -> None:

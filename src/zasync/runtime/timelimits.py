@@ -103,7 +103,9 @@ class RefusingTransactionManager(transaction.TransactionManager):  # type: ignor
         return self._checked(super().get())
 
     def begin(self) -> Any:
-        return self._checked(super().begin())
+        # Beginning syncs the connections (applies invalidations): not to be cut either.
+        with _context.critical():
+            return self._checked(super().begin())
 
     def _checked(self, txn: Any) -> Any:
         if type(txn) is Transaction:
@@ -131,8 +133,8 @@ def install_refusing_manager() -> RefusingTransactionManager:
 class StoppingPool(Protocol):
     """What a run needs of the pool of its thread."""
 
-    def stop_timed_out(self, run: TimedRun) -> bool:
-        """Fail the job of ``run``, then stop and abandon its thread; True if it was failed."""
+    def stop_timed_out(self, run: TimedRun) -> bool | None:
+        """Fail the job of ``run``, then stop and abandon its thread (None: ask again soon)."""
 
 
 class TimedRun:
@@ -300,11 +302,18 @@ class TimeLimits:
 
     def _stop_run(self, run: TimedRun) -> None:
         try:
-            if not run.pool.stop_timed_out(run) and not run.over:
+            if run.pool.stop_timed_out(run) is None:
                 # Not stoppable just now (committing its outcome, not started yet):
                 # look again soon, for as long as its thread runs it.
                 self._watch_again(run, RECHECK)
         except Exception:
+            if run.expired:  # stopped; what failed came after (logged below): not again
+                events_log.critical(
+                    "job %d was stopped at its time limit, but handling it afterwards failed",
+                    int.from_bytes(run.item[0], "big"),
+                    exc_info=True,
+                )
+                return
             events_log.critical(
                 "could not stop job %d past its time limit; trying again in 5 s",
                 int.from_bytes(run.item[0], "big"),
