@@ -23,7 +23,9 @@ ADMIN = ("admin", "secret")
 class ZopeInstance:
     """A Zope WSGI instance made by ``mkwsgiinstance``, served by ``runwsgi`` on a free port."""
 
-    def __init__(self, home: Path, product_config: str, zeo_port: int | None = None) -> None:
+    def __init__(
+        self, home: Path, product_config: str, zeo_port: int | None = None, extra_conf: str = ""
+    ) -> None:
         self.home = home
         subprocess.run(
             [BIN / "mkwsgiinstance", "-d", str(home), "-u", ":".join(ADMIN)],
@@ -45,7 +47,7 @@ class ZopeInstance:
                 + f"    server 127.0.0.1:{zeo_port}\n    storage 1\n  </zeoclient>\n</zodb_db>"
                 + text[end:]
             )
-        text += f"\n<product-config zasync>\n{product_config}\n</product-config>\n"
+        text += f"\n{extra_conf}\n<product-config zasync>\n{product_config}\n</product-config>\n"
         conf.write_text(text)
         includes = home / "etc" / "package-includes"
         includes.mkdir(exist_ok=True)

@@ -9,13 +9,14 @@ from Products.Five.browser import BrowserView
 
 import zasync
 from zasync.ops import views as zasync_views
+from zasync.zope.queues import get_queue, queue_connection
 from zasync.zope.run_as import as_user_job, put_as_user
 
 from zope_site_jobs.jobs import add_folder, count_up_slowly
 
 
 def _queue(context: Any) -> Any:
-    return zasync.get_queues(context._p_jar)[""]
+    return get_queue(context)
 
 
 class PutFolderJob(BrowserView):
@@ -50,7 +51,9 @@ class JobState(BrowserView):
     def __call__(self) -> str:
         self.request.response.setHeader("Content-Type", "application/json")
         try:
-            info = zasync_views.job_info(self.context._p_jar, self.request.form["job"])
+            info = zasync_views.job_info(
+                queue_connection(self.context._p_jar), self.request.form["job"]
+            )
         except zasync.ZasyncError:
             self.request.response.setStatus(404)
             return json.dumps({"error": "no such job"})
@@ -142,5 +145,19 @@ class JobWorker(BrowserView):
     """GET job=ID: the UUID of the worker whose agent holds the job (empty if none)."""
 
     def __call__(self) -> str:
-        info = zasync_views.job_info(self.context._p_jar, self.request.form["job"])
+        info = zasync_views.job_info(
+            queue_connection(self.context._p_jar), self.request.form["job"]
+        )
         return str(info.get("dispatcher") or "")
+
+
+class Where(BrowserView):
+    """GET: where the queues are: the database of the default queue, and the main root's keys."""
+
+    def __call__(self) -> str:
+        self.request.response.setHeader("Content-Type", "application/json")
+        queue = get_queue(self.context)
+        root = self.context._p_jar.root()
+        return json.dumps(
+            {"queue_database": queue._p_jar.db().database_name, "in_main_root": "zasync" in root}
+        )
