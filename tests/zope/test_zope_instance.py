@@ -89,3 +89,20 @@ def test_a_job_whose_object_was_deleted_fails_with_a_clear_error(zope_worker):
     )
     assert state["outcome"] == "failed"
     assert "the object this job was put for, /box, no longer exists" in state["error"]
+
+
+def test_a_functional_test_can_run_the_jobs_at_once_without_a_worker(tmp_path):
+    from zope_instances import ZopeInstance
+
+    instance = ZopeInstance(tmp_path / "instance", "worker off")
+    instance.start()
+    try:
+        status, body = instance.request("POST", "/@@zasync-put", {"folder_id": "at-once"})
+        assert status == 200, body
+        assert _job_state(instance, body["job"])["status"] == "pending"  # no worker here
+        assert instance.request("POST", "/@@zasync-run-now") == (200, 1)
+        assert _job_state(instance, body["job"])["outcome"] == "succeeded"
+        folder = instance.request("GET", "/@@zasync-folder", {"id": "at-once"})[1]
+        assert folder["made_by"] == "admin"
+    finally:
+        instance.stop()

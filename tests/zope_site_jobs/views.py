@@ -161,3 +161,16 @@ class Where(BrowserView):
         return json.dumps(
             {"queue_database": queue._p_jar.db().database_name, "in_main_root": "zasync" in root}
         )
+
+
+class RunNow(BrowserView):
+    """POST: run every due job at once, here (as a functional test does), and say how many."""
+
+    def __call__(self) -> str:
+        import transaction
+
+        from zasync.testing import run_until_idle
+
+        transaction.commit()  # what this request changed, before the jobs see the database
+        results = run_until_idle(self.context._p_jar.db(), sync=False)
+        return str(len(results))

@@ -32,6 +32,7 @@ from zasync.model.tx import fresh_connection
 from zasync.runtime import dispatcher as dispatcher_module
 from zasync.runtime.config import AgentSpec
 from zasync.runtime.dispatcher import Dispatcher
+from zasync.runtime.local import local
 
 __all__ = [
     "CommitCounter",
@@ -205,7 +206,11 @@ def run_until_idle(db: Any, queue_name: str = "", limit: int = 100, sync: bool =
                     if job is None:
                         break
                     tm.commit()
-                    results.append(job())
+                    local.job = job  # as a worker thread does: zasync.local works in the job
+                    try:
+                        results.append(job())
+                    finally:
+                        local.job = None
             finally:
                 # An active record would count as a worker sharing the queue's
                 # lanes with the next real dispatcher, which would then wait on it.
