@@ -50,6 +50,7 @@ def test_agents_as_the_worker_takes_them():
         ({"worker": "sometimes"}, {}, "worker: must be on or off"),
         ({"wrker": "on"}, {}, "wrker: unknown setting; known: worker, threads"),
         ({"agents": "/main:x"}, {}, "agents: "),
+        ({"queues": '"unclosed'}, {}, "queues: cannot split"),
     ],
 )
 def test_a_bad_setting_stops_the_start_in_one_line(config, environ, message):
@@ -89,6 +90,14 @@ def test_start_installs_the_queues_and_runs_a_worker_that_stops_gracefully(
 def test_an_instance_that_runs_no_worker_still_installs_its_queues(zasync_bare_db):
     settings = load({"queues": "mail"}, environ={}, instance_home=None)
     assert lifecycle.start(zasync_bare_db, settings) is None
+    conn = zasync_bare_db.open()
+    assert sorted(zasync.get_queues(conn)) == ["", "mail"]
+    conn.close()
+
+
+def test_the_queues_of_the_agents_are_installed_too(zasync_bare_db, tmp_path):
+    settings = load({"agents": "mail/main:1"}, environ={}, instance_home=None)
+    assert lifecycle.start(zasync_bare_db, settings.model_copy(update={"worker": False})) is None
     conn = zasync_bare_db.open()
     assert sorted(zasync.get_queues(conn)) == ["", "mail"]
     conn.close()

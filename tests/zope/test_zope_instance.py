@@ -106,3 +106,45 @@ def test_a_functional_test_can_run_the_jobs_at_once_without_a_worker(tmp_path):
         assert folder["made_by"] == "admin"
     finally:
         instance.stop()
+
+
+def test_a_job_that_commits_on_its_way_keeps_its_user_and_urls(zope_worker):
+    status, body = zope_worker.request("POST", "/@@zasync-put-committing", {"folder_id": "steps"})
+    assert status == 200, body
+    state = wait_until(
+        lambda: (s := _job_state(zope_worker, body["job"]))["outcome"] and s, "never ran"
+    )
+    assert state["outcome"] == "succeeded", state
+    folder = zope_worker.request("GET", "/@@zasync-folder", {"id": "steps"})[1]
+    assert folder == {
+        "made_by": "admin",
+        "url_seen": f"{zope_worker.url}/steps",
+        "request_seen": "True",
+    }
+
+
+def test_a_deleted_object_is_never_replaced_by_one_acquired_from_above(zope_worker):
+    for path, name in (("", "box"), ("/box", "report"), ("", "report")):
+        added = zope_worker.request(
+            "POST", f"{path}/manage_addProduct/OFSP/manage_addFolder", {"id": name}
+        )
+        assert added[0] == 200, added
+    status, body = zope_worker.request(
+        "POST", "/box/report/@@zasync-put-later", {"folder_id": "made", "seconds": "2"}
+    )
+    assert status == 200, body
+    assert zope_worker.request("POST", "/box/@@zasync-remove", {"id": "report"})[0] == 200
+    state = wait_until(
+        lambda: (s := _job_state(zope_worker, body["job"]))["outcome"] and s, "never ran"
+    )
+    assert state["outcome"] == "failed", state  # not run on /report, found by acquisition
+    assert "/box/report, no longer exists" in state["error"]
+
+
+def test_sigterm_stops_the_worker_gracefully(tmp_path):
+    from zope_instances import ZopeInstance
+
+    instance = ZopeInstance(tmp_path / "instance", "worker on\npoll-interval 0.2")
+    instance.start()
+    instance.stop()  # SIGTERM, as containers and service managers send
+    assert "stopping worker" in instance.log_text()

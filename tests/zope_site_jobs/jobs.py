@@ -40,3 +40,16 @@ def count_up_slowly(context: Any, marker: str, seconds: float) -> int:
     if first:  # only the first run is slow: the one a test kills
         time.sleep(seconds)
     return count
+
+
+def add_folder_committing_on_the_way(context: Any, folder_id: str) -> str:
+    """Adds a folder, commits, then notes who it runs as and its URL: as after a long job's commit."""
+    import transaction
+
+    context.manage_addFolder(folder_id)
+    transaction.commit()
+    folder = context[folder_id]
+    folder.manage_addProperty("made_by", getSecurityManager().getUser().getId(), "string")
+    folder.manage_addProperty("url_seen", folder.absolute_url(), "string")
+    folder.manage_addProperty("request_seen", str(getRequest() is not None), "string")
+    return folder.absolute_url()

@@ -12,7 +12,7 @@ from zasync.ops import views as zasync_views
 from zasync.zope.queues import get_queue, queue_connection
 from zasync.zope.run_as import as_user_job, put_as_user
 
-from zope_site_jobs.jobs import add_folder, count_up_slowly
+from zope_site_jobs.jobs import add_folder, add_folder_committing_on_the_way, count_up_slowly
 
 
 def _queue(context: Any) -> Any:
@@ -174,3 +174,17 @@ class RunNow(BrowserView):
         transaction.commit()  # what this request changed, before the jobs see the database
         results = run_until_idle(self.context._p_jar.db(), sync=False)
         return str(len(results))
+
+
+class PutCommittingJob(BrowserView):
+    """POST folder_id=...: put a job that commits on its way (see the job)."""
+
+    def __call__(self) -> str:
+        job = put_as_user(
+            _queue(self.context),
+            add_folder_committing_on_the_way,
+            self.context,
+            self.request.form["folder_id"],
+        )
+        self.request.response.setHeader("Content-Type", "application/json")
+        return json.dumps({"job": zasync_views.job_id(job)})

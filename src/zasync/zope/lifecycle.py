@@ -8,13 +8,16 @@ starts a dispatcher on it, with the UUID kept in ``uuid-file``.  The
 dispatcher's threads run jobs inside the Zope process: with the component
 registry, the catalog and the user folders of the site.  When the process
 exits, the dispatcher stops gracefully (claims stop, claimed jobs go back,
-running jobs get ``grace`` seconds).
+running jobs get ``grace`` seconds), at exit and on SIGTERM.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
+import signal
+import threading
 from typing import Any
 
 import transaction
@@ -22,6 +25,7 @@ import transaction
 from zasync.errors import ConfigurationError
 from zasync.identity import load_or_create_uuid_file, set_process_uuid
 from zasync.model.queue import install_queues
+from zasync.model.tx import never_fail
 from zasync.runtime.dispatcher import Dispatcher
 from zasync.zope import settings as settings_module
 
@@ -53,12 +57,14 @@ def start(db: Any, settings: settings_module.ZopeSettings) -> Dispatcher | None:
     """What :func:`database_opened` does, with the settings given (tests call it)."""
     global _running
     target = queue_database(db, settings.database)
+    # The queues named and those the agents serve; instances starting together on a
+    # fresh database conflict here, and retry.
+    names = list(dict.fromkeys([*settings.queues, *(a.queue for a in settings.agent_specs())]))
     tm = transaction.TransactionManager()
     conn = target.open(transaction_manager=tm)
     try:
         tm.begin()
-        install_queues(conn, *settings.queues)
-        tm.commit()
+        never_fail(lambda: install_queues(conn, *names), "installing zasync's queues", tm)
     finally:
         tm.abort()
         conn.close()
@@ -79,12 +85,33 @@ def start(db: Any, settings: settings_module.ZopeSettings) -> Dispatcher | None:
     dispatcher.activate()
     _running = dispatcher
     atexit.register(stop, settings.grace)
+    _stop_on_sigterm(settings.grace)
     log.info(
         "zasync: worker %s started in this Zope instance (%s)",
         dispatcher.UUID,
         ", ".join(f"{a.queue!r}/{a.name}: {a.threads} threads" for a in settings.agent_specs()),
     )
     return dispatcher
+
+
+def _stop_on_sigterm(grace: float) -> None:
+    """Stop gracefully on SIGTERM too (what containers and service managers send).
+
+    Only where nothing else handles it (Zope's WSGI servers do not), and only
+    from the main thread, which signal handlers need.  The signal's default
+    action, ending the process, follows the stop.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        stop(grace)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def stop(grace: float = 30.0) -> bool:

@@ -52,16 +52,30 @@ def capture(context: Any, permission: str | None = None) -> dict[str, Any]:
     from zope.component.hooks import getSite
     from zope.globalrequest import getRequest
 
-    if getattr(context, "_p_jar", None) is None and not hasattr(context, "getPhysicalPath"):
+    if not hasattr(context, "getPhysicalPath"):
         raise InvalidValueError(f"put_as_user needs an object of the site, not {context!r:.60}")
+    root = context.getPhysicalRoot()
+    if getattr(root, "_p_jar", None) is None or getattr(context, "_p_jar", None) is None:
+        raise InvalidValueError(
+            "put_as_user needs an object already stored in the database: for one made in "
+            "this request, call transaction.savepoint() before the put"
+        )
     manager = getSecurityManager()
     user = manager.getUser()
     user_id = user.getId() if user is not None else None
     if user_id is None:
-        raise InvalidValueError("put_as_user needs an authenticated user: this request has none")
+        raise InvalidValueError(
+            "put_as_user needs a user of a user folder: this request has none (anonymous, "
+            "or the emergency or system user)"
+        )
     if permission is not None and not manager.checkPermission(permission, context):
         raise Unauthorized(f"{user_id!r} may not {permission!r} on {'/'.join(_path(context))}")
     folder = aq_parent(aq_inner(user))
+    if not hasattr(folder, "getPhysicalPath"):
+        raise InvalidValueError(
+            f"put_as_user needs a user wrapped in its user folder, not {user_id!r} alone "
+            "(use user.__of__(user_folder) with newSecurityManager)"
+        )
     site = getSite()
     request = getRequest()
     info: dict[str, Any] = {
@@ -69,7 +83,8 @@ def capture(context: Any, permission: str | None = None) -> dict[str, Any]:
         "user_folder": _path(folder) if hasattr(folder, "getPhysicalPath") else None,
         "site": _path(site) if site is not None and hasattr(site, "getPhysicalPath") else None,
         "context": _path(context),
-        "database": context._p_jar.db().database_name if context._p_jar is not None else None,
+        # The database of the application root (not of a mounted one holding context).
+        "database": root._p_jar.db().database_name,
         "permission": permission,
         "server_url": None,
         "virtual_root": None,
@@ -89,10 +104,15 @@ def put_as_user(
     func: Callable[..., Any],
     context: Any,
     *args: Any,
-    permission: str | None = None,
+    permission: str | None = "View",
     **kwargs: Any,
 ) -> Job[Any]:
     """Put a job calling ``func(context, *args, **kwargs)`` as the current user; return it.
+
+    ``permission`` (default ``View``) is checked on ``context`` at the put
+    and again when the job runs; ``None`` checks nothing (``func`` runs as
+    unrestricted code either way: the user matters for the checks it makes
+    and for ownership).
 
     Other ``queue.put`` options are not taken here: put the job yourself
     with ``queue.put(as_user_job(...), ...)`` for those.
@@ -102,7 +122,11 @@ def put_as_user(
 
 
 def as_user_job(
-    func: Callable[..., Any], context: Any, *args: Any, permission: str | None = None, **kwargs: Any
+    func: Callable[..., Any],
+    context: Any,
+    *args: Any,
+    permission: str | None = "View",
+    **kwargs: Any,
 ) -> Job[Any]:
     """The job :func:`put_as_user` puts, not put anywhere yet."""
     return Job(run_as_user, capture(context, permission), func, args, kwargs)
@@ -117,14 +141,14 @@ def run_as_user(
     """
     from AccessControl import Unauthorized
     from AccessControl.SecurityManagement import getSecurityManager, newSecurityManager
+    from Acquisition import aq_base
 
     app, request = _application(info)
     teardown = _teardown(request)
-    txn = transaction.get()
-    txn.addAfterCommitHook(lambda status: teardown())
-    txn.addAfterAbortHook(teardown)
     try:
-        folder = app.unrestrictedTraverse(info["user_folder"] or ("",), None)
+        folder = _exactly(app, info["user_folder"] or ("",))
+        if folder is not None and not callable(getattr(aq_base(folder), "getUserById", None)):
+            folder = None  # not a user folder (any more)
         user = None if folder is None else folder.getUserById(info["user_id"])
         if user is None:
             raise RunAsUserError(
@@ -135,8 +159,8 @@ def run_as_user(
         if info["site"] is not None:
             from zope.component.hooks import setSite
 
-            setSite(app.unrestrictedTraverse(info["site"]))
-        context = app.unrestrictedTraverse(info["context"], None)
+            setSite(_exactly(app, info["site"]))
+        context = _exactly(app, info["context"])
         if context is None:
             raise RunAsUserError(
                 f"the object this job was put for, {'/'.join(info['context'])}, no longer exists"
@@ -146,10 +170,26 @@ def run_as_user(
             raise Unauthorized(
                 f"{info['user_id']!r} may no longer {permission!r} on {'/'.join(info['context'])}"
             )
-        return func(context, *args, **kwargs)
+        result = func(context, *args, **kwargs)
     except BaseException:
         teardown()
         raise
+    # Kept until the transaction that stores the job's outcome ends (the job's own
+    # commits on the way do not end it), then torn down after that commit's own hooks.
+    txn = transaction.get()
+    txn.addAfterCommitHook(lambda status: teardown())
+    txn.addAfterAbortHook(teardown)
+    return result
+
+
+def _exactly(app: Any, path: tuple[str, ...] | None) -> Any:
+    """The object at ``path``, or None: never one found by acquisition under another path."""
+    if path is None:
+        return None
+    found = app.unrestrictedTraverse(path, None)
+    if found is None or tuple(found.getPhysicalPath()) != tuple(path):
+        return None
+    return found
 
 
 def _application(info: dict[str, Any]) -> tuple[Any, Any]:

@@ -99,7 +99,10 @@ class ZopeSettings(pydantic.BaseModel):
 
 
 def _split(text: str) -> tuple[str, ...]:
-    return tuple(shlex.split(text))
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as e:  # an unbalanced quote
+        raise SettingsError(f"cannot split {text!r}: {e}") from None
 
 
 def _raw(product_config: Mapping[str, str] | None, environ: Mapping[str, str]) -> dict[str, Any]:

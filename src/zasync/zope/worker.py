@@ -33,6 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Boot Zope from the given ``zope.conf``, run the worker until a signal; the exit status."""
     parser = argparse.ArgumentParser(prog="zasync-zope-worker", description=__doc__.split("\n")[0])
     parser.add_argument("zope_conf", help="the instance's zope.conf")
+    parser.add_argument(
+        "--uuid-file",
+        default=None,
+        help="where this worker keeps its UUID; give each worker beside one instance its own "
+        "(default: the instance's uuid-file)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -41,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"zasync-zope-worker: error: no file {args.zope_conf}", file=sys.stderr)
         return 2
     os.environ[f"{settings_module.ENVIRONMENT_PREFIX}WORKER"] = "on"
+    if args.uuid_file is not None:
+        os.environ[f"{settings_module.ENVIRONMENT_PREFIX}UUID_FILE"] = os.path.abspath(
+            args.uuid_file
+        )
     try:
         from Zope2.Startup.run import configure_wsgi
     except ImportError:
