@@ -98,6 +98,20 @@ class ZopeInstance:
             self.process.kill()
             self.process.wait(PATIENCE)
 
+    def job_state(self, job_id: int | str) -> dict[str, Any]:
+        """The job's status, outcome, error and result, through the test add-on's view."""
+        status, state = self.request("GET", "/@@zasync-job", {"job": str(job_id)})
+        assert status == 200, state
+        return dict(state)
+
+    def wait_for_outcome(self, job_id: int | str) -> dict[str, Any]:
+        """Wait until the job has an outcome; return its state."""
+        state: dict[str, Any] = wait_until(
+            lambda: (s := self.job_state(job_id))["outcome"] and s,
+            f"job {job_id} never finished",
+        )
+        return state
+
     def request(
         self,
         method: str,

@@ -37,13 +37,7 @@ def test_a_worker_beside_zope_runs_the_web_instances_jobs_as_their_users(tmp_pat
         wait_until(lambda: "worker beside Zope" in log.read_text(errors="replace"), "no worker")
         status, body = web.request("POST", "/@@zasync-put", {"folder_id": "beside"})
         assert status == 200, body
-        state = wait_until(
-            lambda: (
-                (s := web.request("GET", "/@@zasync-job", {"job": str(body["job"])})[1])["outcome"]
-                and s
-            ),
-            "the worker beside Zope never ran the job",
-        )
+        state = web.wait_for_outcome(body["job"])
         assert state["outcome"] == "succeeded", state
         folder = web.request("GET", "/@@zasync-folder", {"id": "beside"})[1]
         assert folder["made_by"] == "admin" and folder["url_seen"] == f"{web.url}/beside"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zope_instances import ZopeInstance, wait_until
+from zope_instances import ZopeInstance
 
 QUEUE_DATABASE = """
 <zodb_db queues>
@@ -28,15 +28,7 @@ def test_jobs_put_in_a_queue_database_run_as_their_user_on_the_content(tmp_path)
         }
         status, body = instance.request("POST", "/@@zasync-put", {"folder_id": "apart"})
         assert status == 200, body
-        state = wait_until(
-            lambda: (
-                (s := instance.request("GET", "/@@zasync-job", {"job": str(body["job"])})[1])[
-                    "outcome"
-                ]
-                and s
-            ),
-            "the job never ran",
-        )
+        state = instance.wait_for_outcome(body["job"])
         assert state["outcome"] == "succeeded", state
         folder = instance.request("GET", "/@@zasync-folder", {"id": "apart"})[1]
         assert folder["made_by"] == "admin"

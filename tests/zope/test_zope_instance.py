@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from zope_instances import wait_until
-
-
-def _job_state(instance, job_id):
-    status, state = instance.request("GET", "/@@zasync-job", {"job": str(job_id)})
-    assert status == 200, state
-    return state
-
 
 def test_a_request_puts_a_job_that_runs_as_its_user_in_the_site(zope_worker):
     status, body = zope_worker.request("POST", "/@@zasync-put", {"folder_id": "made"})
     assert status == 200, body
-    state = wait_until(
-        lambda: (s := _job_state(zope_worker, body["job"]))["outcome"] and s,
-        "the job never finished",
-    )
+    state = zope_worker.wait_for_outcome(body["job"])
     assert state["outcome"] == "succeeded", state
     status, folder = zope_worker.request("GET", "/@@zasync-folder", {"id": "made"})
     assert status == 200, folder
@@ -32,7 +21,7 @@ def test_a_request_that_fails_after_its_put_leaves_no_job(zope_worker):
     assert status == 500
     # A job put later gets an id; the failed request's job never existed: its folder never comes.
     status, body = zope_worker.request("POST", "/@@zasync-put", {"folder_id": "later"})
-    wait_until(lambda: _job_state(zope_worker, body["job"])["outcome"], "the later job never ran")
+    zope_worker.wait_for_outcome(body["job"])
     assert zope_worker.request("GET", "/@@zasync-folder", {"id": "never"})[0] == 404
 
 
@@ -52,7 +41,7 @@ def test_urls_in_the_job_are_those_of_the_virtual_host_that_put_it(zope_worker):
     path = "/VirtualHostBase/https/www.example.com:443/VirtualHostRoot/@@zasync-put"
     status, body = zope_worker.request("POST", path, {"folder_id": "hosted"})
     assert status == 200, body
-    wait_until(lambda: _job_state(zope_worker, body["job"])["outcome"], "the job never ran")
+    zope_worker.wait_for_outcome(body["job"])
     folder = zope_worker.request("GET", "/@@zasync-folder", {"id": "hosted"})[1]
     assert folder["url_seen"] == "https://www.example.com/hosted"
 
@@ -69,9 +58,7 @@ def test_a_job_whose_user_was_deleted_fails_with_a_clear_error(zope_worker):
     )
     assert status == 200, body
     assert zope_worker.request("POST", "/@@zasync-delete-user", {"name": "leaver"})[0] == 200
-    state = wait_until(
-        lambda: (s := _job_state(zope_worker, body["job"]))["outcome"] and s, "never ran"
-    )
+    state = zope_worker.wait_for_outcome(body["job"])
     assert state["outcome"] == "failed"
     assert "'leaver' who put this job no longer exists" in state["error"]
     assert zope_worker.request("GET", "/@@zasync-folder", {"id": "orphan"})[0] == 404
@@ -84,9 +71,7 @@ def test_a_job_whose_object_was_deleted_fails_with_a_clear_error(zope_worker):
     )
     assert status == 200, body
     assert zope_worker.request("POST", "/@@zasync-remove", {"id": "box"})[0] == 200
-    state = wait_until(
-        lambda: (s := _job_state(zope_worker, body["job"]))["outcome"] and s, "never ran"
-    )
+    state = zope_worker.wait_for_outcome(body["job"])
     assert state["outcome"] == "failed"
     assert "the object this job was put for, /box, no longer exists" in state["error"]
 
@@ -99,9 +84,9 @@ def test_a_functional_test_can_run_the_jobs_at_once_without_a_worker(tmp_path):
     try:
         status, body = instance.request("POST", "/@@zasync-put", {"folder_id": "at-once"})
         assert status == 200, body
-        assert _job_state(instance, body["job"])["status"] == "pending"  # no worker here
+        assert instance.job_state(body["job"])["status"] == "pending"  # no worker here
         assert instance.request("POST", "/@@zasync-run-now") == (200, 1)
-        assert _job_state(instance, body["job"])["outcome"] == "succeeded"
+        assert instance.job_state(body["job"])["outcome"] == "succeeded"
         folder = instance.request("GET", "/@@zasync-folder", {"id": "at-once"})[1]
         assert folder["made_by"] == "admin"
     finally:
@@ -111,9 +96,7 @@ def test_a_functional_test_can_run_the_jobs_at_once_without_a_worker(tmp_path):
 def test_a_job_that_commits_on_its_way_keeps_its_user_and_urls(zope_worker):
     status, body = zope_worker.request("POST", "/@@zasync-put-committing", {"folder_id": "steps"})
     assert status == 200, body
-    state = wait_until(
-        lambda: (s := _job_state(zope_worker, body["job"]))["outcome"] and s, "never ran"
-    )
+    state = zope_worker.wait_for_outcome(body["job"])
     assert state["outcome"] == "succeeded", state
     folder = zope_worker.request("GET", "/@@zasync-folder", {"id": "steps"})[1]
     assert folder == {
@@ -134,9 +117,7 @@ def test_a_deleted_object_is_never_replaced_by_one_acquired_from_above(zope_work
     )
     assert status == 200, body
     assert zope_worker.request("POST", "/box/@@zasync-remove", {"id": "report"})[0] == 200
-    state = wait_until(
-        lambda: (s := _job_state(zope_worker, body["job"]))["outcome"] and s, "never ran"
-    )
+    state = zope_worker.wait_for_outcome(body["job"])
     assert state["outcome"] == "failed", state  # not run on /report, found by acquisition
     assert "/box/report, no longer exists" in state["error"]
 

@@ -43,15 +43,7 @@ def test_a_worker_instance_killed_mid_job_leaves_it_to_the_other_exactly_once(tm
         )
         other = next(i for i in instances if i is not running)
         running.kill()
-        state = wait_until(
-            lambda: (
-                (s := other.request("GET", "/@@zasync-job", {"job": str(body["job"])})[1])[
-                    "outcome"
-                ]
-                and s
-            ),
-            "the other instance never took the job over",
-        )
+        state = other.wait_for_outcome(body["job"])
         assert state["outcome"] == "succeeded", state
         assert other.request("GET", "/@@zasync-count")[1] == {"count": 1}
         assert marker.read_text() == "started\nstarted\n"  # killed once, run again once
