@@ -77,12 +77,12 @@ def test_a_job_blocked_in_c_is_failed_on_time_and_its_late_commit_refused(
         later = zasync_queue.put(Job(support.multiply, 3, 5))
         transaction.commit()
         assert wait_for_result(later) == 15
+        assert pool.wait_idle(60)  # its stop is handled: the interruption was called off
         support.event("tl-c").set()  # the C call returns: its commit must be refused
         wait_for(lambda: pool.abandoned_threads() == 0, sync=None)
-        assert support.after_limit == [
-            "tl-c: interrupted: TimeLimitInterrupt",
-            "tl-c: commit refused: DoomedTransaction",
-        ]
+        # The interruption was called off while it sat in C (it would slow every
+        # thread); its code goes on when the call returns, but cannot commit.
+        assert support.after_limit == ["tl-c: commit refused: DoomedTransaction"]
         keys = _root_keys(zasync_conn)
         assert "blocked" not in keys and "blocked-after" not in keys
         assert stuck.result.check(zasync.TimeLimitError)  # still the recorded outcome
@@ -94,10 +94,9 @@ def test_a_job_that_swallows_the_interrupt_cannot_commit(zasync_db, zasync_conn,
         transaction.commit()
         assert wait_for_result(job).check(zasync.TimeLimitError)
         wait_for(lambda: _pool(dispatcher).abandoned_threads() == 0, sync=None)
-        assert support.after_limit == [
-            "swallowed: caught TimeLimitInterrupt",
-            "swallowed: commit refused: DoomedTransaction",
-        ]
+        # However its code was stopped, its commit after the stop was refused.
+        assert support.after_limit[-1] == "swallowed: commit refused: DoomedTransaction"
+        assert "swallowed: committed" not in support.after_limit
         assert "swallowed" not in _root_keys(zasync_conn)
 
 

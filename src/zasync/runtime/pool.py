@@ -58,6 +58,7 @@ from zasync.runtime.timelimits import (
     TimedRun,
     TimeLimits,
     install_refusing_manager,
+    untraced,
 )
 
 
@@ -616,9 +617,11 @@ class AgentThreadPool:
                 return None if unsettled and not run.over else False
             with self._lock:
                 self.timed_out += 1
-            abandoned = run.expire(lambda: self._count_out(run.thread, oid))
-            if abandoned:
-                self._replace_abandoned()
+            with untraced():  # see untraced: a waiting interruption and a tracer
+                abandoned = run.expire(lambda: self._count_out(run.thread, oid))
+                if abandoned:
+                    self._replace_abandoned()
+                    run.await_interruption()
             message = describe_limit(run.limit)
             events_log.warning(
                 "job %d stopped: %s; nothing it changed was committed; %s%s",

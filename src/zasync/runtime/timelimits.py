@@ -16,8 +16,9 @@ limit is *failed first and stopped second*:
    transaction from then on (a commit the job's code tries fails, whichever
    way it is called); :class:`~zasync.errors.TimeLimitError` is raised in the
    job's code, between two bytecodes (``PyThreadState_SetAsyncExc``), but
-   never inside a commit or an abort (it waits for their end); and the
-   thread is *abandoned*: its pool counts it out and starts another at once,
+   never inside a commit or an abort (it waits for their end), and called
+   off after :data:`DELIVERY_WAIT` if the thread is inside a C call (a
+   waiting interruption slows every thread); and the thread is *abandoned*: its pool counts it out and starts another at once,
    so the agent's slot and its thread are free for other jobs.
 4. The job's callbacks run, in the short-lived thread; the job stays the
    pool's until they are done, and a graceful stop waits for them.
@@ -39,9 +40,10 @@ import contextlib
 import ctypes
 import logging
 import math
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import transaction
@@ -63,11 +65,64 @@ class TimeLimitInterrupt(TimeLimitError):
         super().__init__(*(args or ("the job ran longer than its time limit",)))
 
 
+#: Seconds a thread gets to take the interruption before it is called off (it is in C).
+DELIVERY_WAIT = 0.5
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """Run the block without this thread's tracer and profiler (coverage, a debugger).
+
+    On CPython 3.11, while an interruption waits for a thread blocked in C,
+    every *traced* thread that calls a function spins where it is: the
+    thread that sent it must not be one, or it could never call it off.
+    """
+    tracer, profiler = sys.gettrace(), sys.getprofile()
+    sys.settrace(None)
+    sys.setprofile(None)
+    try:
+        yield
+    finally:
+        sys.settrace(tracer)
+        sys.setprofile(profiler)
+
+
 def _raise_in_thread(ident: int, exception: type[BaseException] | None) -> None:
-    """Make ``exception`` raised in thread ``ident`` at its next bytecode (None: cancel that)."""
+    """Make ``exception`` raised in thread ``ident`` at its next bytecode (None: call it off)."""
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(ident), None if exception is None else ctypes.py_object(exception)
     )
+
+
+class _Settle(Exception):
+    """Raised in the calling thread by :func:`_settle_signal`, and caught there."""
+
+
+def _settle_signal() -> None:
+    """Clear the interpreter's pending-interruption signal, from the calling thread.
+
+    CPython 3.11 keeps one such signal for the whole interpreter, set while
+    an asynchronous exception waits in any thread, and clears it only when a
+    thread takes one.  Calling one off (NULL) leaves it set for good: every
+    thread then checks for it at every step (under a tracer such as
+    coverage's, they all but stop).  Taking an exception of our own, here,
+    clears it.
+    """
+    try:
+        _raise_in_thread(threading.get_ident(), _Settle)
+        for _ in range(100_000):
+            pass
+    except _Settle:
+        pass
+
+
+def _let_it_go_off() -> None:
+    """Run a few bytecodes so that an interruption still pending in this thread goes off here."""
+    try:
+        for _ in range(100_000):
+            pass
+    except TimeLimitInterrupt:
+        pass
 
 
 class GuardedTransaction(Transaction):  # type: ignore[misc]
@@ -176,15 +231,23 @@ class TimedRun:
                 self.started_us = self.job._active_start
             self.committing = False
             self._inside = True
+        went_off = False
         try:
             return fn(*args, **kwargs)
+        except TimeLimitInterrupt:
+            went_off = True
+            with self._lock:
+                self._interrupted = False  # taken
+            raise
         finally:
             with self._lock:
                 self._inside = False
                 self._held_back = False
-                if self._interrupted:
-                    # Not raised yet: it must not go off later, in zasync's own code.
-                    _raise_in_thread(self.thread.ident or 0, None)
+                pending = self._interrupted and not went_off
+            if pending:
+                # Sent but perhaps not raised yet (or swallowed by the job's code): it
+                # must not go off later, in zasync's own code.
+                _let_it_go_off()
             if self.expired:
                 raise TimeLimitError(describe_limit(self.limit))
 
@@ -233,6 +296,29 @@ class TimedRun:
                 _raise_in_thread(self.thread.ident, TimeLimitInterrupt)
                 self._interrupted = True
             return True
+
+    def await_interruption(self, timeout: float = DELIVERY_WAIT) -> bool:
+        """Give the thread ``timeout`` seconds to take the interruption; else call it off.
+
+        A thread inside a C call takes it only when the call returns, and a
+        waiting interruption slows every thread of the process: it is called
+        off, and the job's code is stopped when it returns instead (it leaves
+        the guard with TimeLimitError, and its commits are refused).  True if
+        the interruption was taken (or none was sent).
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not (self._interrupted and self._inside):
+                    return True
+            time.sleep(0.01)
+        with self._lock:
+            if not (self._interrupted and self._inside):
+                return True
+            _raise_in_thread(self.thread.ident or 0, None)
+            self._interrupted = False
+        _settle_signal()
+        return False
 
     def finish(self) -> None:
         """The thread is done with the job (stopped or not): :meth:`expire` no longer acts."""
