@@ -18,8 +18,9 @@ limit is *failed first and stopped second*:
    job's code, between two bytecodes (``PyThreadState_SetAsyncExc``), but
    never inside a commit or an abort (it waits for their end), and called
    off after :data:`DELIVERY_WAIT` if the thread is inside a C call (a
-   waiting interruption slows every thread); and the thread is *abandoned*: its pool counts it out and starts another at once,
-   so the agent's slot and its thread are free for other jobs.
+   waiting interruption slows every thread); and the thread is
+   *abandoned*: its pool counts it out and starts another at once, so the
+   agent's slot and its thread are free for other jobs.
 4. The job's callbacks run, in the short-lived thread; the job stays the
    pool's until they are done, and a graceful stop waits for them.
 
